@@ -57,7 +57,9 @@ def _fmt(value: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("suite", choices=suites())
     parser.add_argument("--quick", action="store_true", help="small sizes; finishes in under a minute")
     parser.add_argument("--json", type=Path, help="write the result as JSON to this file")
