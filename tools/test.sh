@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh machine, then run every test and check.
+# This is the README's test command; CI (.ci/run) runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+# Real components for integration tests: an MQTT broker and gpg for signed commits.
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v gpg >/dev/null 2>&1 || need+=(gnupg)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+fi
+
+# A real kube-apiserver + etcd for the operator and agent tests, built from Go modules and cached
+# outside the repository (a second run takes seconds).
+if [ -f tools/kubeenv/build.sh ]; then
+  bash tools/kubeenv/build.sh
+fi
+
+ruff check .
+ruff format --check crds operator solver nodeagent benchmarks tools tests
+mypy solver crds operator/catalog.py operator/errors.py operator/planning.py
+python3 -m pytest "$@"
