@@ -1,0 +1,351 @@
+"""The reconcile core, shared by the embedded controller and the kopf operator.
+
+One pure, level-triggered function: desired state (a :class:`Catalog` at a revision) plus
+what the agents observe plus the controller's memory of its last decision in; the NFInstances
+that must exist, every slice's status and the new memory out. It performs no I/O, so the
+embedded mode and the Kubernetes operator run exactly the same logic.
+
+Re-placement happens when the desired state changes, when a node stops heartbeating or
+disappears, when a node's load moves by ``LOAD_CHANGE`` or more since the last placement
+(GNF's 15 % rule), and when a slice's attachments move (roaming). Every re-placement passes
+the current assignments to the solver, whose migration term keeps moves to a minimum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from flyslice import solver
+from flyslice.solver.model import Assignment, Resources
+
+from .actions import InstanceAction, slice_actions
+from .catalog import Catalog, EdgeNodeSpec, SliceSpec
+from .planning import plan
+
+LOAD_CHANGE = 0.15
+HEARTBEAT_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class NodeObservation:
+    heartbeat_at: float | None = None
+    #: Fraction of the node's CPU in use, 0..1.
+    load: float | None = None
+
+
+@dataclass(frozen=True)
+class InstanceObservation:
+    state: str
+    node: str = ""
+    message: str = ""
+    #: End-to-end latency observed by this instance (sinks report it), in ms.
+    e2e_latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    nodes: Mapping[str, NodeObservation] = field(default_factory=dict)
+    instances: Mapping[tuple[str, str], InstanceObservation] = field(default_factory=dict)  # (ns, name)
+
+
+@dataclass(frozen=True)
+class SliceRecord:
+    """What the controller decided for one slice, kept between reconciles."""
+
+    fingerprint: str
+    admitted: bool
+    service: str | None
+    assignments: Mapping[str, Assignment]
+    path_latency_ms: Mapping[str, float]
+    budget_ms: float
+    reasons: tuple[str, ...]
+    first_placed_at: float | None
+    expires_at: float | None
+    revision: str
+    actions: tuple[InstanceAction, ...] = ()
+
+
+@dataclass(frozen=True)
+class ControllerState:
+    slices: Mapping[str, SliceRecord] = field(default_factory=dict)
+    plan_fingerprint: str = ""
+    load_at_plan: Mapping[str, float] = field(default_factory=dict)
+    plans: int = 0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    actions: tuple[InstanceAction, ...]
+    slice_status: Mapping[str, dict[str, Any]]
+    state: ControllerState
+    replanned: bool
+    #: Human-readable decisions, e.g. for Kubernetes Events.
+    events: tuple[str, ...] = ()
+
+
+def reconcile(
+    catalog: Catalog,
+    state: ControllerState,
+    observation: Observation,
+    *,
+    now: float,
+    revision: str = "",
+    options: solver.SolveOptions | None = None,
+    heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
+) -> Outcome:
+    events: list[str] = []
+    down = _unavailable_nodes(catalog, observation, now, heartbeat_timeout_s)
+    for n in sorted(down):
+        events.append(f"node {n} has not sent a heartbeat for over {heartbeat_timeout_s:g}s: moving its NFs")
+    live = replace(catalog, nodes={k: v for k, v in catalog.nodes.items() if k not in down})
+
+    expired = {
+        key for key, rec in state.slices.items() if rec.expires_at is not None and now >= rec.expires_at
+    }
+    placeable = replace(live, slices={k: s for k, s in live.slices.items() if s.key not in expired})
+    fingerprint = _fingerprint(placeable)
+    load_moved = _load_moved(catalog, observation, state)
+    for n in load_moved:
+        events.append(
+            f"load on node {n} changed by {LOAD_CHANGE:.0%} or more since the last placement: re-planning"
+        )
+
+    replanned = fingerprint != state.plan_fingerprint or bool(load_moved)
+    records = dict(state.slices)
+    load_at_plan = dict(state.load_at_plan)
+    plans = state.plans
+    if replanned:
+        current = {key: rec.assignments for key, rec in state.slices.items() if rec.admitted}
+        the_plan = plan(
+            placeable,
+            options=options,
+            current=current,
+            background=_background(placeable, observation, state),
+        )
+        plans += 1
+        load_at_plan = {n: o.load for n, o in observation.nodes.items() if o.load is not None}
+        records = {k: v for k, v in records.items() if k in expired}
+        for sp in the_plan.slices:
+            key = sp.slice.key
+            old = state.slices.get(key)
+            first = old.first_placed_at if old and old.first_placed_at is not None else None
+            if sp.placement.admitted and first is None:
+                first = now
+            expires = first + sp.slice.lifetime_s if first is not None and sp.slice.lifetime_s else None
+            actions: tuple[InstanceAction, ...] = ()
+            if sp.service is not None and sp.demand is not None:
+                actions = tuple(slice_actions(placeable, sp.slice, sp.service, sp.demand, sp.placement))
+            moved = _moves(old, sp.placement.assignments) if old else 0
+            if old and moved:
+                events.append(f"slice {key}: re-placed, {moved} NF(s) moved")
+            elif not old and sp.placement.admitted:
+                events.append(f"slice {key}: placed {len(actions)} NF(s)")
+            if not sp.placement.admitted:
+                events.append(f"slice {key}: not admitted: {'; '.join(sp.placement.reasons)}")
+            records[key] = SliceRecord(
+                fingerprint=_slice_fingerprint(placeable, key),
+                admitted=sp.placement.admitted,
+                service=sp.service.name if sp.service else None,
+                assignments=dict(sp.placement.assignments),
+                path_latency_ms=dict(sp.placement.path_latency_ms),
+                budget_ms=sp.slice.max_latency_ms,
+                reasons=tuple(sp.placement.reasons),
+                first_placed_at=first,
+                expires_at=expires,
+                revision=revision or (old.revision if old else ""),
+                actions=actions,
+            )
+    # Slices removed from the desired state are forgotten; their instances are pruned because
+    # they are no longer in the action list.
+    records = {k: v for k, v in records.items() if k in {s.key for s in catalog.slices.values()}}
+    for key in expired:
+        if key in records and records[key].actions:
+            events.append(f"slice {key}: lifetime over, tearing down")
+            records[key] = replace(records[key], actions=(), assignments={})
+
+    all_actions = tuple(a for rec in records.values() for a in rec.actions)
+    statuses = {
+        key: _status(catalog.slices[_split(key)], rec, observation, expired=key in expired)
+        for key, rec in records.items()
+    }
+    new_state = ControllerState(records, fingerprint, load_at_plan, plans)
+    return Outcome(all_actions, statuses, new_state, replanned, tuple(events))
+
+
+def _split(key: str) -> tuple[str, str]:
+    ns, _, name = key.partition("/")
+    return ns, name
+
+
+def _unavailable_nodes(catalog: Catalog, obs: Observation, now: float, timeout: float) -> set[str]:
+    # A node that never sent a heartbeat is presumed up: its agent may simply not have started yet.
+    return {
+        n
+        for n in catalog.nodes
+        if (o := obs.nodes.get(n)) is not None
+        and o.heartbeat_at is not None
+        and now - o.heartbeat_at > timeout
+    }
+
+
+def _load_moved(catalog: Catalog, obs: Observation, state: ControllerState) -> list[str]:
+    moved = []
+    for n in catalog.nodes:
+        o = obs.nodes.get(n)
+        if o is None or o.load is None or n not in state.load_at_plan:
+            continue
+        if abs(o.load - state.load_at_plan[n]) >= LOAD_CHANGE:
+            moved.append(n)
+    return sorted(moved)
+
+
+def _background(catalog: Catalog, obs: Observation, state: ControllerState) -> dict[str, Resources]:
+    """CPU used on each node by anything but flyslice: observed load minus what flyslice placed."""
+    ours: dict[str, int] = {}
+    for rec in state.slices.values():
+        for action in rec.actions:
+            ours[action.node] = ours.get(action.node, 0) + _cpu_of(action)
+    out = {}
+    for name, node in catalog.nodes.items():
+        o = obs.nodes.get(name)
+        if o is None or o.load is None:
+            continue
+        other = int(o.load * node.cpu_millis) - ours.get(name, 0)
+        if other > 0:
+            out[name] = Resources(cpu_millis=min(other, node.cpu_millis), memory_bytes=0)
+    return out
+
+
+def _cpu_of(action: InstanceAction) -> int:
+    from .quantities import cpu_millis
+
+    return cpu_millis(action.spec.get("resources", {}).get("cpu", 0))
+
+
+def _moves(old: SliceRecord, new: Mapping[str, Assignment]) -> int:
+    return sum(1 for nf, a in new.items() if nf in old.assignments and old.assignments[nf] != a)
+
+
+def _node_fingerprint(n: EdgeNodeSpec) -> Any:
+    return [
+        n.name,
+        n.tier,
+        sorted(n.runtimes),
+        n.cpu_millis,
+        n.memory_bytes,
+        n.availability,
+        n.cost,
+        sorted((lk.node, lk.latency_ms, lk.bandwidth_mbps or 0) for lk in n.links),
+    ]
+
+
+def _fingerprint(catalog: Catalog) -> str:
+    doc = {
+        "nodes": [_node_fingerprint(catalog.nodes[k]) for k in sorted(catalog.nodes)],
+        "packages": [repr(catalog.packages[k]) for k in sorted(catalog.packages)],
+        "services": [repr(catalog.services[k]) for k in sorted(catalog.services)],
+        "slices": [repr(catalog.slices[k]) for k in sorted(catalog.slices)],
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _slice_fingerprint(catalog: Catalog, key: str) -> str:
+    return hashlib.sha256(repr(catalog.slices[_split(key)]).encode()).hexdigest()
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts is not None else None
+
+
+def _status(slice_: SliceSpec, rec: SliceRecord, obs: Observation, *, expired: bool) -> dict[str, Any]:
+    placement = []
+    states: list[str] = []
+    observed: list[float] = []
+    for action in rec.actions:
+        o = obs.instances.get((action.namespace, action.name))
+        state = o.state if o else "Pending"
+        states.append(state)
+        if o and o.e2e_latency_ms is not None:
+            observed.append(o.e2e_latency_ms)
+        entry = {
+            "role": action.spec["role"],
+            "package": action.spec["package"],
+            "node": action.node,
+            "flavor": action.spec["flavor"],
+            "instance": action.name,
+            "state": state,
+        }
+        if "attachment" in action.spec:
+            entry["attachment"] = action.spec["attachment"]
+        placement.append(entry)
+    reasons = list(rec.reasons)
+    if expired:
+        phase = "Expired"
+    elif not rec.admitted:
+        phase = "Infeasible"
+    elif states and all(s == "Running" for s in states):
+        phase = "Ready"
+    elif any(s == "Failed" for s in states):
+        phase = "Degraded"
+        reasons += [
+            f"instance {p['instance']} on {p['node']} failed"
+            + (f": {m}" if (m := _msg(obs, slice_.namespace, p["instance"])) else "")
+            for p in placement
+            if p["state"] == "Failed"
+        ]
+    else:
+        phase = "Deploying"
+    worst_observed = max(observed) if observed else None
+    if phase == "Ready" and worst_observed is not None and worst_observed > rec.budget_ms:
+        phase = "Degraded"
+        reasons.append(f"observed latency {worst_observed:.2f} ms exceeds the {rec.budget_ms:g} ms budget")
+    nodes_used = sorted({a.host for a in rec.assignments.values()})
+    status: dict[str, Any] = {
+        "phase": phase,
+        "networkService": rec.service,
+        "placement": placement,
+        "paths": [
+            {"name": name, "predictedLatencyMs": round(lat, 3), "budgetMs": rec.budget_ms}
+            for name, lat in sorted(rec.path_latency_ms.items())
+        ],
+        "nodeCount": len(nodes_used),
+        "reasons": reasons,
+        "observedGeneration": slice_.generation,
+        "conditions": _conditions(phase, rec, reasons),
+    }
+    if rec.path_latency_ms:
+        status["predictedLatencyMs"] = round(max(rec.path_latency_ms.values()), 3)
+    if worst_observed is not None:
+        status["observedLatencyMs"] = round(worst_observed, 3)
+    if rec.expires_at is not None:
+        status["expiresAt"] = _iso(rec.expires_at)
+    if rec.revision:
+        status["lastAppliedRevision"] = rec.revision
+    return status
+
+
+def _msg(obs: Observation, ns: str, name: str) -> str:
+    o = obs.instances.get((ns, name))
+    return o.message if o else ""
+
+
+def _conditions(phase: str, rec: SliceRecord, reasons: list[str]) -> list[dict[str, Any]]:
+    def cond(kind: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+        return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
+
+    detail = "; ".join(reasons)
+    return [
+        cond(
+            "Placed",
+            rec.admitted,
+            "Placed" if rec.admitted else "Infeasible",
+            detail if not rec.admitted else "",
+        ),
+        cond("Ready", phase == "Ready", phase, detail),
+        cond("Degraded", phase == "Degraded", phase, detail if phase == "Degraded" else ""),
+    ]
