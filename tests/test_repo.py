@@ -1,0 +1,40 @@
+"""Repository-level contracts: packaging, generated docs, and the standard library's `operator`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_operator_dir_never_shadows_the_standard_library():
+    # Run from the repository root, where a naive layout would import ./operator instead.
+    code = "import operator, flyslice.operator as o; print(operator.__file__); print(o.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    stdlib_path, ours = out.stdout.split()
+    assert "site-packages" not in stdlib_path and stdlib_path.endswith("operator.py")
+    assert Path(ours).resolve() == REPO / "operator" / "__init__.py"
+
+
+def test_components_import_under_the_flyslice_namespace():
+    import flyslice.crds
+    import flyslice.nodeagent
+    import flyslice.operator
+    import flyslice.solver
+
+    for mod, d in [(flyslice.crds, "crds"), (flyslice.solver, "solver"), (flyslice.nodeagent, "nodeagent")]:
+        assert Path(mod.__file__).resolve().parent == REPO / d
+
+
+def test_resource_reference_is_generated_from_the_crds():
+    out = subprocess.run(
+        [sys.executable, "tools/gen_resource_docs.py", "--check"], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def test_console_script_is_installed():
+    out = subprocess.run(["flyslice", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "validate" in out.stdout and "plan" in out.stdout
