@@ -245,9 +245,7 @@ def _keep_last_good(
     if previous is None:
         return result.catalog
     broken = {e.object for e in errors if e.severity == "error" and e.object}
-    kept = {
-        key: m for key, m in previous.sources.items() if _ref(key) in broken and key not in result.sources
-    }
+    kept = {key for key in previous.sources if _refs(key) & broken and key not in result.sources}
     if not kept:
         return result.catalog
     cat = result.catalog
