@@ -1,0 +1,84 @@
+"""A bounded FIFO with a drop counter, blocking-with-timeout puts (backpressure) and batch gets."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class BoundedQueue(Generic[T]):
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError("queue size must be >= 1")
+        self.maxsize = maxsize
+        self.dropped = 0
+        self._items: deque[T] = deque()
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._woken = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: T, timeout: float = 0.0) -> bool:
+        """Append; when full wait up to ``timeout`` s for room, else drop (counted) and return False."""
+        with self._lock:
+            if len(self._items) >= self.maxsize:
+                if timeout <= 0 or not self._wait_room(1, timeout):
+                    self.dropped += 1
+                    return False
+            self._items.append(item)
+            self._not_empty.notify()
+            return True
+
+    def put_many(self, items: list[T], timeout: float = 0.0) -> int:
+        """Append as many as fit (waiting up to ``timeout`` s for room); returns how many were dropped."""
+        with self._lock:
+            room = self.maxsize - len(self._items)
+            if room < len(items) and timeout > 0:
+                self._wait_room(len(items), timeout)
+                room = self.maxsize - len(self._items)
+            taken = items if room >= len(items) else items[: max(room, 0)]
+            self._items.extend(taken)
+            dropped = len(items) - len(taken)
+            self.dropped += dropped
+            if taken:
+                self._not_empty.notify()
+            return dropped
+
+    def _wait_room(self, n: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.maxsize - len(self._items) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._not_full.wait(left)
+        return True
+
+    def get_batch(self, max_items: int, timeout: float | None) -> list[T]:
+        """Up to ``max_items`` items; waits up to ``timeout`` s (None = forever) while empty."""
+        with self._lock:
+            if not self._items and not self._woken:
+                self._not_empty.wait(timeout)
+            self._woken = False
+            items = self._items
+            if not items:
+                return []
+            if len(items) <= max_items:
+                batch = list(items)
+                items.clear()
+            else:
+                batch = [items.popleft() for _ in range(max_items)]
+            self._not_full.notify_all()
+            return batch
+
+    def wake(self) -> None:
+        """Make a waiting ``get_batch`` return now (used to run control actions)."""
+        with self._lock:
+            self._woken = True
+            self._not_empty.notify_all()

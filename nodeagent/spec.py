@@ -1,0 +1,206 @@
+"""What the agent converges to (InstanceSpec) and what it reports back (InstanceStatus).
+
+``InstanceSpec`` is the agent-side view of one NFInstance: built from the NFInstance object of the
+Kubernetes API or from the embedded controller's action, and stored in the agent's on-disk cache.
+Its ``fingerprint`` covers every field the agent acts on, so "changed" vs "same" never depends on
+a generation counter the agent might not have seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .quantity import parse_memory
+
+
+class SpecError(ValueError):
+    """An instance spec with a missing or malformed field; the message names it."""
+
+
+@dataclass(frozen=True)
+class NextHop:
+    instance: str
+    node: str
+    #: host:port of the next hop's receiver; empty = resolve through the agent's peer table.
+    address: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        d = {"instance": self.instance, "node": self.node}
+        if self.address:
+            d["address"] = self.address
+        return d
+
+
+_ADDR_RE = re.compile(r"^[^\s:]+:\d{1,5}$")
+
+
+@dataclass(frozen=True, eq=True)
+class InstanceSpec:
+    name: str
+    slice: str
+    role: str
+    package: str
+    flavor: str  # "fnf" | "vnf"
+    module: str = ""
+    digest: str = ""
+    entrypoint: str = "NF"
+    image: str = ""
+    signature: str = ""
+    config: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    next_hops: tuple[NextHop, ...] = ()
+    namespace: str = "default"
+    node: str = ""
+    attachment: str = ""
+    cpu: str = ""
+    memory: str = ""
+    generation: int = 0
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return parse_memory(self.memory) if self.memory else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "namespace": self.namespace,
+            "slice": self.slice,
+            "role": self.role,
+            "package": self.package,
+            "flavor": self.flavor,
+            "config": dict(self.config),
+            "nextHops": [h.to_dict() for h in self.next_hops],
+            "generation": self.generation,
+        }
+        for key in ("module", "digest", "image", "signature", "node", "attachment"):
+            if getattr(self, key):
+                d[key] = getattr(self, key)
+        d["entrypoint"] = self.entrypoint
+        if self.cpu or self.memory:
+            d["resources"] = {k: v for k, v in (("cpu", self.cpu), ("memory", self.memory)) if v}
+        return d
+
+    @property
+    def fingerprint(self) -> str:
+        d = self.to_dict()
+        d.pop("generation")
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def code_fingerprint(self) -> tuple[str, str, str, str, str]:
+        """What decides which code runs; a change needs a hot swap (fNF) or a relaunch (VNF)."""
+        return (self.flavor, self.module, self.digest, self.entrypoint, self.image)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, where: str = "instance") -> InstanceSpec:
+        """From the cache format (``to_dict``) or an NFInstance ``spec`` plus ``name``."""
+        if not isinstance(d, Mapping):
+            raise SpecError(f"{where}: must be an object")
+        name = d.get("name")
+        where = f"{where} {name}" if isinstance(name, str) else where
+
+        def text(key: str, required: bool = False, default: str = "") -> str:
+            value = d.get(key, default)
+            if not isinstance(value, str) or (required and not value):
+                raise SpecError(f"{where}: field {key!r} must be a {'non-empty ' if required else ''}string")
+            return value
+
+        flavor = text("flavor", True)
+        if flavor not in ("fnf", "vnf"):
+            raise SpecError(f"{where}: field 'flavor' must be 'fnf' or 'vnf', got {flavor!r}")
+        module, digest = text("module"), text("digest")
+        if flavor == "fnf" and not (module and digest):
+            raise SpecError(f"{where}: an fnf instance needs 'module' and 'digest'")
+        if flavor == "vnf" and not (text("image") or module):
+            raise SpecError(
+                f"{where}: a vnf instance needs 'image' (or 'module' for the local-process driver)"
+            )
+        if bool(module) != bool(digest):
+            raise SpecError(f"{where}: 'module' and 'digest' go together")
+        config = d.get("config", {})
+        if not isinstance(config, Mapping):
+            raise SpecError(f"{where}: field 'config' must be an object")
+        hops_raw = d.get("nextHops", d.get("next_hops", []))
+        if not isinstance(hops_raw, list):
+            raise SpecError(f"{where}: field 'nextHops' must be a list")
+        hops = []
+        for i, h in enumerate(hops_raw):
+            if not isinstance(h, Mapping) or not isinstance(h.get("instance"), str) or not h.get("instance"):
+                raise SpecError(f"{where}: nextHops[{i}] needs a string 'instance'")
+            address = h.get("address", "")
+            if address and (not isinstance(address, str) or not _ADDR_RE.match(address)):
+                raise SpecError(f"{where}: nextHops[{i}].address must be host:port, got {address!r}")
+            hops.append(NextHop(str(h["instance"]), str(h.get("node", "")), str(address or "")))
+        resources = d.get("resources", {}) or {}
+        if not isinstance(resources, Mapping):
+            raise SpecError(f"{where}: field 'resources' must be an object")
+        memory = str(resources.get("memory", "") or "")
+        if memory:
+            try:
+                parse_memory(memory)
+            except ValueError as exc:
+                raise SpecError(f"{where}: resources.memory: {exc}") from exc
+        generation = d.get("generation", 0)
+        if not isinstance(generation, int):
+            raise SpecError(f"{where}: field 'generation' must be an integer")
+        return cls(
+            name=text("name", True),
+            slice=text("slice", True),
+            role=text("role", True),
+            package=text("package", True),
+            flavor=flavor,
+            module=module,
+            digest=digest,
+            entrypoint=text("entrypoint", default="NF") or "NF",
+            image=text("image"),
+            signature=text("signature"),
+            config=json.loads(json.dumps(dict(config))),
+            next_hops=tuple(hops),
+            namespace=text("namespace", default="default") or "default",
+            node=text("node"),
+            attachment=text("attachment"),
+            cpu=str(resources.get("cpu", "") or ""),
+            memory=memory,
+            generation=generation,
+        )
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> InstanceSpec:
+        """From a whole NFInstance object (``metadata`` + ``spec``), e.g. read from the API server."""
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec")
+        if not isinstance(spec, Mapping):
+            raise SpecError(f"NFInstance {meta.get('name', '?')}: missing spec")
+        d = {
+            **spec,
+            "name": meta.get("name", ""),
+            "namespace": meta.get("namespace", "default"),
+            "generation": meta.get("generation", 0),
+        }
+        return cls.from_dict(d, where="NFInstance")
+
+
+@dataclass
+class InstanceStatus:
+    """The agent's report for one instance (the NFInstance ``status``)."""
+
+    name: str
+    state: str
+    message: str = ""
+    flavor: str = ""
+    fingerprint: str = ""
+    generation: int = 0
+    address: str = ""
+    counters: dict[str, int] = field(default_factory=dict)
+    #: Mean processing time per message in this instance.
+    latency_ms: float | None = None
+    #: Mean end-to-end latency of messages that ended their path here (sinks only).
+    e2e_latency_ms: float | None = None
+    started_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}

@@ -1,0 +1,148 @@
+"""TCP transport between agents (and between an agent and its VNF runners): newline-delimited
+JSON envelopes, one message a line, batched per write.
+
+The receiving side blocks its reader for up to ``backpressure_s`` when the slice's queue is full,
+so a fast upstream is slowed down by TCP flow control before anything is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Callable
+
+from .bqueue import BoundedQueue
+from .dataplane import Sender
+from .message import EnvelopeError, Message, check_envelope
+
+log = logging.getLogger("flyslice.nodeagent.transport")
+
+_dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def parse_address(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"address {addr!r} is not host:port")
+    return host, int(port)
+
+
+class TcpSender(Sender):
+    """One connection to one address, fed by a bounded queue; reconnects with backoff."""
+
+    def __init__(self, address: str, queue_size: int = 10_000, batch: int = 512) -> None:
+        self.address = address
+        self.host, self.port = parse_address(address)
+        self.queue: BoundedQueue[Message] = BoundedQueue(queue_size)
+        self.batch = batch
+        self.sent = 0
+        self.connected = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"send-{address}", daemon=True)
+        self._thread.start()
+
+    def send_many(self, msgs: list[Message]) -> int:
+        return self.queue.put_many(msgs)
+
+    def _run(self) -> None:
+        sock: socket.socket | None = None
+        pending: bytes = b""
+        count = 0
+        backoff = 0.05
+        while not self._stop.is_set():
+            if not pending:
+                msgs = self.queue.get_batch(self.batch, 0.2)
+                if not msgs:
+                    continue
+                pending = b"".join([_dumps(m).encode() + b"\n" for m in msgs])
+                count = len(msgs)
+            if sock is None:
+                try:
+                    sock = socket.create_connection((self.host, self.port), timeout=2.0)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    self.connected = True
+                    backoff = 0.05
+                except OSError:
+                    self.connected = False
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+            try:
+                sock.sendall(pending)
+                self.sent += count
+                pending = b""
+            except OSError:
+                # The batch is kept and resent on the next connection (at-least-once over reconnects).
+                self.connected = False
+                sock.close()
+                sock = None
+        if sock is not None:
+            sock.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.queue.wake()
+        self._thread.join(2.0)
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def handle(self) -> None:
+        ingress = self.server.ingress
+        for line in self.rfile:
+            if not line.strip():
+                continue
+            try:
+                msg = check_envelope(json.loads(line))
+            except (ValueError, EnvelopeError) as exc:
+                ingress.errors += 1
+                ingress.last_error = f"{self.client_address[0]}: {exc}"
+                continue
+            ingress.received += 1
+            ingress.deliver(msg, ingress.backpressure_s)
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+    ingress: TcpIngress
+
+
+class TcpIngress:
+    """Listens on host:port (port 0 = any free port; read ``address`` after start)."""
+
+    def __init__(
+        self, listen: str, deliver: Callable[[Message, float], bool], backpressure_s: float = 1.0
+    ) -> None:
+        host, port = parse_address(listen)
+        self.deliver = deliver
+        self.backpressure_s = backpressure_s
+        self.received = 0
+        self.errors = 0
+        self.last_error = ""
+        self._server = _Server((host, port), _Handler)
+        self._server.ingress = self
+        self.address = f"{host}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.2,), daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def send_lines(address: str, msgs: list[Message], timeout: float = 5.0) -> None:
+    """Blocking one-shot send (CLI tools, tests)."""
+    host, port = parse_address(address)
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(b"".join(_dumps(m).encode() + b"\n" for m in msgs))
+        time.sleep(0)
