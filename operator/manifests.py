@@ -135,8 +135,19 @@ def load_file(path: Path, display_name: str | None = None) -> tuple[list[Manifes
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         return [], [
-            ManifestError(name, 0, "", "", f"file is not UTF-8 text (byte {exc.start}): is it binary?")
+            ManifestError(
+                name,
+                line,
+                "",
+                "",
+                (
+                    f"file is not UTF-8 text: byte 0x{raw[exc.start]:02x} at column {column} is not valid "
+                    "UTF-8; save the file as UTF-8 (is it Latin-1, UTF-16 or binary?)"
+                ),
+            )
         ]
     return load_text(text, name)
 
@@ -144,7 +155,10 @@ def load_file(path: Path, display_name: str | None = None) -> tuple[list[Manifes
 def load_text(text: str, file: str) -> tuple[list[Manifest], list[ManifestError]]:
     if not text.strip():
         return [], [ManifestError(file, 0, "", "", "file is empty: expected one or more Kubernetes objects")]
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        return [], [_reader_error(file, text, exc)]
     manifests: list[Manifest] = []
     errors: list[ManifestError] = []
     try:
@@ -154,9 +168,9 @@ def load_text(text: str, file: str) -> tuple[list[Manifest], list[ManifestError]
                 continue
             line = node.start_mark.line + 1
             lines: dict[PathKey, int] = {}
-            dup_errors = _index_lines(node, (), lines, file)
-            if dup_errors:
-                errors.extend(dup_errors)
+            index_errors = _LineIndex(file, lines, _ref_of_node(node)).walk(node)
+            if index_errors:
+                errors.extend(index_errors)
                 continue
             data = loader.construct_document(node)
             if data is None:
@@ -171,15 +185,35 @@ def load_text(text: str, file: str) -> tuple[list[Manifest], list[ManifestError]
                         (
                             f"a document must be a mapping with apiVersion, kind and metadata, "
                             f"not a {_yaml_type(data)}"
+                            + (
+                                "; separate objects with a line '---' instead of listing them"
+                                if isinstance(data, list)
+                                else ""
+                            )
                         ),
                     )
                 )
                 continue
             manifests.append(Manifest(file, line, data, lines))
     except yaml.MarkedYAMLError as exc:
-        errors.append(_syntax_error(file, exc))
-    except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML parse error is marked
+        errors.append(_syntax_error(file, exc, text))
+    except yaml.reader.ReaderError as exc:  # pragma: no cover - the reader checks the whole text up front
+        errors.append(_reader_error(file, text, exc))
+    except yaml.YAMLError as exc:  # pragma: no cover - every other PyYAML error is marked
         errors.append(ManifestError(file, 0, "", "", f"YAML error: {exc}"))
+    except RecursionError:
+        # PyYAML composes nested collections recursively; a pathologically deep document
+        # (thousands of '[' or nested mappings) exhausts the stack. Report, never crash.
+        mark = loader.get_mark()
+        errors.append(
+            ManifestError(
+                file,
+                mark.line + 1,
+                "",
+                "",
+                "values are nested too deeply to read (hundreds of levels): flatten the document",
+            )
+        )
     finally:
         loader.dispose()
     if not manifests and not errors:
@@ -187,40 +221,132 @@ def load_text(text: str, file: str) -> tuple[list[Manifest], list[ManifestError]
     return manifests, errors
 
 
-def _index_lines(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], file: str) -> list[ManifestError]:
-    """Record the line of every field; report keys that appear twice in one mapping."""
-    errors: list[ManifestError] = []
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            line = key_node.start_mark.line + 1
-            if key in seen and key != "<<":
-                errors.append(
-                    ManifestError(
-                        file,
-                        line,
-                        "",
-                        format_path((*path, key)),
-                        (f"duplicate key {key!r} (first at line {seen[key]}); YAML keeps only the last one"),
+#: How many extra values YAML aliases may add to one document. Merge keys (``<<: *defaults``)
+#: stay far below; an alias bomb ("billion laughs") of a few lines goes far above.
+MAX_ALIAS_EXPANSION = 100_000
+
+
+class _LineIndex:
+    """Record the line of every field; report duplicate keys and abusive aliases."""
+
+    def __init__(self, file: str, lines: dict[PathKey, int], ref: str) -> None:
+        self.file = file
+        self.lines = lines
+        self.ref = ref
+        self.errors: list[ManifestError] = []
+        self.seen: set[int] = set()
+        self.revisits = 0
+
+    def walk(self, root: yaml.Node) -> list[ManifestError]:
+        # Iterative so that line indexing never adds to the recursion depth PyYAML already used.
+        stack: list[tuple[yaml.Node, PathKey, frozenset[int]]] = [(root, (), frozenset())]
+        while stack:
+            node, path, ancestors = stack.pop()
+            if id(node) in ancestors:
+                return [
+                    self._error(
+                        node, path, "a YAML alias refers to a value that contains it (recursive alias)"
                     )
-                )
-            seen[key] = line
-            lines[(*path, key)] = line
-            errors.extend(_index_lines(value_node, (*path, key), lines, file))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[(*path, i)] = item.start_mark.line + 1
-            errors.extend(_index_lines(item, (*path, i), lines, file))
-    return errors
+                ]
+            if id(node) in self.seen:
+                self.revisits += 1
+                if self.revisits > MAX_ALIAS_EXPANSION:
+                    return [
+                        self._error(
+                            node,
+                            path,
+                            (
+                                f"YAML aliases expand this document to more than {MAX_ALIAS_EXPANSION} extra "
+                                "values (an alias bomb?); write the values out or use fewer aliases"
+                            ),
+                        )
+                    ]
+            self.seen.add(id(node))
+            inner = ancestors | {id(node)} if isinstance(node, yaml.CollectionNode) else ancestors
+            children: list[tuple[yaml.Node, PathKey]] = []
+            if isinstance(node, yaml.MappingNode):
+                first_line: dict[str, int] = {}
+                for key_node, value_node in node.value:
+                    key = str(key_node.value)
+                    line = key_node.start_mark.line + 1
+                    if key in first_line and key != "<<":
+                        self.errors.append(
+                            ManifestError(
+                                self.file,
+                                line,
+                                self.ref,
+                                format_path((*path, key)),
+                                (
+                                    f"duplicate key {key!r} (first at line {first_line[key]}); "
+                                    "YAML would silently keep only the last one: remove one of them"
+                                ),
+                            )
+                        )
+                    first_line.setdefault(key, line)
+                    self.lines.setdefault((*path, key), line)
+                    children.append((value_node, (*path, key)))
+            elif isinstance(node, yaml.SequenceNode):
+                for i, item in enumerate(node.value):
+                    self.lines.setdefault((*path, i), item.start_mark.line + 1)
+                    children.append((item, (*path, i)))
+            stack.extend((child, child_path, inner) for child, child_path in reversed(children))
+        return self.errors
+
+    def _error(self, node: yaml.Node, path: PathKey, message: str) -> ManifestError:
+        return ManifestError(self.file, node.start_mark.line + 1, self.ref, format_path(path), message)
 
 
-def _syntax_error(file: str, exc: yaml.MarkedYAMLError) -> ManifestError:
+def _ref_of_node(node: yaml.Node) -> str:
+    """``Kind/[namespace/]name`` read straight from the node tree, for errors found before construction."""
+    if not isinstance(node, yaml.MappingNode):
+        return ""
+    top = {str(k.value): v for k, v in node.value}
+    kind = top.get("kind")
+    meta = top.get("metadata")
+    fields = {str(k.value): v for k, v in meta.value} if isinstance(meta, yaml.MappingNode) else {}
+
+    def scalar(n: yaml.Node | None) -> str:
+        return str(n.value) if isinstance(n, yaml.ScalarNode) and n.value else ""
+
+    if not scalar(kind):
+        return ""
+    parts = [scalar(kind), scalar(fields.get("namespace")), scalar(fields.get("name")) or "<no name>"]
+    return "/".join(p for p in parts if p)
+
+
+def _reader_error(file: str, text: str, exc: yaml.reader.ReaderError) -> ManifestError:
+    code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+    line = text.count("\n", 0, exc.position) + 1
+    return ManifestError(
+        file,
+        line,
+        "",
+        "",
+        f"control character #x{code:04x} is not allowed in YAML: is the file binary? "
+        '(write it as an escape such as "\\x00" inside double quotes)',
+    )
+
+
+def _syntax_error(file: str, exc: yaml.MarkedYAMLError, text: str) -> ManifestError:
     mark = exc.problem_mark or exc.context_mark
     line = mark.line + 1 if mark else 0
     problem = exc.problem or "invalid YAML"
+    context = exc.context or ""
+    opened_quote = _unclosed_quote_line(text, line)
     if "'\\t'" in problem or "\\t" in problem:
         message = "tab character: YAML indentation must use spaces, not tabs"
+    elif opened_quote:
+        line = opened_quote
+        message = "YAML syntax error: the quoted string that starts on this line is never closed"
+    elif ("flow sequence" in context or "flow mapping" in context) and exc.context_mark is not None:
+        opener = "list opened with '['" if "sequence" in context else "mapping opened with '{'"
+        closer = "]" if "sequence" in context else "}"
+        message = (
+            f"YAML syntax error: the {opener} on this line is not closed: at line {line} "
+            f"{problem.replace('but got', 'but found')}; add the missing '{closer}'"
+        )
+        mark = exc.context_mark
+        line = mark.line + 1
     elif "mapping values are not allowed" in problem:
         message = (
             "YAML syntax error: a 'key: value' is out of place; "
@@ -228,10 +354,28 @@ def _syntax_error(file: str, exc: yaml.MarkedYAMLError) -> ManifestError:
         )
     elif "expected <block end>" in problem or "did not find expected key" in problem:
         message = f"YAML syntax error: {problem}; check the indentation of this line"
+    elif "found undefined alias" in problem:
+        message = f"YAML syntax error: {problem}: define the anchor (&name) before using it (*name)"
     else:
         message = f"YAML syntax error: {problem}"
-    col = f" (column {mark.column + 1})" if mark else ""
+    col = f" (column {mark.column + 1})" if mark and line == mark.line + 1 else ""
     return ManifestError(file, line, "", "", message + col)
+
+
+def _unclosed_quote_line(text: str, upto_line: int) -> int:
+    """Line (1-based) of a double-quoted string left open before ``upto_line``, or 0.
+
+    PyYAML happily reads a missing closing quote as a string spanning several lines and fails
+    much later; the line where the quote opened is where the user must look.
+    """
+    lines = text.splitlines()[: max(upto_line - 1, 0)]
+    for number, line in enumerate(lines, start=1):
+        body = line.split(" #", 1)[0]
+        if body.lstrip().startswith("#") or "'" in body:
+            continue
+        if (body.count('"') - body.count('\\"')) % 2 == 1:
+            return number
+    return 0
 
 
 def _yaml_type(value: Any) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import networkx as nx
 
-from flyslice.crds import API_VERSION, GROUP, KINDS, is_namespaced
+from flyslice.crds import API_VERSION, GROUP, KINDS, VERSION, is_namespaced
 
 from .catalog import (
     Catalog,
@@ -37,6 +37,7 @@ from .quantities import QuantityError, cpu_millis, memory_bytes, parse_duration
 from .schema_check import schema_errors
 
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DEFAULT_NAMESPACE = "default"
 
 
@@ -74,31 +75,7 @@ class _Validator:
     # -- envelope and schema -------------------------------------------------------------
 
     def admit(self, m: Manifest) -> None:
-        group = m.api_version.split("/")[0] if "/" in m.api_version else ""
-        if not m.api_version or not m.kind:
-            missing = "apiVersion" if not m.api_version else "kind"
-            self.errors.append(
-                m.error(
-                    (missing,),
-                    f"required field {missing!r} is missing; every object needs "
-                    "apiVersion, kind and metadata.name",
-                )
-            )
-            return
-        if group != GROUP:
-            self.errors.append(
-                m.error((), f"skipped: {m.api_version} {m.kind} is not a flyslice.io object", severity="note")
-            )
-            return
-        if m.api_version != API_VERSION:
-            self.errors.append(
-                m.error(("apiVersion",), f"unknown version {m.api_version!r}; use {API_VERSION}")
-            )
-            return
-        if m.kind not in KINDS:
-            self.errors.append(
-                m.error(("kind",), f"unknown kind {m.kind!r}; flyslice.io kinds are " + ", ".join(KINDS))
-            )
+        if not self._check_envelope(m):
             return
         if not self._check_metadata(m):
             return
@@ -112,20 +89,108 @@ class _Validator:
             self.errors.append(
                 m.error(
                     ("metadata", "name"),
-                    (f"duplicate: {previous.ref} is already defined at {previous.file}:{previous.line}"),
+                    (
+                        f"duplicate: {previous.ref} is already defined at {previous.file}:{previous.line}; "
+                        f"names must be unique per kind{' and namespace' if key[0] else ''}: rename one"
+                    ),
                 )
             )
             return
         self.by_kind[m.kind][key] = m
 
+    def _check_envelope(self, m: Manifest) -> bool:
+        """apiVersion and kind: is this a flyslice object, one to skip, or a broken one?"""
+        api_version = m.data.get("apiVersion")
+        kind = m.data.get("kind")
+        ok = True
+        for field, value in (("apiVersion", api_version), ("kind", kind)):
+            if value is not None and not isinstance(value, str):
+                self.errors.append(m.error((field,), f"must be a string, got {_yaml_value(value)}"))
+                ok = False
+        if not ok:
+            return False
+        if not api_version:
+            hint = (
+                f"; for {kind} use apiVersion: {API_VERSION}"
+                if kind in KINDS
+                else "; every object needs apiVersion, kind and metadata.name"
+            )
+            self.errors.append(m.error(("apiVersion",), f"required field 'apiVersion' is missing{hint}"))
+            ok = False
+        if not kind:
+            self.errors.append(
+                m.error(
+                    ("kind",), "required field 'kind' is missing; flyslice.io kinds are " + ", ".join(KINDS)
+                )
+            )
+            ok = False
+        if not ok:
+            return False
+        assert isinstance(api_version, str) and isinstance(kind, str)
+        group, _, version = api_version.rpartition("/")
+        if group != GROUP:
+            if kind in KINDS and (not group or "flyslice" in group.lower() or version == VERSION):
+                # Looks meant for flyslice: skipping it would silently drop the user's object.
+                self.errors.append(
+                    m.error(
+                        ("apiVersion",),
+                        f"{api_version!r} is not a flyslice API version; {kind} is apiVersion: {API_VERSION}",
+                    )
+                )
+                return False
+            self.errors.append(
+                m.error((), f"skipped: {api_version} {kind} is not a flyslice.io object", severity="note")
+            )
+            return False
+        if version != VERSION:
+            self.errors.append(
+                m.error(
+                    ("apiVersion",),
+                    f"unknown version {api_version!r}; flyslice.io serves only {VERSION}: use {API_VERSION}",
+                )
+            )
+            return False
+        if kind not in KINDS:
+            self.errors.append(
+                m.error(
+                    ("kind",),
+                    f"unknown kind {kind!r}: flyslice.io kinds are {', '.join(KINDS)}{self._hint(kind, KINDS)}",
+                )
+            )
+            return False
+        return True
+
     def _check_metadata(self, m: Manifest) -> bool:
         meta = m.data.get("metadata")
+        if meta is None:
+            self.errors.append(
+                m.error(
+                    ("metadata",),
+                    "required field 'metadata' is missing; add metadata: {name: ...}"
+                    + (
+                        " (is 'name' at the top level instead of under metadata?)" if "name" in m.data else ""
+                    ),
+                )
+            )
+            return False
         if not isinstance(meta, dict):
-            self.errors.append(m.error(("metadata",), "required field 'metadata' with a name is missing"))
+            self.errors.append(
+                m.error(("metadata",), f"must be a mapping with a name, got {_yaml_value(meta)}")
+            )
             return False
         name = meta.get("name")
-        if not isinstance(name, str) or not name:
-            self.errors.append(m.error(("metadata", "name"), "required field 'name' is missing"))
+        if name is None or name == "":
+            self.errors.append(
+                m.error(("metadata", "name"), "required field 'name' is missing; every object needs a name")
+            )
+            return False
+        if not isinstance(name, str):
+            self.errors.append(
+                m.error(
+                    ("metadata", "name"),
+                    f'must be a string, got {_yaml_value(name)}: quote it, e.g. name: "{name}"',
+                )
+            )
             return False
         ok = True
         if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
@@ -133,18 +198,39 @@ class _Validator:
                 m.error(
                     ("metadata", "name"),
                     (
-                        f"{name!r} is not a valid name: use lowercase letters, digits, '-' and '.', "
-                        "starting and ending with a letter or digit"
+                        f"{name!r} is not a valid name: use at most 253 lowercase letters, digits, '-' and '.', "
+                        "starting and ending with a letter or digit" + self._name_suggestion(name)
                     ),
                 )
             )
             ok = False
-        if not is_namespaced(m.kind) and meta.get("namespace"):
+        namespace = meta.get("namespace")
+        if not is_namespaced(m.kind) and namespace is not None:
             self.errors.append(
                 m.error(("metadata", "namespace"), f"{m.kind} is cluster-scoped: remove metadata.namespace")
             )
             ok = False
+        elif namespace is not None and (
+            not isinstance(namespace, str) or len(namespace) > 63 or not _DNS1123_LABEL.match(namespace)
+        ):
+            self.errors.append(
+                m.error(
+                    ("metadata", "namespace"),
+                    (
+                        f"{namespace!r} is not a valid namespace: use at most 63 lowercase letters, digits "
+                        "and '-', starting and ending with a letter or digit"
+                        + self._name_suggestion(str(namespace), allow_dots=False)
+                    ),
+                )
+            )
+            ok = False
         return ok
+
+    @staticmethod
+    def _name_suggestion(name: str, allow_dots: bool = True) -> str:
+        allowed = "a-z0-9.-" if allow_dots else "a-z0-9-"
+        fixed = re.sub(f"[^{allowed}]+", "-", name.lower()).strip("-.")
+        return f", e.g. {fixed!r}" if fixed and fixed != name else ""
 
     @staticmethod
     def _key(m: Manifest) -> ObjectKey:
@@ -527,3 +613,20 @@ class _Validator:
 
         guess = difflib.get_close_matches(name, list(known), n=1)
         return f"; did you mean {guess[0]!r}?" if guess else ""
+
+
+def _yaml_value(value: Any) -> str:
+    """A value as the user wrote it in YAML, with its type, for 'got ...' in messages."""
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"number {value!r}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    return f"{type(value).__name__} {value!s}"
