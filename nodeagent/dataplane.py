@@ -256,6 +256,9 @@ class DataPlane:
         self.unroutable = 0
         self.forward_dropped = 0
         self.sinks: list[Callable[[HostedNF, list[Message]], None]] = []
+        #: When set, everything not local goes there (a VNF runner sends all outputs to its agent).
+        self.default_route: str | None = None
+        self.known_hops: dict[str, NextHop] = {}  # next hops of local instances, by instance name
         self._hops: dict[str, tuple[str, tuple[NextHop, ...]]] = {}  # every local instance: slice, hops
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -292,6 +295,7 @@ class DataPlane:
 
     def _recompute_entries(self) -> None:
         targets = {h.instance for _, hops in self._hops.values() for h in hops}
+        self.known_hops = {h.instance: h for _, hops in self._hops.values() for h in hops}
         entries: dict[str, list[str]] = {}
         for name, (slice_name, _) in sorted(self._hops.items()):
             if name not in targets:
@@ -323,11 +327,17 @@ class DataPlane:
         return self.forward_to_instance(name, [msg]) == 0
 
     def forward_to_instance(self, name: str, msgs: list[Message]) -> int:
+        """Messages addressed to an instance that is not a local fNF: a local VNF or a known hop."""
         addr = self.vnf_addresses.get(name)
-        if addr is None:
-            self.unroutable += len(msgs)
-            return len(msgs)
-        return self._send(addr, msgs)
+        if addr is not None:
+            return self._send(addr, msgs)
+        hop = self.known_hops.get(name)
+        if (hop is not None and hop.node != self.node) or self.default_route:
+            before = self.unroutable
+            self.forward(hop or NextHop(name, ""), msgs)
+            return self.unroutable - before
+        self.unroutable += len(msgs)
+        return len(msgs)
 
     def forward(self, hop: NextHop, msgs: list[Message]) -> None:
         """Send outputs to a next hop that is not a local fNF of the same slice."""
@@ -338,8 +348,10 @@ class DataPlane:
                 m.pop("route", None)
             w.queue.put_many(msgs)
             return
-        addr = self.vnf_addresses.get(hop.instance) or hop.address or self.peers.get(hop.node)
-        if not addr or (hop.node == self.node and hop.instance not in self.vnf_addresses and not hop.address):
+        addr = self.vnf_addresses.get(hop.instance) or self.default_route or hop.address
+        if not addr and hop.node != self.node:
+            addr = self.peers.get(hop.node)
+        if not addr:  # e.g. a local instance not installed yet: never loop back to ourselves
             self.unroutable += len(msgs)
             return
         for m in msgs:

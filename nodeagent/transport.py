@@ -34,15 +34,16 @@ def parse_address(addr: str) -> tuple[str, int]:
 class TcpSender(Sender):
     """One connection to one address, fed by a bounded queue; reconnects with backoff."""
 
-    def __init__(self, address: str, queue_size: int = 10_000, batch: int = 512) -> None:
-        self.address = address
-        self.host, self.port = parse_address(address)
+    def __init__(self, address: str | Callable[[], str], queue_size: int = 10_000, batch: int = 512) -> None:
+        # A callable address is re-read on every (re)connect: a VNF runner follows its agent's restarts.
+        self._address = address
+        self.address = address if isinstance(address, str) else address()
         self.queue: BoundedQueue[Message] = BoundedQueue(queue_size)
         self.batch = batch
         self.sent = 0
         self.connected = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"send-{address}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"send-{self.address}", daemon=True)
         self._thread.start()
 
     def send_many(self, msgs: list[Message]) -> int:
@@ -62,11 +63,13 @@ class TcpSender(Sender):
                 count = len(msgs)
             if sock is None:
                 try:
-                    sock = socket.create_connection((self.host, self.port), timeout=2.0)
+                    if not isinstance(self._address, str):
+                        self.address = self._address()
+                    sock = socket.create_connection(parse_address(self.address), timeout=2.0)
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     self.connected = True
                     backoff = 0.05
-                except OSError:
+                except (OSError, ValueError):  # ValueError: a malformed address read from a file
                     self.connected = False
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 2.0)

@@ -1,0 +1,380 @@
+"""The node agent: Function Management + SFC + Modular Platform on one host (seed 000 §III.C),
+plus GNF's lifecycle-and-telemetry agent.
+
+``Agent.converge(desired)`` is the SCi interface: it is level-triggered and idempotent -- it
+compares the desired instances with what runs (by fingerprint) and does only the difference.
+The desired list is written to disk before acting, so after a crash the agent resumes from it,
+and while the control plane is unreachable (``Agent.run`` with a failing source) it keeps running
+the cached state; on reconnect, instances whose spec did not change are left untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from prometheus_client import CollectorRegistry
+
+from .cache import DesiredCache
+from .dataplane import DataPlane
+from .drivers import LocalProcessDriver, VnfDriver
+from .lifecycle import State
+from .message import Message
+from .modules import ModuleLoader
+from .mqtt_ingress import MqttIngress
+from .platform import ModularPlatform
+from .spec import InstanceSpec, InstanceStatus
+from .telemetry import AgentCollector, TelemetryServer, heartbeat
+from .transport import TcpIngress, TcpSender
+
+log = logging.getLogger("flyslice.nodeagent")
+
+
+class SourceUnavailable(RuntimeError):
+    """The control plane cannot be reached; the agent keeps its cached desired state."""
+
+
+@dataclass
+class AgentConfig:
+    node: str
+    state_dir: Path
+    #: Data-plane TCP listener (other agents and this node's VNF runners send here).
+    listen: str = "127.0.0.1:0"
+    #: Telemetry/ingress HTTP listener; None = no HTTP server.
+    http_listen: str | None = None
+    #: node -> host:port of that node's agent, for next hops without an address.
+    peers: dict[str, str] = field(default_factory=dict)
+    #: (host, port) of an MQTT broker devices publish to; None = no MQTT ingress.
+    mqtt: tuple[str, int] | None = None
+    mqtt_prefix: str = "flyslice"
+    trusted_keys: list[Ed25519PublicKey] = field(default_factory=list)
+    queue_size: int = 10_000
+    error_limit: int = 5
+    deadline_s: float = 1.0
+    #: How often the agent re-converges to its last desired state on its own (retries, VNF watch).
+    resync_s: float = 1.0
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+
+
+@dataclass
+class _Retry:
+    fingerprint: str
+    delay: float
+    next_at: float
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, vnf_driver: VnfDriver | None = None) -> None:
+        self.config = config
+        self.node = config.node
+        self.state_dir = Path(config.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.cache = DesiredCache(self.state_dir)
+        self.loader = ModuleLoader(config.trusted_keys)
+        self.plane = DataPlane(
+            config.node, queue_size=config.queue_size, sender_factory=TcpSender, peers=dict(config.peers)
+        )
+        self.platform = ModularPlatform(
+            self.plane, self.loader, error_limit=config.error_limit, deadline_s=config.deadline_s
+        )
+        self.ingress = TcpIngress(config.listen, self.plane.deliver)
+        self.address = self.ingress.address
+        self.uplink_file = self.state_dir / "agent.addr"
+        self.uplink_file.write_text(self.address)
+        self.vnf: VnfDriver = vnf_driver or LocalProcessDriver(self.state_dir, self.uplink_file)
+        self.desired: dict[str, InstanceSpec] = {}
+        self.actual: dict[str, InstanceSpec] = {}  # what was last applied successfully, by name
+        self.errors: dict[str, str] = {}  # why the last attempt on an instance failed
+        self._retries: dict[str, _Retry] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self.connected: bool | None = None  # None: no source in use
+        self.last_sync: float | None = None
+        self.registry = CollectorRegistry()
+        self.registry.register(AgentCollector(self.node, self._metric_rows, self._agent_gauges))
+        self.http: TelemetryServer | None = None
+        if config.http_listen:
+            self.http = TelemetryServer(
+                config.http_listen,
+                registry=self.registry,
+                status=self.status_document,
+                healthy=self.healthy,
+                deliver=self.plane.deliver,
+            )
+        self.mqtt: MqttIngress | None = None
+        if config.mqtt:
+            self.mqtt = MqttIngress(
+                config.mqtt[0], config.mqtt[1], self.plane.deliver, prefix=config.mqtt_prefix,
+                client_id=f"flyslice-agent-{config.node}",
+            )  # fmt: skip
+        self._monitor = threading.Thread(target=self._monitor_loop, name="agent-monitor", daemon=True)
+        # Resume: run the last desired state before hearing from anyone (offline autonomy).
+        cached = self.cache.load()
+        if cached is not None:
+            self.converge(cached)
+        self._monitor.start()
+
+    # -- SCi: desired state ------------------------------------------------------------------------
+
+    def converge(self, desired: Sequence[InstanceSpec], *, _save: bool = True) -> dict[str, InstanceStatus]:
+        """Make this node run exactly ``desired``; returns the status of every desired instance."""
+        with self._lock:
+            by_name: dict[str, InstanceSpec] = {}
+            for spec in desired:
+                if spec.name in by_name:
+                    self.errors[spec.name] = f"instance {spec.name} is listed twice; using the first"
+                    continue
+                by_name[spec.name] = spec
+            if _save:
+                self.cache.save(self.node, list(by_name.values()))
+            self.desired = by_name
+            for name in [n for n in self._running_names() if n not in by_name]:
+                self._remove(name)
+            for spec in by_name.values():
+                try:
+                    self._converge_one(spec)
+                except Exception as exc:  # one bad instance never blocks the others
+                    log.warning("instance %s: %s", spec.name, exc)
+                    self.errors[spec.name] = str(exc)
+                    self._schedule_retry(spec)
+            return {name: self._status_of(name) for name in by_name}
+
+    def _running_names(self) -> set[str]:
+        return set(self.actual) | set(self.platform.instances) | set(self.vnf.names())
+
+    def _remove(self, name: str) -> None:
+        self.platform.uninstall(name)
+        self.vnf.remove(name)
+        self.plane.forget(name)
+        self.actual.pop(name, None)
+        self.errors.pop(name, None)
+        self._retries.pop(name, None)
+
+    def _retry_due(self, spec: InstanceSpec) -> bool:
+        r = self._retries.get(spec.name)
+        return r is None or r.fingerprint != spec.fingerprint or time.monotonic() >= r.next_at
+
+    def _schedule_retry(self, spec: InstanceSpec) -> None:
+        r = self._retries.get(spec.name)
+        delay = self.config.retry_initial_s
+        if r is not None and r.fingerprint == spec.fingerprint:
+            delay = min(r.delay * 2, self.config.retry_max_s)
+        self._retries[spec.name] = _Retry(spec.fingerprint, delay, time.monotonic() + delay)
+
+    def _converge_one(self, spec: InstanceSpec) -> None:
+        cur = self.actual.get(spec.name)
+        if spec.flavor == "fnf":
+            self._converge_fnf(spec, cur)
+        else:
+            self._converge_vnf(spec, cur)
+
+    def _converge_fnf(self, spec: InstanceSpec, cur: InstanceSpec | None) -> None:
+        if spec.name in self.vnf.names():  # flavour changed vnf -> fnf
+            self.vnf.remove(spec.name)
+            self.plane.forget(spec.name)
+        inst = self.platform.instances.get(spec.name)
+        if inst is None or cur is None:
+            if not self._retry_due(spec):
+                return
+            if inst is not None:
+                self.platform.uninstall(spec.name)
+            self.actual.pop(spec.name, None)
+            self._install_fnf(spec)
+            return
+        if inst.lifecycle.state is State.FAILED:
+            if self._retry_due(spec):
+                self._schedule_retry(spec)  # backs off if the fresh copy fails again
+                self.platform.uninstall(spec.name)
+                self.actual.pop(spec.name, None)
+                self._install_fnf(spec, keep_retry=True)
+            return
+        if cur.fingerprint == spec.fingerprint:
+            return
+        if cur.slice != spec.slice:
+            self.platform.uninstall(spec.name)
+            self.actual.pop(spec.name, None)
+            self._install_fnf(spec)
+        elif cur.code_fingerprint != spec.code_fingerprint or cur.memory != spec.memory:
+            if not self._retry_due(spec):
+                return
+            self.platform.update(spec)
+        elif dict(cur.config) != dict(spec.config):
+            self.platform.configure(spec.name, dict(spec.config))
+            self.platform.set_next_hops(spec)
+        else:
+            self.platform.set_next_hops(spec)
+        self.actual[spec.name] = spec
+        self.errors.pop(spec.name, None)
+        self._retries.pop(spec.name, None)
+
+    def _install_fnf(self, spec: InstanceSpec, keep_retry: bool = False) -> None:
+        self.platform.install(spec)
+        self.platform.start(spec.name)
+        self.actual[spec.name] = spec
+        self.errors.pop(spec.name, None)
+        if not keep_retry:
+            self._retries.pop(spec.name, None)
+
+    def _converge_vnf(self, spec: InstanceSpec, cur: InstanceSpec | None) -> None:
+        if spec.name in self.platform.instances:  # flavour changed fnf -> vnf
+            self.platform.uninstall(spec.name)
+        obs = self.vnf.observe(spec.name)
+        if obs is not None and obs.state == "Failed" and not self._retry_due(spec):
+            return
+        if obs is not None and obs.state == "Failed":
+            self._schedule_retry(spec)
+            self.vnf.remove(spec.name)
+        self.vnf.ensure(spec)
+        obs = self.vnf.observe(spec.name)
+        self.plane.set_topology(
+            spec.name, spec.slice, spec.next_hops, vnf_address=obs.address if obs and obs.address else None
+        )
+        self.actual[spec.name] = spec
+        self.errors.pop(spec.name, None)
+
+    # -- offline autonomy --------------------------------------------------------------------------
+
+    def sync_once(self, source: Callable[[], Sequence[InstanceSpec]]) -> bool:
+        """One pull from the control plane; False (and nothing changed) when it is unreachable."""
+        try:
+            desired = source()
+        except SourceUnavailable as exc:
+            if self.connected is not False:
+                log.warning("control plane unreachable, running the cached desired state: %s", exc)
+            self.connected = False
+            return False
+        self.connected = True
+        self.last_sync = time.time()
+        self.converge(desired)
+        return True
+
+    def run(self, source: Callable[[], Sequence[InstanceSpec]], interval_s: float = 1.0,
+            stop: threading.Event | None = None) -> None:  # fmt: skip
+        stop = stop or self._stop
+        while not stop.is_set():
+            self.sync_once(source)
+            stop.wait(interval_s)
+
+    def _monitor_loop(self) -> None:
+        while not self._stop.wait(self.config.resync_s):
+            try:
+                with self._lock:
+                    if self.desired:
+                        self.converge(list(self.desired.values()), _save=False)
+            except Exception:
+                log.exception("periodic resync failed")
+
+    # -- status and telemetry ----------------------------------------------------------------------
+
+    def _status_of(self, name: str) -> InstanceStatus:
+        spec = self.desired.get(name) or self.actual.get(name)
+        flavor = spec.flavor if spec else ""
+        base = InstanceStatus(
+            name=name, state=str(State.PENDING), flavor=flavor,
+            fingerprint=self.actual[name].fingerprint if name in self.actual else "",
+            generation=self.actual[name].generation if name in self.actual else 0,
+        )  # fmt: skip
+        inst = self.platform.instances.get(name)
+        if inst is not None:
+            c = inst.counters
+            base.state = str(inst.lifecycle.state)
+            base.message = inst.lifecycle.message
+            base.counters = c.as_dict()
+            base.latency_ms = c.latency_ms
+            base.e2e_latency_ms = c.e2e_latency_ms
+            base.started_at = inst.lifecycle.started_at
+            base.address = self.address
+        else:
+            obs = self.vnf.observe(name)
+            if obs is not None:
+                base.state, base.message, base.address = obs.state, obs.message, obs.address
+                base.counters, base.latency_ms = obs.counters, obs.latency_ms
+                base.e2e_latency_ms, base.started_at = obs.e2e_latency_ms, obs.started_at
+                if obs.address and self.plane.vnf_addresses.get(name) != obs.address and spec is not None:
+                    self.plane.set_topology(name, spec.slice, spec.next_hops, vnf_address=obs.address)
+            elif name in self.platform.failures or name in self.errors:
+                base.state = str(State.FAILED)
+        error = self.errors.get(name)
+        if error and (base.state in (str(State.PENDING), str(State.FAILED)) or not base.message):
+            if base.state == str(State.PENDING):
+                base.state = str(State.FAILED)
+            base.message = error
+        return base
+
+    def status(self) -> dict[str, InstanceStatus]:
+        with self._lock:
+            return {name: self._status_of(name) for name in self.desired}
+
+    def heartbeat(self) -> dict[str, Any]:
+        return heartbeat(
+            self.node,
+            {
+                "instances": len(self.desired),
+                "fnfs": len(self.platform.instances),
+                "vnfs": len(self.vnf.names()),
+                "connected": self.connected,
+                "lastSync": self.last_sync,
+                "address": self.address,
+            },
+        )
+
+    def status_document(self) -> dict[str, Any]:
+        return {"heartbeat": self.heartbeat(), "instances": {n: s.to_dict() for n, s in self.status().items()}}
+
+    def healthy(self) -> tuple[bool, str]:
+        dead = [s for s, w in self.plane.workers.items() if not w.thread.is_alive() and not w.stopping]
+        if dead:
+            return False, f"slice workers not running: {', '.join(sorted(dead))}"
+        return True, "ok"
+
+    def _metric_rows(self) -> list[tuple[str, InstanceStatus]]:
+        with self._lock:
+            return [(spec.slice, self._status_of(name)) for name, spec in self.desired.items()]
+
+    def _agent_gauges(self) -> dict[str, float]:
+        hb = heartbeat(self.node)
+        return {
+            "rss_bytes": float(hb["agentRssBytes"]),
+            "cpu_percent": float(hb["cpuPercent"]),
+            "load": float(hb["load"]),
+            "unroutable_messages": float(self.plane.unroutable),
+            "queue_dropped_messages": float(sum(w.queue.dropped for w in self.plane.workers.values())),
+            "forward_dropped_messages": float(self.plane.forward_dropped),
+            "ingress_errors": float(self.ingress.errors + (self.mqtt.errors if self.mqtt else 0)),
+        }
+
+    def on_sink(self, fn: Callable[[Any, list[Message]], None]) -> None:
+        """Observe messages at the end of their path on this node (tests, examples)."""
+        self.plane.sinks.append(fn)
+
+    # -- shutdown ----------------------------------------------------------------------------------
+
+    def stop(self, *, stop_vnfs: bool = True) -> None:
+        """Stop the agent; ``stop_vnfs=False`` leaves VNF processes running (an agent upgrade)."""
+        self._stop.set()
+        if self._monitor.is_alive():
+            self._monitor.join(5)
+        with self._lock:
+            if self.mqtt:
+                self.mqtt.close()
+            if self.http:
+                self.http.close()
+            self.ingress.close()
+            for name in list(self.platform.instances):
+                self.platform.uninstall(name)
+            if stop_vnfs:
+                for name in self.vnf.names():
+                    self.vnf.remove(name)
+            self.vnf.close()
+            for sender in self.plane.senders.values():
+                if isinstance(sender, TcpSender):
+                    sender.close()
+            self.plane.stop()
+

@@ -1,0 +1,113 @@
+"""The NF runner: hosts ONE NF, the same code an fNF runs, as a VNF in its own process or pod.
+
+    python -m flyslice.nodeagent.runner --spec-file spec.json --listen 127.0.0.1:0 \\
+        --ready-file ready.json [--uplink-file agent.addr | --uplink host:port] [--status-file status.json]
+
+The spec (an InstanceSpec as JSON; or env FLYSLICE_SPEC in a pod) names the module and digest;
+the runner verifies the bytes exactly as the agent does. Messages arrive over TCP (newline JSON);
+outputs go to the uplink -- the node's agent, which routes them on -- like GNF's containers that
+all hang off the host's switch. ``ready.json`` ({"address", "pid"}) is written once serving;
+``status.json`` is rewritten every second with the instance's state and counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from .dataplane import DataPlane
+from .modules import ModuleLoader, load_public_key
+from .platform import ModularPlatform
+from .spec import InstanceSpec
+from .transport import TcpIngress, TcpSender
+
+log = logging.getLogger("flyslice.nodeagent.runner")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_address(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flyslice.nodeagent.runner", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--spec-file", type=Path, help="InstanceSpec JSON (default: env FLYSLICE_SPEC)")
+    parser.add_argument("--listen", default="127.0.0.1:0")
+    parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--status-file", type=Path)
+    parser.add_argument("--uplink", help="host:port every output is sent to")
+    parser.add_argument("--uplink-file", type=Path, help="file holding the uplink host:port (re-read on reconnect)")
+    parser.add_argument("--trusted-key", action="append", default=[], help="ed25519 public key file (PEM)")
+    parser.add_argument("--deadline-s", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    try:
+        raw = args.spec_file.read_text() if args.spec_file else os.environ["FLYSLICE_SPEC"]
+        spec = InstanceSpec.from_dict(json.loads(raw), where=str(args.spec_file or "FLYSLICE_SPEC"))
+        if not spec.module:
+            raise ValueError(f"instance {spec.name}: the runner needs 'module' and 'digest'")
+        keys = [load_public_key(Path(k).read_bytes()) for k in args.trusted_key]
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"runner: bad spec: {exc}", file=sys.stderr)
+        return 2
+
+    uplink: str | Any = args.uplink
+    if args.uplink_file:
+        path = args.uplink_file
+        uplink = lambda: _read_address(path)  # noqa: E731
+
+    plane = DataPlane(spec.node or "runner", sender_factory=lambda addr: TcpSender(uplink or addr))
+    plane.default_route = "uplink" if uplink else None
+    platform = ModularPlatform(plane, ModuleLoader(keys), deadline_s=args.deadline_s)
+    try:
+        platform.install(spec)
+        platform.start(spec.name)
+    except Exception as exc:
+        print(f"runner: instance {spec.name} failed to load: {exc}", file=sys.stderr)
+        return 3
+    ingress = TcpIngress(args.listen, plane.deliver)
+    if args.ready_file:
+        write_json_atomic(args.ready_file, {"address": ingress.address, "pid": os.getpid()})
+    log.info("instance %s serving on %s", spec.name, ingress.address)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        if args.status_file:
+            inst = platform.instances[spec.name]
+            c = inst.counters
+            write_json_atomic(
+                args.status_file,
+                {
+                    "state": str(inst.lifecycle.state),
+                    "message": inst.lifecycle.message,
+                    "counters": {**c.as_dict(), "dropped": c.dropped + plane.dropped_total()},
+                    "latencyMs": c.latency_ms,
+                    "e2eLatencyMs": c.e2e_latency_ms,
+                },
+            )
+    ingress.close()
+    platform.uninstall(spec.name)
+    plane.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

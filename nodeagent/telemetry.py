@@ -1,0 +1,153 @@
+"""Telemetry: heartbeat (psutil), Prometheus metrics, and the agent's HTTP endpoints.
+
+Endpoints: ``GET /healthz`` (200 healthy / 503 not), ``GET /metrics`` (Prometheus text),
+``GET /status`` (JSON: heartbeat + per-instance status), ``POST /ingress`` (an envelope or a
+list of them; 202 accepted, 400 bad input naming the problem, 503 when queues are full).
+Metrics are read from the agent's counters at scrape time, so the data path pays nothing for them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psutil
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .message import EnvelopeError, Message, check_envelope
+from .spec import InstanceStatus
+from .transport import parse_address
+
+_PROC = psutil.Process()
+
+
+def heartbeat(node: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """CPU and memory of the host and of the agent process, and the load (GNF's agent report)."""
+    vm = psutil.virtual_memory()
+    with _PROC.oneshot():
+        rss = _PROC.memory_info().rss
+        cpu = _PROC.cpu_percent(None)
+    load1 = os.getloadavg()[0]
+    return {
+        "node": node,
+        "time": time.time(),
+        "cpuPercent": psutil.cpu_percent(None),
+        "load": min(1.0, load1 / (os.cpu_count() or 1)),
+        "load1": load1,
+        "memoryPercent": vm.percent,
+        "memoryAvailableBytes": vm.available,
+        "agentRssBytes": rss,
+        "agentCpuPercent": cpu,
+        **(extra or {}),
+    }
+
+
+class AgentCollector(Collector):
+    def __init__(self, node: str, statuses: Callable[[], Iterable[tuple[str, InstanceStatus]]],
+                 extra: Callable[[], dict[str, float]]) -> None:  # fmt: skip
+        self.node = node
+        self.statuses = statuses
+        self.extra = extra
+
+    def collect(self) -> Iterator[Any]:
+        labels = ["node", "instance", "slice"]
+        fams = {
+            key: CounterMetricFamily(f"flyslice_instance_{key}_messages", f"Messages {key} by the instance", labels=labels)
+            for key in ("in", "out", "dropped", "errors")
+        }
+        latency = GaugeMetricFamily(
+            "flyslice_instance_processing_latency_seconds", "Mean processing time per message", labels=labels
+        )
+        state = GaugeMetricFamily("flyslice_instance_state", "1 for the instance's current state", labels=[*labels, "state", "flavor"])
+        for slice_, st in self.statuses():
+            lv = [self.node, st.name, slice_]
+            for key, fam in fams.items():
+                fam.add_metric(lv, float(st.counters.get(key, 0)))
+            if st.latency_ms is not None:
+                latency.add_metric(lv, st.latency_ms / 1000)
+            state.add_metric([*lv, st.state, st.flavor], 1.0)
+        yield from fams.values()
+        yield latency
+        yield state
+        for key, value in self.extra().items():
+            yield GaugeMetricFamily(f"flyslice_agent_{key}", f"Agent {key.replace('_', ' ')}", value=value, labels=None)
+
+
+class TelemetryServer:
+    def __init__(
+        self,
+        listen: str,
+        *,
+        registry: CollectorRegistry,
+        status: Callable[[], dict[str, Any]],
+        healthy: Callable[[], tuple[bool, str]],
+        deliver: Callable[[Message, float], bool] | None = None,
+    ) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _json(self, code: int, obj: Any) -> None:
+                self._send(code, json.dumps(obj, default=str).encode())
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/healthz":
+                    ok, detail = outer.healthy()
+                    self._json(200 if ok else 503, {"healthy": ok, "detail": detail})
+                elif path == "/metrics":
+                    self._send(200, generate_latest(outer.registry), "text/plain; version=0.0.4; charset=utf-8")
+                elif path == "/status":
+                    self._json(200, outer.status())
+                else:
+                    self._json(404, {"error": f"no such endpoint {path}"})
+
+            def do_POST(self) -> None:
+                if self.path.split("?", 1)[0] != "/ingress" or outer.deliver is None:
+                    self._json(404, {"error": f"no such endpoint {self.path}"})
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > 8 * 2**20:
+                    self._json(413, {"error": "body over 8 MiB"})
+                    return
+                try:
+                    body = json.loads(self.rfile.read(length) or b"null")
+                    items = body if isinstance(body, list) else [body]
+                    msgs = [check_envelope(m) for m in items]
+                except (ValueError, EnvelopeError) as exc:
+                    self._json(400, {"error": f"bad ingress body: {exc}"})
+                    return
+                accepted = sum(1 for m in msgs if outer.deliver(m, 0.0))  # type: ignore[misc]
+                dropped = len(msgs) - accepted
+                self._json(503 if dropped else 202, {"accepted": accepted, "dropped": dropped})
+
+        self.registry = registry
+        self.status = status
+        self.healthy = healthy
+        self.deliver = deliver
+        self._server = ThreadingHTTPServer(parse_address(listen), Handler)
+        self._server.daemon_threads = True
+        host = parse_address(listen)[0]
+        self.address = f"{host}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.2,), daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
