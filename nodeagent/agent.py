@@ -326,7 +326,10 @@ class Agent:
         )
 
     def status_document(self) -> dict[str, Any]:
-        return {"heartbeat": self.heartbeat(), "instances": {n: s.to_dict() for n, s in self.status().items()}}
+        return {
+            "heartbeat": self.heartbeat(),
+            "instances": {n: s.to_dict() for n, s in self.status().items()},
+        }
 
     def healthy(self) -> tuple[bool, str]:
         dead = [s for s, w in self.plane.workers.items() if not w.thread.is_alive() and not w.stopping]
@@ -377,4 +380,3 @@ class Agent:
                 if isinstance(sender, TcpSender):
                     sender.close()
             self.plane.stop()
-

@@ -28,10 +28,9 @@ class BoundedQueue(Generic[T]):
     def put(self, item: T, timeout: float = 0.0) -> bool:
         """Append; when full wait up to ``timeout`` s for room, else drop (counted) and return False."""
         with self._lock:
-            if len(self._items) >= self.maxsize:
-                if timeout <= 0 or not self._wait_room(1, timeout):
-                    self.dropped += 1
-                    return False
+            if len(self._items) >= self.maxsize and (timeout <= 0 or not self._wait_room(1, timeout)):
+                self.dropped += 1
+                return False
             self._items.append(item)
             self._not_empty.notify()
             return True

@@ -348,7 +348,7 @@ class DataPlane:
                 m.pop("route", None)
             w.queue.put_many(msgs)
             return
-        addr = self.vnf_addresses.get(hop.instance) or self.default_route or hop.address
+        addr: str | None = self.vnf_addresses.get(hop.instance) or self.default_route or hop.address
         if not addr and hop.node != self.node:
             addr = self.peers.get(hop.node)
         if not addr:  # e.g. a local instance not installed yet: never loop back to ourselves

@@ -8,6 +8,7 @@ previous life of the agent started instead of starting it twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import psutil
 
@@ -79,7 +80,9 @@ class LocalProcessDriver:
             pid = _read_pid(d)
             fingerprint = _read_text(d / "fingerprint")
             if pid is not None and fingerprint and _is_our_runner(pid, d):
-                self.procs[d.name] = _Proc(fingerprint, d, _read_float(d / "started_at") or time.time(), pid=pid)
+                self.procs[d.name] = _Proc(
+                    fingerprint, d, _read_float(d / "started_at") or time.time(), pid=pid
+                )
             else:
                 _kill_runner_of(d)
                 shutil.rmtree(d, ignore_errors=True)
@@ -109,7 +112,9 @@ class LocalProcessDriver:
         ]  # fmt: skip
         log = open(d / "runner.log", "ab")  # noqa: SIM115 -- handed to the child
         # A new session: the runner survives the agent (kill -9 included) and is re-adopted.
-        popen = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        popen = subprocess.Popen(
+            cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         log.close()
         now = time.time()
         (d / "pid").write_text(str(popen.pid))
@@ -127,7 +132,12 @@ class LocalProcessDriver:
                     proc.popen.wait(5)
                 else:
                     psutil.Process(proc.pid).wait(5)
-            except (ProcessLookupError, psutil.NoSuchProcess, psutil.TimeoutExpired, subprocess.TimeoutExpired):
+            except (
+                ProcessLookupError,
+                psutil.NoSuchProcess,
+                psutil.TimeoutExpired,
+                subprocess.TimeoutExpired,
+            ):
                 _force_kill(proc.pid)
         shutil.rmtree(d, ignore_errors=True)
 
@@ -197,7 +207,7 @@ def _read_float(path: Path) -> float | None:
         return None
 
 
-def _read_json(path: Path) -> dict[str, object] | None:
+def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -221,10 +231,8 @@ def _kill_runner_of(d: Path) -> None:
 
 
 def _force_kill(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _tail(path: Path, n: int = 300) -> str:

@@ -6,6 +6,7 @@ exactly the same code path.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from dataclasses import dataclass
@@ -73,10 +74,9 @@ class HostedNF:
         """Stop the NF for good (until reinstalled) and record why; its neighbours are untouched."""
         if self.lifecycle.fail(reason):
             self.ctx.timers.clear()
-            try:
+            # An NF already misbehaving may fail to stop; it is discarded anyway.
+            with contextlib.suppress(Exception):
                 self.nf.stop()
-            except Exception:  # an NF already misbehaving may fail to stop; it is discarded anyway
-                pass
 
     def process_batch(self, msgs: list[Message]) -> list[Message]:
         """Run ``process`` on each message; returns the stamped outputs (plus anything emitted)."""

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from .message import EnvelopeError, Message, check_envelope, new_message
 
@@ -37,15 +38,17 @@ class MqttIngress:
         self.errors = 0
         self.dropped = 0
         self.last_error = ""
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.1, 5)
+        self.client.reconnect_delay_set(1, 5)
         self.subscribed = False
         self.client.connect_async(host, port, keepalive=30)
         self.client.loop_start()
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any = None
+    ) -> None:
         if getattr(reason, "is_failure", False):
             self.last_error = f"connect refused: {reason}"
             return

@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-file", type=Path)
     parser.add_argument("--status-file", type=Path)
     parser.add_argument("--uplink", help="host:port every output is sent to")
-    parser.add_argument("--uplink-file", type=Path, help="file holding the uplink host:port (re-read on reconnect)")
+    parser.add_argument(
+        "--uplink-file", type=Path, help="file holding the uplink host:port (re-read on reconnect)"
+    )
     parser.add_argument("--trusted-key", action="append", default=[], help="ed25519 public key file (PEM)")
     parser.add_argument("--deadline-s", type=float, default=1.0)
     args = parser.parse_args(argv)

@@ -10,7 +10,6 @@ Values that are not numbers never match a numeric test; they are counted in ``sk
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 from flyslice.nodeagent.message import Message

@@ -1,0 +1,68 @@
+"""Run a node agent: ``python -m flyslice.nodeagent --node gw1 --state-dir /var/lib/flyslice ...``"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+
+from .agent import Agent, AgentConfig
+from .modules import load_public_key
+from .sources import FileSource
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="flyslice.nodeagent", description="flyslice node agent")
+    p.add_argument("--node", required=True, help="EdgeNode name this agent serves")
+    p.add_argument("--state-dir", type=Path, required=True, help="desired-state cache, VNF records")
+    p.add_argument("--listen", default="127.0.0.1:0", help="data-plane TCP host:port")
+    p.add_argument("--http", default=None, help="telemetry/ingress HTTP host:port")
+    p.add_argument("--desired-file", type=Path, help="JSON/YAML desired instances (embedded/offline mode)")
+    p.add_argument("--kube", action="store_true", help="read NFInstances from the Kubernetes API")
+    p.add_argument("--namespace", default=None)
+    p.add_argument("--peer", action="append", default=[], help="node=host:port of another agent")
+    p.add_argument("--mqtt", default=None, help="host:port of the MQTT broker devices publish to")
+    p.add_argument("--trusted-key", action="append", default=[], help="ed25519 public key (PEM file)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between syncs")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    peers = dict(item.split("=", 1) for item in args.peer)
+    mqtt = None
+    if args.mqtt:
+        host, _, port = args.mqtt.rpartition(":")
+        mqtt = (host, int(port))
+    config = AgentConfig(
+        node=args.node, state_dir=args.state_dir, listen=args.listen, http_listen=args.http, peers=peers,
+        mqtt=mqtt, trusted_keys=[load_public_key(Path(k).read_bytes()) for k in args.trusted_key],
+    )  # fmt: skip
+    agent = Agent(config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        if args.kube:
+            from kubernetes import client
+            from kubernetes import config as kconfig
+
+            from .kube_source import KubeSource
+
+            try:
+                kconfig.load_incluster_config()  # type: ignore[no-untyped-call]
+            except kconfig.ConfigException:
+                kconfig.load_kube_config()  # type: ignore[no-untyped-call]
+            source = KubeSource(client.CustomObjectsApi(), args.node, args.namespace)
+            agent.run(source, args.interval, stop)
+        elif args.desired_file:
+            agent.run(FileSource(args.desired_file), args.interval, stop)
+        else:
+            stop.wait()
+    finally:
+        agent.stop(stop_vnfs=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
