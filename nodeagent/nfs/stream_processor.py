@@ -10,19 +10,20 @@ Values that are not numbers never match a numeric test; they are counted in ``sk
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flyslice.nodeagent.message import Message
 from flyslice.nodeagent.nfkit import get_field, number
 from flyslice.nodeagent.sdk import NetworkFunction, Output
 
-OPS = {
-    ">": operator.gt,
-    ">=": operator.ge,
-    "<": operator.lt,
-    "<=": operator.le,
-    "==": operator.eq,
-    "!=": operator.ne,
+OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
 }
 
 
