@@ -1,0 +1,159 @@
+"""Running a PuLP model on CBC or HiGHS and reading back an honest status and gap.
+
+Two PuLP 3.3 pitfalls are handled here:
+
+* HiGHS (in-process via highspy) reports a time-limited incumbent as ``Optimal``; only
+  ``LpProblem.sol_status`` says ``IntegerFeasible``. We read ``sol_status`` and HiGHS's
+  own dual bound.
+* CBC reports a time-out without any incumbent as ``Infeasible``. Our models always have
+  a feasible point (reject everything), so a model without an incumbent is *not solved*,
+  never infeasible. CBC's proven bound is only printed in its log, which we read from the
+  log file PuLP's CBC interface writes into PuLP's own scratch directory.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import pulp
+
+from .options import SolveOptions
+
+
+@dataclass(frozen=True)
+class SolveOutcome:
+    #: ``"optimal"`` (proven within the gap setting), ``"feasible"`` (incumbent, not proven)
+    #: or ``"none"`` (no incumbent).
+    kind: str
+    gap: float | None
+    seconds: float
+    solver: str
+
+
+def highs_available() -> bool:
+    return bool(pulp.HiGHS().available())
+
+
+def solve(prob: pulp.LpProblem, options: SolveOptions, warm_start: bool) -> SolveOutcome:
+    start = time.perf_counter()
+    if options.solver == "highs":
+        if not highs_available():
+            raise RuntimeError(
+                "SolveOptions.solver='highs' but highspy is not installed (pip install highspy)"
+            )
+        kind, gap = _solve_highs(prob, options, warm_start)
+        name = "HiGHS"
+    else:
+        kind, gap = _solve_cbc(prob, options, warm_start)
+        name = "CBC"
+    return SolveOutcome(kind, gap, time.perf_counter() - start, name)
+
+
+def _incumbent_kind(prob: pulp.LpProblem) -> str:
+    if prob.sol_status == pulp.LpSolutionOptimal:
+        return "optimal"
+    if prob.sol_status == pulp.LpSolutionIntegerFeasible:
+        return "feasible"
+    return "none"
+
+
+def _relative_gap(objective: float, bound: float) -> float:
+    return max(0.0, (objective - bound) / max(abs(objective), 1e-9))
+
+
+class _WarmHiGHS(pulp.HiGHS):  # type: ignore[misc]
+    """PuLP's in-process HiGHS, plus a MIP start from the variables' initial values."""
+
+    def callSolver(self, lp: pulp.LpProblem) -> None:
+        if self.optionsDict.get("warm_start"):
+            import numpy as np
+
+            start = [(v.index, v.varValue) for v in lp.variables() if v.varValue is not None]
+            if start:
+                idx = np.array([i for i, _ in start], dtype=np.int32)
+                val = np.array([x for _, x in start], dtype=np.float64)
+                lp.solverModel.setSolution(len(start), idx, val)
+        lp.solverModel.run()
+
+
+def _solve_highs(prob: pulp.LpProblem, options: SolveOptions, warm_start: bool) -> tuple[str, float | None]:
+    solver = _WarmHiGHS(
+        msg=False, timeLimit=options.time_limit_s, gapRel=options.gap_rel, threads=options.threads
+    )
+    # Not a HiGHS option: read by callSolver above, so keep it out of setOptionValue.
+    solver.optionsDict = {}
+    solver.optionsDict["warm_start"] = warm_start
+    _run_highs(solver, prob)
+    kind = _incumbent_kind(prob)
+    if kind == "none":
+        return kind, None
+    info: Any = prob.solverModel.getInfo()
+    objective = float(info.objective_function_value)
+    bound = float(info.mip_dual_bound)
+    gap = _relative_gap(objective, bound) if abs(bound) < 1e300 else None
+    if kind == "optimal" and gap is not None and gap > options.gap_rel + 1e-9:
+        kind = "feasible"
+    return kind, gap
+
+
+def _run_highs(solver: _WarmHiGHS, prob: pulp.LpProblem) -> None:
+    # createAndConfigureSolver would pass every optionsDict entry to HiGHS; hide ours.
+    warm = solver.optionsDict.pop("warm_start", False)
+    solver.createAndConfigureSolver(prob)
+    solver.buildSolverModel(prob)
+    solver.optionsDict["warm_start"] = warm
+    solver.callSolver(prob)
+    status, sol_status = solver.findSolutionValues(prob)
+    prob.assignStatus(status, sol_status)
+
+
+_LOG_NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
+
+
+def _solve_cbc(prob: pulp.LpProblem, options: SolveOptions, warm_start: bool) -> tuple[str, float | None]:
+    with warnings.catch_warnings():
+        # PuLP 3.3 flags the bundled CBC as deprecated for 4.0; it is still the bundled solver.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        solver = pulp.PULP_CBC_CMD(
+            msg=False,
+            timeLimit=options.time_limit_s,
+            gapRel=options.gap_rel,
+            warmStart=warm_start,
+            threads=options.threads,
+        )
+    (log_path,) = solver.create_tmp_files(prob.name, "log")
+    solver.optionsDict["logPath"] = log_path
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            prob.solve(solver)
+        log = _read_text(log_path)
+    finally:
+        solver.delete_tmp_files(log_path)
+    kind = _incumbent_kind(prob)
+    if kind == "none":
+        return kind, None
+    obj = re.search(r"^Objective value:\s+" + _LOG_NUMBER, log, re.M)
+    bound = re.search(r"^Lower bound:\s+" + _LOG_NUMBER, log, re.M)
+    stopped_early = re.search(r"^Result - Stopped", log, re.M) is not None
+    if obj and bound:
+        gap: float | None = _relative_gap(float(obj.group(1)), float(bound.group(1)))
+    elif kind == "optimal" and not stopped_early:
+        gap = 0.0
+    else:
+        gap = None
+    if stopped_early and (gap is None or gap > options.gap_rel + 1e-9):
+        kind = "feasible"
+    return kind, gap
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""

@@ -1,0 +1,206 @@
+"""Reasons a user can act on when a slice cannot be admitted.
+
+Cheap per-NF pre-checks come first (runtime, isolation, tier, latency reach, free capacity);
+only when each NF could go somewhere on its own do we solve the slice alone with one
+constraint family dropped at a time (capacity, latency, availability, bandwidth) to name the
+family that makes it infeasible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from .candidates import Option, path_slack, prune, static_options
+from .distances import Distances
+from .evaluation import availability, path_latency
+from .model import Assignment, Flavor, NFDemand, Problem, Resources, SliceDemand
+from .options import SolveOptions
+from .units import shortfall
+
+_UNLIMITED = Resources(2**62, 2**62)
+
+
+def _nf_label(nf: NFDemand) -> str:
+    return f"NF {nf.id} ({nf.package})"
+
+
+def _no_runtime_reason(problem: Problem, s: SliceDemand, nf: NFDemand) -> str:
+    tiers = nf.allowed_tiers
+    in_tier = [h for h in problem.topology.hosts if tiers is None or h.tier in tiers]
+    where = "any host" if tiers is None else "a " + "/".join(sorted(tiers)) + " host"
+    if not in_tier:
+        return f"{_nf_label(nf)} may only run on {where}, and there is none"
+    flavors = set(nf.flavors)
+    if s.isolation_required:
+        flavors.discard(Flavor.FNF)
+        if not flavors:
+            return (
+                f"{_nf_label(nf)} only has an fnf flavour, which isolation: required forbids; "
+                f"add a vnf flavour to package {nf.package} or relax the slice's isolation"
+            )
+    offered = sorted({r for h in in_tier for r in h.runtimes})
+    extra = (
+        " (isolation: required rules out fnf)" if s.isolation_required and Flavor.FNF in nf.flavors else ""
+    )
+    return (
+        f"{_nf_label(nf)} needs runtime {'/'.join(sorted(flavors))} on {where}{extra}, "
+        f"but those hosts only offer {'/'.join(offered) or 'no runtime'}"
+    )
+
+
+def _paths_through(s: SliceDemand, nf_id: str) -> list[str]:
+    return [p.name for p in s.paths if nf_id in p.nfs]
+
+
+def _smallest_need(opts: list[Option]) -> dict[str, Resources]:
+    need: dict[str, Resources] = {}
+    for o in opts:
+        if o.host not in need or o.resources < need[o.host]:
+            need[o.host] = o.resources
+    return need
+
+
+def cheap_reasons(
+    problem: Problem, s: SliceDemand, free: Mapping[str, Resources], dist: Distances
+) -> list[str]:
+    """Per-NF and per-path reasons found without solving anything (empty: none found)."""
+    topo = problem.topology
+    static = {nf.id: static_options(s, nf, topo) for nf in s.nfs}
+    reasons = [_no_runtime_reason(problem, s, nf) for nf in s.nfs if not static[nf.id]]
+    if reasons:
+        return reasons
+    # Latency reach, as if every host were empty.
+    reach = prune(s, topo, dict.fromkeys(topo.host_by_name, _UNLIMITED), dist)
+    if any(not opts for opts in reach.values()):
+        slack = path_slack(s, static, dist)
+        for p in s.paths:
+            best = max((max(slack.get(n, {}).values(), default=-math.inf) for n in p.nfs), default=0.0)
+            if best < 0 and p.nfs:
+                proc = sum(min(o.processing_ms for o in static[n]) for n in p.nfs)
+                need = p.budget_ms - best
+                need_txt = f"{need:.3g} ms" if math.isfinite(need) else "a connected route"
+                reasons.append(
+                    f"path {p.name}: no placement meets its {p.budget_ms:g} ms budget from {p.attachment}; "
+                    f"the fastest needs at least {need_txt} ({proc:.3g} ms of it NF processing)"
+                )
+        if not reasons:
+            bad = [n for n, o in reach.items() if not o]
+            reasons.append(
+                "no combination of hosts keeps every path within budget for "
+                + ", ".join(_nf_label(s.nf_by_id[n]) for n in bad)
+            )
+        return reasons
+    for nf in s.nfs:
+        opts = reach[nf.id]
+        if any(o.resources.fits_in(free[o.host]) for o in opts):
+            continue
+        needs = _smallest_need(opts)
+        users = [p.attachment for p in s.paths if nf.id in p.nfs]
+        order = sorted(needs, key=lambda h: (sum(dist.get(u, h) for u in users), h))
+        detail = "; ".join(shortfall(h, free[h], needs[h]) for h in order[:3])
+        more = f" (and {len(order) - 3} more hosts)" if len(order) > 3 else ""
+        if users:
+            budget = min(p.budget_ms for p in s.paths if nf.id in p.nfs)
+            reasons.append(
+                f"no host within {budget:g} ms of {'/'.join(dict.fromkeys(users))} can run "
+                f"{nf.package} ({nf.id}): {detail}{more}"
+            )
+        else:
+            reasons.append(f"no host can run {nf.package} ({nf.id}): {detail}{more}")
+    if reasons:
+        return reasons
+    pruned = prune(s, topo, free, dist)
+    for nf in s.nfs:
+        if not pruned[nf.id]:
+            reasons.append(
+                f"{_nf_label(nf)}: the hosts with room for it are too far to keep "
+                f"{', '.join(_paths_through(s, nf.id))} within budget"
+            )
+    return reasons
+
+
+def relaxation_reasons(
+    problem: Problem,
+    s: SliceDemand,
+    free: Mapping[str, Resources],
+    link_free: Mapping[frozenset[str], float],
+    dist: Distances,
+    options: SolveOptions,
+) -> list[str] | None:
+    """Solve the slice alone, forced in; name the constraint family that blocks it.
+
+    ``None`` when the slice fits on its own (so it lost to other slices or to the time limit).
+    """
+    from . import ilp
+    from .backends import solve
+
+    topo = problem.topology
+
+    def attempt(enforce: ilp.Enforce) -> dict[str, Assignment] | None:
+        cap_free = free if enforce.capacity else dict.fromkeys(topo.host_by_name, _UNLIMITED)
+        opts = prune(s, topo, cap_free, dist) if enforce.latency else _unpruned(s, problem, cap_free)
+        if any(not o for o in opts.values()):
+            return None
+        built = ilp.build(
+            problem, [s], {s.key: opts}, cap_free, link_free, dist, enforce=enforce, force_admit=True
+        )
+        out = solve(built.prob, options, warm_start=False)
+        if out.kind == "none":
+            return None
+        return dict(built.assignments().get(s.key, {}))
+
+    if attempt(ilp.Enforce()) is not None:
+        return None
+    reasons: list[str] = []
+    families = {
+        "capacity": ilp.Enforce(capacity=False),
+        "latency": ilp.Enforce(latency=False),
+        "availability": ilp.Enforce(availability=False),
+        "bandwidth": ilp.Enforce(bandwidth=False),
+    }
+    for family, enforce in families.items():
+        found = attempt(enforce)
+        if found is None:
+            continue
+        assignments = found
+        if family == "capacity":
+            hosts = sorted({a.host for a in assignments.values()})
+            reasons.append(
+                "its NFs each fit somewhere, but not all together: the free capacity on "
+                + ", ".join(
+                    f"{h} ({free[h].cpu_millis}m CPU, {free[h].memory_bytes // 2**20}Mi)" for h in hosts
+                )
+                + " is not enough for the combination that meets its budgets"
+            )
+        elif family == "latency":
+            worst = max(
+                ((p, path_latency(p, s, assignments, dist)) for p in s.paths),
+                key=lambda pl: pl[1] - pl[0].budget_ms,
+            )
+            reasons.append(
+                f"with the capacity and availability it needs, path {worst[0].name} takes at least "
+                f"{worst[1]:.3g} ms, over its {worst[0].budget_ms:g} ms budget"
+            )
+        elif family == "availability":
+            avail = availability(topo, (a.host for a in assignments.values()))
+            reasons.append(
+                f"every placement within its budgets spans hosts whose combined availability "
+                f"({avail:.4g} or less) is below the target {s.availability_target:g}; "
+                "use more available hosts or lower spec.qos.availability"
+            )
+        else:
+            reasons.append("the links on its routes lack the declared bandwidth for its service edges")
+    if not reasons:
+        reasons.append(
+            "capacity, latency budgets and availability cannot all be met together; "
+            "relaxing any one alone is not enough"
+        )
+    return reasons
+
+
+def _unpruned(s: SliceDemand, problem: Problem, free: Mapping[str, Resources]) -> dict[str, list[Option]]:
+    return {
+        nf.id: [o for o in static_options(s, nf, problem.topology) if o.resources.fits_in(free[o.host])]
+        for nf in s.nfs
+    }

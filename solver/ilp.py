@@ -1,0 +1,407 @@
+"""The placement MILP, built fast from term lists (see docs/solver.md for the formulation).
+
+Variables
+  ``x[s,n,h,f]`` binary   NF ``n`` of slice ``s`` runs on host ``h`` as flavour ``f`` (pruned options only)
+  ``a[s]``       binary   slice ``s`` is admitted
+  ``d[s,n,m]``   >= 0     latency between the hosts of consecutive path NFs ``n -> m``
+  ``u[s,h]``     [0, 1]   slice ``s`` uses host ``h`` (availability)
+  ``z[e,g,h]``   [0, 1]   service edge ``e`` runs from host ``g`` to host ``h`` (link bandwidth)
+
+Consecutive-host latency uses triangle-inequality cuts instead of big-M or pair variables:
+for every candidate host ``h`` of ``n``,
+
+    d >= sum_h' dist(h, h') X_m[h'] - sum_g dist(h, g) X_n[g]
+
+where ``X_n[g]`` is 1 when ``n`` runs on ``g``. If ``n`` is on ``g`` and ``m`` on ``h*`` the right side
+is ``dist(h, h*) - dist(h, g) <= dist(g, h*)`` (triangle inequality), with equality for ``h = g``:
+valid for every ``h`` and exact for the true one, with ``|C_n|`` rows instead of ``|C_n| x |C_m|``
+pair variables.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import networkx as nx
+import pulp
+
+from .candidates import Option
+from .distances import Distances
+from .evaluation import reference_capacity, rejection_scale, resource_cost
+from .model import Assignment, Problem, Resources, SliceDemand, Topology
+
+Terms = dict[pulp.LpVariable, float]
+
+
+@dataclass(frozen=True)
+class Enforce:
+    """Constraint families to enforce; diagnosis drops them one at a time."""
+
+    capacity: bool = True
+    latency: bool = True
+    availability: bool = True
+    bandwidth: bool = True
+
+
+@dataclass
+class Built:
+    prob: pulp.LpProblem
+    admit: dict[str, pulp.LpVariable]
+    x: dict[str, dict[str, list[tuple[Option, pulp.LpVariable]]]]
+    #: (variable, slice key, from NF, to NF) of every consecutive-latency variable.
+    dist_vars: list[tuple[pulp.LpVariable, str, str, str]] = field(default_factory=list)
+    #: (variable, slice key, host) of every host-use variable.
+    use_vars: list[tuple[pulp.LpVariable, str, str]] = field(default_factory=list)
+    #: (variable, slice key, src NF, dst NF, src host, dst host) of every edge-routing variable.
+    route_vars: list[tuple[pulp.LpVariable, str, str, str, str, str]] = field(default_factory=list)
+
+    def assignments(self) -> dict[str, dict[str, Assignment]]:
+        """Admitted slices and where their NFs go, read from the solved variables."""
+        out: dict[str, dict[str, Assignment]] = {}
+        for key, a in self.admit.items():
+            if (a.varValue or 0.0) < 0.5:
+                continue
+            chosen: dict[str, Assignment] = {}
+            for nf_id, opts in self.x[key].items():
+                best = max(opts, key=lambda ov: ov[1].varValue or 0.0)
+                chosen[nf_id] = Assignment(best[0].host, best[0].flavor)
+            out[key] = chosen
+        return out
+
+    def set_start(self, start: Mapping[str, Mapping[str, Assignment]], dist: Distances) -> None:
+        """Initial values from a known placement (a MIP start)."""
+        for key, a in self.admit.items():
+            chosen = start.get(key)
+            usable = chosen is not None and all(
+                any((o.host, o.flavor) == (chosen[n].host, chosen[n].flavor) for o, _ in opts)
+                for n, opts in self.x[key].items()
+                if n in chosen
+            )
+            usable = usable and chosen is not None and set(chosen) >= set(self.x[key])
+            a.setInitialValue(1.0 if usable else 0.0)
+            for nf_id, opts in self.x[key].items():
+                for o, v in opts:
+                    on = (
+                        usable
+                        and chosen is not None
+                        and (o.host, o.flavor)
+                        == (
+                            chosen[nf_id].host,
+                            chosen[nf_id].flavor,
+                        )
+                    )
+                    v.setInitialValue(1.0 if on else 0.0)
+        for v, key, src, dst in self.dist_vars:
+            chosen = start.get(key)
+            ok = chosen is not None and self.admit[key].varValue == 1.0
+            v.setInitialValue(dist.get(chosen[src].host, chosen[dst].host) if ok and chosen else 0.0)
+        for v, key, host in self.use_vars:
+            chosen = start.get(key)
+            ok = chosen is not None and self.admit[key].varValue == 1.0
+            v.setInitialValue(1.0 if ok and chosen and any(c.host == host for c in chosen.values()) else 0.0)
+        for v, key, src, dst, g, h in self.route_vars:
+            chosen = start.get(key)
+            ok = chosen is not None and self.admit[key].varValue == 1.0
+            v.setInitialValue(
+                1.0 if ok and chosen and (chosen[src].host, chosen[dst].host) == (g, h) else 0.0
+            )
+
+
+class _Names:
+    def __init__(self) -> None:
+        self._n = itertools.count()
+
+    def __call__(self, prefix: str) -> str:
+        return f"{prefix}{next(self._n)}"
+
+
+def _add(
+    prob: pulp.LpProblem,
+    terms: Terms | list[tuple[pulp.LpVariable, float]],
+    sense: int,
+    rhs: float,
+    name: str,
+) -> None:
+    expr = pulp.LpAffineExpression(terms)
+    prob.addConstraint(pulp.LpConstraint(expr, sense, name, rhs))
+
+
+def _acc(into: Terms, terms: Iterable[tuple[pulp.LpVariable, float]], scale: float = 1.0) -> None:
+    for v, c in terms:
+        into[v] = into.get(v, 0.0) + c * scale
+
+
+def build(
+    problem: Problem,
+    slices: list[SliceDemand],
+    options: Mapping[str, Mapping[str, list[Option]]],
+    free: Mapping[str, Resources],
+    link_free: Mapping[frozenset[str], float],
+    dist: Distances,
+    *,
+    enforce: Enforce = Enforce(),
+    force_admit: bool = False,
+    migration_budget: int | None = None,
+) -> Built:
+    """The MILP over ``slices`` (each with pruned ``options``) against ``free`` host capacity."""
+    prob = pulp.LpProblem("flyslice_placement", pulp.LpMinimize)
+    name = _Names()
+    w = problem.weights
+    topo = problem.topology
+    ref = reference_capacity(topo)
+    scale = rejection_scale(problem)
+    objective: Terms = {}
+    constant = 0.0
+    built = Built(prob, {}, {})
+    cpu_rows: dict[str, list[tuple[pulp.LpVariable, float]]] = defaultdict(list)
+    mem_rows: dict[str, list[tuple[pulp.LpVariable, float]]] = defaultdict(list)
+    moved_terms: Terms = {}
+
+    for s in slices:
+        a = pulp.LpVariable(name("a"), lowBound=1 if force_admit else 0, upBound=1, cat=pulp.LpBinary)
+        built.admit[s.key] = a
+        reject_cost = w.rejection * scale[s.key]
+        constant += reject_cost
+        objective[a] = objective.get(a, 0.0) - reject_cost
+        xs: dict[str, list[tuple[Option, pulp.LpVariable]]] = {}
+        # by_host[nf][host] -> the NF's option variables on that host (X_n[host] is their sum).
+        by_host: dict[str, dict[str, list[pulp.LpVariable]]] = {}
+        for nf in s.nfs:
+            opts = options[s.key][nf.id]
+            row: list[tuple[pulp.LpVariable, float]] = [(a, -1.0)]
+            pairs = []
+            hosts: dict[str, list[pulp.LpVariable]] = defaultdict(list)
+            for o in opts:
+                v = pulp.LpVariable(name("x"), lowBound=0, upBound=1, cat=pulp.LpBinary)
+                pairs.append((o, v))
+                row.append((v, 1.0))
+                hosts[o.host].append(v)
+                cpu_rows[o.host].append((v, float(o.resources.cpu_millis)))
+                mem_rows[o.host].append((v, float(o.resources.memory_bytes)))
+                cost = w.resource * resource_cost(topo, o.host, o.resources, ref)
+                if cost:
+                    objective[v] = objective.get(v, 0.0) + cost
+            xs[nf.id] = pairs
+            by_host[nf.id] = dict(hosts)
+            _add(prob, row, pulp.LpConstraintEQ, 0.0, name("assign"))
+            current = s.current.get(nf.id)
+            if current is not None:
+                # moved = a - x[current option]: staying costs nothing, rejection is not a move.
+                moved_terms[a] = moved_terms.get(a, 0.0) + 1.0
+                for o, v in pairs:
+                    if (o.host, o.flavor) == (current.host, current.flavor):
+                        moved_terms[v] = moved_terms.get(v, 0.0) - 1.0
+        built.x[s.key] = xs
+
+        if enforce.latency or w.latency:
+            _latency(prob, built, s, by_host, xs, dist, enforce.latency, w.latency, objective, name)
+        if enforce.availability:
+            _availability(prob, built, s, by_host, topo, name)
+        if enforce.bandwidth and link_free:
+            _bandwidth_terms(built, s, by_host, dist, link_free, name)
+
+    if enforce.bandwidth and link_free:
+        _bandwidth_rows(prob, built, slices, link_free, dist, name)
+    if enforce.capacity:
+        for host, row in cpu_rows.items():
+            cap = free[host]
+            if sum(c for _, c in row) > cap.cpu_millis:
+                _add(prob, row, pulp.LpConstraintLE, float(cap.cpu_millis), name("cpu"))
+        for host, row in mem_rows.items():
+            cap = free[host]
+            if sum(c for _, c in row) > cap.memory_bytes:
+                _add(prob, row, pulp.LpConstraintLE, float(cap.memory_bytes), name("mem"))
+    if moved_terms:
+        _acc(objective, moved_terms.items(), w.migration)
+        if migration_budget is not None:
+            _add(prob, moved_terms, pulp.LpConstraintLE, float(migration_budget), name("migr"))
+    prob.setObjective(pulp.LpAffineExpression(objective, constant=constant))
+    return built
+
+
+def _pair_latency(
+    prob: pulp.LpProblem,
+    built: Built,
+    key: str,
+    src: str,
+    dst: str,
+    hs: Mapping[str, list[pulp.LpVariable]],
+    hd: Mapping[str, list[pulp.LpVariable]],
+    dist: Distances,
+    name: _Names,
+    cache: dict[tuple[str, str], list[tuple[pulp.LpVariable, float]]],
+) -> list[tuple[pulp.LpVariable, float]]:
+    """Linear terms equal (at the optimum, at least) to the latency between ``src``'s and ``dst``'s hosts."""
+    found = cache.get((src, dst))
+    if found is not None:
+        return found
+    terms: list[tuple[pulp.LpVariable, float]]
+    if len(hs) == 1 or len(hd) == 1:
+        # One side is pinned to a host, so the distance is linear in the other side.
+        terms = []
+        if len(hs) == 1:
+            (h,) = hs
+            for h2, vs in hd.items():
+                d = dist.get(h, h2)
+                terms.extend((v, d) for v in vs if d)
+        else:
+            (h2,) = hd
+            for h, vs in hs.items():
+                d = dist.get(h, h2)
+                terms.extend((v, d) for v in vs if d)
+    else:
+        dv = pulp.LpVariable(name("d"), lowBound=0, upBound=dist.cap)
+        built.dist_vars.append((dv, key, src, dst))
+        # Cut from the smaller side: one row per candidate host of that side.
+        if len(hs) <= len(hd):
+            pivots, near, far = hs, hs, hd
+        else:
+            pivots, near, far = hd, hd, hs
+        for h in pivots:
+            row: list[tuple[pulp.LpVariable, float]] = [(dv, 1.0)]
+            for g, vs in far.items():
+                d = dist.get(h, g)
+                if d:
+                    row.extend((v, -d) for v in vs)
+            for g, vs in near.items():
+                d = dist.get(h, g)
+                if d:
+                    row.extend((v, d) for v in vs)
+            if len(row) > 1:
+                _add(prob, row, pulp.LpConstraintGE, 0.0, name("lat"))
+        terms = [(dv, 1.0)]
+    cache[(src, dst)] = terms
+    return terms
+
+
+def _latency(
+    prob: pulp.LpProblem,
+    built: Built,
+    s: SliceDemand,
+    by_host: Mapping[str, Mapping[str, list[pulp.LpVariable]]],
+    xs: Mapping[str, list[tuple[Option, pulp.LpVariable]]],
+    dist: Distances,
+    enforce: bool,
+    weight: float,
+    objective: Terms,
+    name: _Names,
+) -> None:
+    cache: dict[tuple[str, str], list[tuple[pulp.LpVariable, float]]] = {}
+    for path in s.paths:
+        if not path.nfs or not math.isfinite(path.budget_ms):
+            continue
+        terms: Terms = {}
+        first = path.nfs[0]
+        for h, vs in by_host[first].items():
+            d = dist.get(path.attachment, h)
+            if d:
+                _acc(terms, ((v, d) for v in vs))
+        for src, dst in itertools.pairwise(path.nfs):
+            if src == dst:
+                continue
+            _acc(
+                terms,
+                _pair_latency(prob, built, s.key, src, dst, by_host[src], by_host[dst], dist, name, cache),
+            )
+        for nf_id in path.nfs:
+            _acc(terms, ((v, o.processing_ms) for o, v in xs[nf_id] if o.processing_ms))
+        if enforce:
+            _add(prob, terms, pulp.LpConstraintLE, path.budget_ms, name("budget"))
+        if weight and path.budget_ms > 0:
+            _acc(objective, terms.items(), weight / path.budget_ms)
+
+
+def _availability(
+    prob: pulp.LpProblem,
+    built: Built,
+    s: SliceDemand,
+    by_host: Mapping[str, Mapping[str, list[pulp.LpVariable]]],
+    topo: Topology,
+    name: _Names,
+) -> None:
+    if s.availability_target <= 0:
+        return
+    hosts = {h for per in by_host.values() for h in per}
+    cost = {h: _downtime_weight(topo.host_by_name[h].availability) for h in hosts}
+    limit = _downtime_weight(min(s.availability_target, 1.0))
+    if sum(cost.values()) <= limit + 1e-12:
+        return  # even using every candidate host meets the target
+    row: list[tuple[pulp.LpVariable, float]] = []
+    for h, c in cost.items():
+        if c <= 0:
+            continue
+        u = pulp.LpVariable(name("u"), lowBound=0, upBound=1)
+        built.use_vars.append((u, s.key, h))
+        row.append((u, c))
+        for per in by_host.values():
+            vs = per.get(h)
+            if vs:
+                link: list[tuple[pulp.LpVariable, float]] = [(v, 1.0) for v in vs]
+                link.append((u, -1.0))
+                _add(prob, link, pulp.LpConstraintLE, 0.0, name("use"))
+    _add(prob, row, pulp.LpConstraintLE, limit, name("avail"))
+
+
+def _downtime_weight(availability: float) -> float:
+    """``-log(availability)``: the series model's product becomes a sum."""
+    return -math.log(max(availability, 1e-12))
+
+
+def _bandwidth_terms(
+    built: Built,
+    s: SliceDemand,
+    by_host: Mapping[str, Mapping[str, list[pulp.LpVariable]]],
+    dist: Distances,
+    link_free: Mapping[frozenset[str], float],
+    name: _Names,
+) -> None:
+    graph = dist.topology.graph
+    routes: dict[str, dict[str, list[str]]] = {}
+    for e in s.edges:
+        if e.bandwidth_mbps <= 0 or e.src not in by_host or e.dst not in by_host:
+            continue
+        for g, h in itertools.product(by_host[e.src], by_host[e.dst]):
+            if g == h:
+                continue
+            if g not in routes:
+                routes[g] = nx.single_source_dijkstra_path(graph, g, weight="latency_ms")
+            path = routes[g].get(h)
+            if path is None or not any(frozenset(p) in link_free for p in itertools.pairwise(path)):
+                continue
+            z = pulp.LpVariable(name("z"), lowBound=0, upBound=1)
+            built.route_vars.append((z, s.key, e.src, e.dst, g, h))
+
+
+def _bandwidth_rows(
+    prob: pulp.LpProblem,
+    built: Built,
+    slices: list[SliceDemand],
+    link_free: Mapping[frozenset[str], float],
+    dist: Distances,
+    name: _Names,
+) -> None:
+    """Link load of the routed edges stays within each declared link bandwidth."""
+    graph_routes: dict[str, dict[str, list[str]]] = {}
+    bw = {(s.key, e.src, e.dst): e.bandwidth_mbps for s in slices for e in s.edges}
+    rows: dict[frozenset[str], list[tuple[pulp.LpVariable, float]]] = defaultdict(list)
+    for z, key, src, dst, g, h in built.route_vars:
+        xs = built.x[key]
+        on_g = [v for o, v in xs[src] if o.host == g]
+        on_h = [v for o, v in xs[dst] if o.host == h]
+        # z >= X_src[g] + X_dst[h] - 1: the edge's traffic crosses g -> h when both ends are there.
+        row: list[tuple[pulp.LpVariable, float]] = [(z, 1.0)]
+        row.extend((v, -1.0) for v in on_g)
+        row.extend((v, -1.0) for v in on_h)
+        _add(prob, row, pulp.LpConstraintGE, -1.0, name("route"))
+        if g not in graph_routes:
+            graph_routes[g] = nx.single_source_dijkstra_path(dist.topology.graph, g, weight="latency_ms")
+        for p in itertools.pairwise(graph_routes[g][h]):
+            link = frozenset(p)
+            if link in link_free:
+                rows[link].append((z, bw[(key, src, dst)]))
+    for link, row in rows.items():
+        _add(prob, row, pulp.LpConstraintLE, link_free[link], name("bw"))

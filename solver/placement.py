@@ -1,0 +1,319 @@
+"""The public entry points: ``place`` (ILP with baseline fallback), ``baseline`` and ``diagnose``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from . import ilp
+from .backends import solve
+from .baseline import greedy, priority_order
+from .candidates import Option, prune
+from .diagnosis import cheap_reasons, relaxation_reasons
+from .distances import Distances, distances_for
+from .evaluation import (
+    add_usage,
+    link_load,
+    max_budget,
+    objective_terms,
+    path_latency,
+    slice_usage,
+    violations,
+)
+from .model import Assignment, Placement, Problem, Resources, SliceDemand, SlicePlacement, SolverStatus
+from .options import SolveOptions
+from .validation import current_is_usable, slice_errors
+
+#: Rejected slices that may get a relaxation solve each; the rest get the cheap checks' reasons.
+MAX_RELAXATION_DIAGNOSES = 10
+
+
+@dataclass
+class _Context:
+    problem: Problem
+    dist: Distances
+    #: Capacity minus background, per host.
+    base_free: dict[str, Resources]
+    #: Declared link bandwidth, per link.
+    link_cap: dict[frozenset[str], float]
+    errors: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, problem: Problem) -> _Context:
+        topo = problem.topology
+        dist = distances_for(topo, max_budget(problem))
+        base_free = {h.name: h.capacity - problem.background.get(h.name, Resources()) for h in topo.hosts}
+        link_cap = {
+            frozenset((lk.a, lk.b)): float(lk.bandwidth_mbps)
+            for lk in topo.links
+            if lk.bandwidth_mbps is not None
+        }
+        errors = {s.key: slice_errors(problem, s) for s in problem.slices}
+        return cls(problem, dist, base_free, link_cap, {k: v for k, v in errors.items() if v})
+
+    def valid(self) -> list[SliceDemand]:
+        return [s for s in self.problem.slices if s.key not in self.errors]
+
+    def remaining(
+        self, admitted: Mapping[str, Mapping[str, Assignment]]
+    ) -> tuple[dict[str, Resources], dict[frozenset[str], float]]:
+        """Free host capacity and link bandwidth once ``admitted`` slices are placed."""
+        used: dict[str, Resources] = {}
+        links: dict[frozenset[str], float] = dict(self.link_cap)
+        by_key = {s.key: s for s in self.problem.slices}
+        for key, assignments in admitted.items():
+            add_usage(used, slice_usage(by_key[key], assignments))
+            if self.link_cap:
+                for link, mbps in link_load(self.problem, by_key[key], assignments, self.dist).items():
+                    if link in links:
+                        links[link] -= mbps
+        free = {h: r - used.get(h, Resources()) for h, r in self.base_free.items()}
+        return free, links
+
+
+def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
+    """Place every slice of ``problem`` with the ILP; see docs/solver.md.
+
+    Slices that cannot all fit are rejected by priority, each with reasons. When the solver
+    finds no solution within the time limit the baseline's placement is returned with status
+    ``NOT_SOLVED`` and method ``"baseline"``.
+    """
+    opts = options or SolveOptions()
+    start = time.perf_counter()
+    ctx = _Context.of(problem)
+    fixed = _fixed_slices(ctx) if opts.mode == "incremental" else {}
+    free, link_free = ctx.remaining(fixed)
+    to_place = [s for s in ctx.valid() if s.key not in fixed]
+
+    candidates: dict[str, dict[str, list[Option]]] = {}
+    hopeless: list[SliceDemand] = []
+    for s in to_place:
+        c = prune(s, problem.topology, free, ctx.dist, opts.max_candidates)
+        if any(not o for o in c.values()):
+            hopeless.append(s)
+        else:
+            candidates[s.key] = c
+    modelled = [s for s in to_place if s.key in candidates]
+
+    start_point, start_rejects = greedy(problem, modelled, free, ctx.dist)
+    built = ilp.build(
+        problem,
+        modelled,
+        candidates,
+        free,
+        link_free,
+        ctx.dist,
+        migration_budget=opts.migration_budget if opts.mode == "full" else None,
+    )
+    if opts.warm_start:
+        built.set_start(start_point, ctx.dist)
+    build_seconds = time.perf_counter() - start
+    outcome = solve(built.prob, opts, warm_start=opts.warm_start and bool(start_point))
+
+    admitted: dict[str, dict[str, Assignment]] = dict(fixed)
+    if outcome.kind == "none":
+        admitted.update(start_point)
+        method, status, gap = "baseline", SolverStatus.NOT_SOLVED, None
+    else:
+        admitted.update(_checked(ctx, built.assignments(), fixed))
+        method, gap = "ilp", outcome.gap
+        everyone = len(admitted) == len(problem.slices)
+        if outcome.kind == "optimal":
+            status = SolverStatus.OPTIMAL if everyone else SolverStatus.INFEASIBLE
+        else:
+            status = SolverStatus.FEASIBLE
+
+    proven = outcome.kind == "optimal"
+    reasons = _reasons(ctx, admitted, opts, proven, start_rejects if method == "baseline" else {})
+    return _assemble(
+        ctx,
+        admitted,
+        reasons,
+        status=status,
+        method=method,
+        solver=outcome.solver,
+        gap=gap,
+        seconds=time.perf_counter() - start,
+        build_seconds=build_seconds,
+    )
+
+
+def baseline(problem: Problem) -> Placement:
+    """GNF's rule: each NF as close to the user as it fits, falling back toward the cloud."""
+    start = time.perf_counter()
+    ctx = _Context.of(problem)
+    admitted, rejects = greedy(problem, ctx.valid(), ctx.base_free, ctx.dist)
+    reasons = _reasons(ctx, admitted, SolveOptions(), proven=False, fallback=rejects, use_ilp=False)
+    return _assemble(
+        ctx,
+        admitted,
+        reasons,
+        status=SolverStatus.FEASIBLE,
+        method="baseline",
+        solver="greedy",
+        gap=None,
+        seconds=time.perf_counter() - start,
+        build_seconds=0.0,
+    )
+
+
+def diagnose(
+    problem: Problem,
+    placement: Placement | None = None,
+    keys: Iterable[str] | None = None,
+    options: SolveOptions | None = None,
+) -> dict[str, tuple[str, ...]]:
+    """Why each slice (or each of ``keys``) cannot be placed, in words a user can act on.
+
+    Without ``placement`` every slice is judged alone against the background load; with it,
+    against the capacity its admitted slices leave. A slice that can be placed gets ``()``.
+    """
+    ctx = _Context.of(problem)
+    admitted = (
+        {k: dict(sp.assignments) for k, sp in placement.slices.items() if sp.admitted} if placement else {}
+    )
+    wanted = set(keys) if keys is not None else {s.key for s in problem.slices}
+    out: dict[str, tuple[str, ...]] = {}
+    for s in problem.slices:
+        if s.key not in wanted:
+            continue
+        others = {k: v for k, v in admitted.items() if k != s.key}
+        out[s.key] = tuple(_explain(ctx, s, others, options or SolveOptions(), use_ilp=True) or ())
+    return out
+
+
+def _fixed_slices(ctx: _Context) -> dict[str, dict[str, Assignment]]:
+    """Incremental mode: slices whose current placement is complete and still valid, by priority."""
+    fixed: dict[str, dict[str, Assignment]] = {}
+    for s in priority_order(ctx.valid()):
+        if not current_is_usable(ctx.problem, s):
+            continue
+        free, links = ctx.remaining(fixed)
+        current = dict(s.current)
+        if violations(ctx.problem, s, current, free, ctx.dist):
+            continue
+        if ctx.link_cap and any(
+            mbps > links.get(link, float("inf")) + 1e-9
+            for link, mbps in link_load(ctx.problem, s, current, ctx.dist).items()
+        ):
+            continue
+        fixed[s.key] = {nf.id: current[nf.id] for nf in s.nfs}
+    return fixed
+
+
+def _checked(
+    ctx: _Context, found: Mapping[str, dict[str, Assignment]], fixed: Mapping[str, dict[str, Assignment]]
+) -> dict[str, dict[str, Assignment]]:
+    """Re-check the solver's answer independently of the model; drop a slice that breaks a rule."""
+    kept: dict[str, dict[str, Assignment]] = {}
+    by_key = {s.key: s for s in ctx.problem.slices}
+    for key in sorted(found, key=lambda k: (-by_key[k].priority, k)):
+        free, _ = ctx.remaining({**fixed, **kept})
+        if not violations(ctx.problem, by_key[key], found[key], free, ctx.dist):
+            kept[key] = found[key]
+    return kept
+
+
+def _explain(
+    ctx: _Context,
+    s: SliceDemand,
+    admitted: Mapping[str, Mapping[str, Assignment]],
+    options: SolveOptions,
+    use_ilp: bool,
+) -> list[str] | None:
+    if s.key in ctx.errors:
+        return ctx.errors[s.key]
+    alone = cheap_reasons(ctx.problem, s, ctx.base_free, ctx.dist)
+    if alone:
+        return alone
+    free, links = ctx.remaining(admitted)
+    shared = cheap_reasons(ctx.problem, s, free, ctx.dist)
+    if shared:
+        return [f"with the capacity already taken by admitted slices: {r}" for r in shared]
+    if not use_ilp:
+        return None
+    relaxed = relaxation_reasons(ctx.problem, s, free, links, ctx.dist, options)
+    if relaxed is not None:
+        return [f"with the capacity already taken by admitted slices: {r}" for r in relaxed]
+    alone_relaxed = relaxation_reasons(ctx.problem, s, ctx.base_free, ctx.link_cap, ctx.dist, options)
+    return alone_relaxed
+
+
+def _reasons(
+    ctx: _Context,
+    admitted: Mapping[str, Mapping[str, Assignment]],
+    options: SolveOptions,
+    proven: bool,
+    fallback: Mapping[str, str],
+    use_ilp: bool = True,
+) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    budget = MAX_RELAXATION_DIAGNOSES if use_ilp else 0
+    diag_opts = SolveOptions(
+        solver=options.solver, time_limit_s=min(options.time_limit_s, 5.0), warm_start=False
+    )
+    for s in priority_order(list(ctx.problem.slices)):
+        if s.key in admitted:
+            continue
+        found = _explain(ctx, s, admitted, diag_opts, use_ilp=budget > 0)
+        if found is None and s.key not in ctx.errors and use_ilp and budget > 0:
+            budget -= 1
+        if not found:
+            found = _fallback_reason(s, proven, fallback)
+        out[s.key] = tuple(found)
+    return out
+
+
+def _fallback_reason(s: SliceDemand, proven: bool, fallback: Mapping[str, str]) -> list[str]:
+    if s.key in fallback:
+        return [fallback[s.key]]
+    if proven:
+        return [
+            "it fits on its own, but not together with the admitted slices of equal or higher priority; "
+            "add capacity, raise spec.priority or relax its budgets"
+        ]
+    return [
+        "it fits on its own, but the solver found no placement admitting it within the time limit; "
+        "raise the time limit or add capacity"
+    ]
+
+
+def _assemble(
+    ctx: _Context,
+    admitted: Mapping[str, Mapping[str, Assignment]],
+    reasons: Mapping[str, tuple[str, ...]],
+    *,
+    status: SolverStatus,
+    method: str,
+    solver: str,
+    gap: float | None,
+    seconds: float,
+    build_seconds: float,
+) -> Placement:
+    problem = ctx.problem
+    slices: dict[str, SlicePlacement] = {}
+    latencies: dict[str, dict[str, float]] = {}
+    usage: dict[str, Resources] = {}
+    for s in problem.slices:
+        assignments = admitted.get(s.key)
+        if assignments is None:
+            slices[s.key] = SlicePlacement(s.key, admitted=False, reasons=reasons.get(s.key, ()))
+            continue
+        lat = {p.name: path_latency(p, s, assignments, ctx.dist) for p in s.paths}
+        latencies[s.key] = lat
+        add_usage(usage, slice_usage(s, assignments))
+        slices[s.key] = SlicePlacement(s.key, True, dict(assignments), lat)
+    terms = objective_terms(problem, admitted, latencies)
+    return Placement(
+        slices=slices,
+        host_usage=usage,
+        status=status,
+        method=method,
+        solver=solver,
+        objective=sum(terms.values()),
+        objective_terms=terms,
+        gap=gap,
+        seconds=seconds,
+        build_seconds=build_seconds,
+    )
