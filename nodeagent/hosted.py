@@ -92,6 +92,7 @@ class HostedNF:
                 counters.errors += 1
                 self._consecutive_errors += 1
                 if self._consecutive_errors >= self.error_limit:
+                    counters.in_ -= len(msgs) - i - 1  # never handed to the NF: dropped, not in
                     counters.dropped += len(msgs) - i - 1
                     self.fail(
                         f"process raised {self._consecutive_errors} times in a row; last: {_describe(exc)}"
