@@ -27,6 +27,56 @@ _QUANTITY = re.compile(
     r"^(?P<num>[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$"
 )
 _DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d)")
+_NUMBER_AND_UNIT = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*([A-Za-z]*)\s*$")
+#: Units people write for memory that Kubernetes spells differently.
+_SUFFIX_FIXES = {
+    "KB": "Ki",
+    "KiB": "Ki",
+    "kb": "k",
+    "K": "k",
+    "MB": "Mi",
+    "MiB": "Mi",
+    "mb": "Mi",
+    "mi": "Mi",
+    "Mb": "Mi",
+    "GB": "Gi",
+    "GiB": "Gi",
+    "gb": "Gi",
+    "gi": "Gi",
+    "Gb": "Gi",
+    "g": "G",
+    "TB": "Ti",
+    "TiB": "Ti",
+    "ti": "Ti",
+    "B": "",
+    "b": "",
+    "cores": "",
+    "core": "",
+    "cpu": "",
+    "cpus": "",
+}
+_DURATION_FIXES = {
+    "sec": "s",
+    "secs": "s",
+    "second": "s",
+    "seconds": "s",
+    "min": "m",
+    "mins": "m",
+    "minute": "m",
+    "minutes": "m",
+    "hr": "h",
+    "hrs": "h",
+    "hour": "h",
+    "hours": "h",
+    "H": "h",
+    "day": "d",
+    "days": "d",
+    "D": "d",
+    "M": "m",
+    "S": "s",
+}
+QUANTITY_EXAMPLES = "a Kubernetes quantity such as 500m, 2, 128Mi or 1Gi"
+DURATION_EXAMPLES = "a duration such as 30s, 5m, 7h or 1d12h"
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -40,11 +90,13 @@ def parse_quantity(value: str | int | float) -> Decimal:
         raise QuantityError(f"{value!r} is not a quantity")
     if isinstance(value, int | float):
         if value < 0:
-            raise QuantityError(f"{value!r} is negative")
+            raise QuantityError(explain_bad_quantity(value))
         return Decimal(str(value))
+    if not isinstance(value, str):
+        raise QuantityError(explain_bad_quantity(value))
     match = _QUANTITY.match(value.strip())
     if not match:
-        raise QuantityError(f"{value!r} is not a Kubernetes quantity (examples: 500m, 2, 128Mi, 1Gi)")
+        raise QuantityError(explain_bad_quantity(value))
     try:
         number = Decimal(match["num"])
     except InvalidOperation as exc:  # pragma: no cover - the regex admits only valid numbers
@@ -82,5 +134,41 @@ def parse_duration(value: str) -> float:
     text = value.strip()
     parts = _DURATION_PART.findall(text)
     if not text or "".join(n + u for n, u in parts) != text:
-        raise QuantityError(f"{value!r} is not a duration (examples: 30s, 5m, 7h, 1d12h)")
+        raise QuantityError(explain_bad_duration(value))
     return sum(int(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def explain_bad_quantity(value: object) -> str:
+    """Why ``value`` is not a usable quantity, with the fix when the mistake is a common one."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0:
+            return f"{value!r} is negative: use {QUANTITY_EXAMPLES}, greater than zero"
+        return f"{value!r} is not {QUANTITY_EXAMPLES}"
+    text = str(value)
+    base = f"{text!r} is not {QUANTITY_EXAMPLES}"
+    found = _NUMBER_AND_UNIT.match(text)
+    if not found:
+        return base
+    number, unit = found.groups()
+    if number.startswith("-"):
+        return f"{text!r} is negative: use {QUANTITY_EXAMPLES}, greater than zero"
+    if unit in _SUFFIX_FIXES:
+        fixed = number + _SUFFIX_FIXES[unit]
+        return f"{base}: did you mean {fixed!r}?"
+    if unit in _BINARY or unit in _DECIMAL:
+        return f"{base}: remove the space, {number + unit!r}"
+    return (
+        f"{base}: unknown suffix {unit!r}; use Ki, Mi, Gi, Ti, Pi, Ei (powers of 1024) "
+        "or n, u, m, k, M, G, T, P, E (powers of 1000)"
+    )
+
+
+def explain_bad_duration(value: object) -> str:
+    text = str(value).strip()
+    base = f"{text!r} is not {DURATION_EXAMPLES}"
+    words = re.fullmatch(r"(\d+)\s*([A-Za-z]+)", text)
+    if words and words[2] in _DURATION_FIXES:
+        return f"{base}: did you mean {words[1] + _DURATION_FIXES[words[2]]!r}?"
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return f"{base}: add a unit (ms, s, m, h or d), e.g. {text + 'h'!r}"
+    return f"{base} (units: ms, s, m, h, d; no spaces or fractions)"

@@ -8,6 +8,7 @@ that dependency, so one bad object never hides or blocks the good ones.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -33,12 +34,13 @@ from .catalog import (
 )
 from .errors import ManifestError
 from .manifests import Manifest, load_paths
-from .quantities import QuantityError, cpu_millis, memory_bytes, parse_duration
-from .schema_check import schema_errors
+from .quantities import QUANTITY_EXAMPLES, QuantityError, cpu_millis, memory_bytes, parse_duration
+from .schema_check import explain_error, schema_errors
 
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DEFAULT_NAMESPACE = "default"
+PathKey = tuple[str | int, ...]
 
 
 @dataclass
@@ -71,6 +73,8 @@ class _Validator:
     def __init__(self) -> None:
         self.errors: list[ManifestError] = []
         self.by_kind: dict[str, dict[ObjectKey, Manifest]] = {k: {} for k in KINDS}
+        #: Objects refused by their schema, so references to them say "is invalid", not "does not exist".
+        self.rejected: dict[str, dict[ObjectKey, Manifest]] = {k: {} for k in KINDS}
 
     # -- envelope and schema -------------------------------------------------------------
 
@@ -82,6 +86,7 @@ class _Validator:
         found = schema_errors(m)
         if found:
             self.errors.extend(found)
+            self.rejected[m.kind].setdefault(self._key(m), m)
             return
         key = self._key(m)
         previous = self.by_kind[m.kind].get(key)
@@ -265,9 +270,27 @@ class _Validator:
         self.errors.sort(key=lambda e: (e.file, e.line, e.path))
         return ValidationResult(catalog, self.errors, sources)
 
+    def _missing(self, kind: str, key: ObjectKey, valid: Iterable[ObjectKey]) -> str:
+        """Why a reference to ``kind`` ``key`` does not resolve, phrased for the referring object."""
+        where = f" in namespace {key[0]!r}" if key[0] else ""
+        broken = self.by_kind[kind].get(key) or self.rejected[kind].get(key)
+        if broken is not None:
+            return f"{kind} {key[1]!r}{where} is invalid (see its errors at {broken.file}:{broken.line})"
+        names = sorted(
+            {k[1] for k in self.by_kind[kind] if k[0] == key[0]} | {k[1] for k in valid if k[0] == key[0]}
+        )
+        message = f"{kind} {key[1]!r} does not exist{where}"
+        guess = difflib.get_close_matches(key[1], names, n=1)
+        if guess:
+            return f"{message}; did you mean {guess[0]!r}?"
+        if names:
+            shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+            return f"{message}; known: {shown}"
+        return f"{message}; none is defined"
+
     def _nodes(self) -> dict[str, EdgeNodeSpec]:
         manifests = {name: m for (_, name), m in self.by_kind["EdgeNode"].items()}
-        declared: dict[frozenset[str], tuple[Manifest, int, float, float | None]] = {}
+        declared: dict[frozenset[str], tuple[Manifest, int, dict[str, Any]]] = {}
         bad: set[str] = set()
         for name, m in manifests.items():
             spec = m.data["spec"]
@@ -276,36 +299,39 @@ class _Validator:
                     bad.add(name)
             for i, link in enumerate(spec.get("links", [])):
                 other = link["node"]
-                path = ("spec", "links", i, "node")
+                path: PathKey = ("spec", "links", i, "node")
                 if other == name:
-                    self.errors.append(m.error(path, "a link cannot point at the node itself"))
+                    self.errors.append(m.error(path, "a link cannot point at the node itself: remove it"))
                     bad.add(name)
                     continue
                 if other not in manifests:
-                    self.errors.append(
-                        m.error(path, f"EdgeNode {other!r} does not exist{self._hint(other, manifests)}")
-                    )
+                    self.errors.append(m.error(path, self._missing("EdgeNode", ("", other), ())))
                     bad.add(name)
                     continue
                 pair = frozenset((name, other))
-                bw = link.get("bandwidthMbps")
-                if pair in declared:
-                    first, j, lat, fbw = declared[pair]
-                    if lat != link["latencyMs"] or (fbw is not None and bw is not None and fbw != bw):
-                        self.errors.append(
-                            m.error(
-                                ("spec", "links", i),
-                                (
-                                    f"link {name}<->{other} conflicts with its declaration on EdgeNode "
-                                    f"{first.name} ({first.file}:{first.line_of(('spec', 'links', j))}): "
-                                    f"latencyMs {lat} vs {link['latencyMs']}, bandwidthMbps {fbw} vs {bw}; "
-                                    "declare it once or make both agree"
-                                ),
-                            )
+                if pair not in declared:
+                    declared[pair] = (m, i, link)
+                    continue
+                first, j, first_link = declared[pair]
+                differ = [
+                    f
+                    for f in ("latencyMs", "bandwidthMbps")
+                    if f in link and f in first_link and link[f] != first_link[f]
+                ]
+                if differ:
+                    here = ", ".join(f"{f} {link[f]}" for f in differ)
+                    there = ", ".join(f"{f} {first_link[f]}" for f in differ)
+                    self.errors.append(
+                        m.error(
+                            ("spec", "links", i, differ[0]),
+                            (
+                                f"link {name}<->{other} says {here}, but EdgeNode {first.name} declares the "
+                                f"same link with {there} ({first.file}:{first.line_of(('spec', 'links', j))}); "
+                                "links are undirected: declare it once, or make both declarations agree"
+                            ),
                         )
-                        bad.add(name)
-                else:
-                    declared[pair] = (m, i, link["latencyMs"], bw)
+                    )
+                    bad.add(name)
         out: dict[str, EdgeNodeSpec] = {}
         for name, m in manifests.items():
             if name in bad:
@@ -335,13 +361,23 @@ class _Validator:
             flavors = spec["flavors"]
             if not flavors.get("vnf") and not flavors.get("fnf"):
                 self.errors.append(
-                    m.error(("spec", "flavors"), "a package needs at least one flavour: vnf or fnf")
+                    m.error(
+                        ("spec", "flavors"),
+                        "a package needs at least one flavour: add vnf {image, resources} "
+                        "and/or fnf {module, digest, resources}",
+                    )
                 )
             parsed: dict[str, FlavorSpec] = {}
             for flavor, fs in flavors.items():
-                base = ("spec", "flavors", flavor)
+                base: PathKey = ("spec", "flavors", flavor)
                 if ("module" in fs) != ("digest" in fs):
-                    self.errors.append(m.error(base, "module and digest go together: set both or neither"))
+                    present, absent = ("module", "digest") if "module" in fs else ("digest", "module")
+                    self.errors.append(
+                        m.error(
+                            (*base, present),
+                            f"{present} is set but {absent} is not: module and digest go together, set both or neither",
+                        )
+                    )
                 bad = self._quantity(m, (*base, "resources", "cpu"), fs["resources"]["cpu"], "cpu")
                 bad |= self._quantity(m, (*base, "resources", "memory"), fs["resources"]["memory"], "memory")
                 if not bad:
@@ -360,7 +396,7 @@ class _Validator:
                 jsonschema.validators.validator_for(config_schema).check_schema(config_schema)
             except jsonschema.SchemaError as exc:
                 where = ("spec", "configSchema", *exc.absolute_path)
-                self.errors.append(m.error(where, f"not a valid JSON schema: {exc.message}"))
+                self.errors.append(m.error(where, f"not a valid JSON schema: {_schema_problem(exc)}"))
             if len(self.errors) == n_before:
                 descriptor = spec.get("descriptor", {})
                 out[key] = NFPackageSpec(
@@ -384,7 +420,7 @@ class _Validator:
             roles: list[RoleSpec] = []
             names: set[str] = set()
             for i, r in enumerate(graph["roles"]):
-                path = ("spec", "graph", "roles", i)
+                path: PathKey = ("spec", "graph", "roles", i)
                 if r["name"] in names:
                     self.errors.append(m.error((*path, "name"), f"duplicate role name {r['name']!r}"))
                     continue
@@ -397,59 +433,14 @@ class _Validator:
                     flavors=frozenset(r["flavors"]) if "flavors" in r else None,
                     config=r.get("config", {}),
                 )
-                self._check_role(m, path, role, packages.get((ns, role.package)), nodes)
+                self._check_role(m, path, role, packages.get((ns, role.package)), packages)
                 roles.append(role)
             edges = [
                 EdgeSpec(e["from"], e["to"], float(e.get("bandwidthMbps", 0.0)))
                 for e in graph.get("edges", [])
             ]
-            g = nx.DiGraph()
-            g.add_nodes_from(names)
-            for i, e in enumerate(edges):
-                for end, role_name in (("from", e.src), ("to", e.dst)):
-                    if role_name not in names:
-                        self.errors.append(
-                            m.error(
-                                ("spec", "graph", "edges", i, end),
-                                (f"role {role_name!r} is not in this graph{self._hint(role_name, names)}"),
-                            )
-                        )
-                if e.src == e.dst:
-                    self.errors.append(
-                        m.error(("spec", "graph", "edges", i), "an edge cannot join a role to itself")
-                    )
-                g.add_edge(e.src, e.dst)
-            if not nx.is_directed_acyclic_graph(g):
-                cycle = [u for u, _ in nx.find_cycle(g)]
-                self.errors.append(
-                    m.error(
-                        ("spec", "graph", "edges"),
-                        (
-                            "the service graph has a cycle: "
-                            + " -> ".join([*cycle, cycle[0]])
-                            + "; traffic must flow one way from the attachments to the sinks"
-                        ),
-                    )
-                )
-            paths = []
-            for i, p in enumerate(m.data["spec"].get("latencyPaths", [])):
-                where = ("spec", "latencyPaths", i, "roles")
-                unknown = [r for r in p["roles"] if r not in names]
-                if unknown:
-                    self.errors.append(m.error(where, f"unknown role(s) {', '.join(unknown)}"))
-                    continue
-                if g.in_degree(p["roles"][0]) != 0:
-                    self.errors.append(
-                        m.error(
-                            where,
-                            f"a latency path must start at a source role (one without "
-                            f"incoming edges); {p['roles'][0]!r} has incoming edges",
-                        )
-                    )
-                for a, b in zip(p["roles"], p["roles"][1:], strict=False):
-                    if not g.has_edge(a, b):
-                        self.errors.append(m.error(where, f"no edge from {a!r} to {b!r} in the graph"))
-                paths.append(LatencyPathSpec(p["name"], tuple(p["roles"])))
+            g = self._service_graph(m, names, edges)
+            paths = self._latency_paths(m, names, g)
             if len(self.errors) == n_before:
                 spec = m.data["spec"]
                 out[key] = NetworkServiceSpec(
@@ -463,23 +454,112 @@ class _Validator:
                 )
         return out
 
+    def _service_graph(self, m: Manifest, names: set[str], edges: list[EdgeSpec]) -> nx.DiGraph:
+        g = nx.DiGraph()
+        g.add_nodes_from(names)
+        edge_index: dict[tuple[str, str], int] = {}
+        known = ", ".join(sorted(names))
+        for i, e in enumerate(edges):
+            ok = True
+            for end, role_name in (("from", e.src), ("to", e.dst)):
+                if role_name not in names:
+                    self.errors.append(
+                        m.error(
+                            ("spec", "graph", "edges", i, end),
+                            f"role {role_name!r} is not in this graph (roles: {known}){self._hint(role_name, names)}",
+                        )
+                    )
+                    ok = False
+            if ok and e.src == e.dst:
+                self.errors.append(
+                    m.error(
+                        ("spec", "graph", "edges", i),
+                        f"an edge cannot join role {e.src!r} to itself: remove it",
+                    )
+                )
+                ok = False
+            if ok:
+                g.add_edge(e.src, e.dst)
+                edge_index.setdefault((e.src, e.dst), i)
+        if not nx.is_directed_acyclic_graph(g):
+            cycle = nx.find_cycle(g)
+            # Blame the edge written last: usually the one that was added by mistake.
+            closing = max(cycle, key=lambda uv: edge_index[(uv[0], uv[1])])
+            start = cycle.index(closing) + 1
+            ordered = [*cycle[start:], *cycle[:start]]
+            loop = " -> ".join([ordered[0][0], *(v for _, v in ordered)])
+            self.errors.append(
+                m.error(
+                    ("spec", "graph", "edges", edge_index[(closing[0], closing[1])]),
+                    (
+                        f"this edge {closing[0]} -> {closing[1]} closes a cycle in the service graph: {loop}; "
+                        "traffic must flow one way, from the attachments to the sinks: remove or reverse an edge"
+                    ),
+                )
+            )
+        return g
+
+    def _latency_paths(self, m: Manifest, names: set[str], g: nx.DiGraph) -> list[LatencyPathSpec]:
+        paths = []
+        for i, p in enumerate(m.data["spec"].get("latencyPaths", [])):
+            where: PathKey = ("spec", "latencyPaths", i, "roles")
+            unknown = [(j, r) for j, r in enumerate(p["roles"]) if r not in names]
+            for j, r in unknown:
+                self.errors.append(
+                    m.error(
+                        (*where, j),
+                        f"role {r!r} is not in this graph (roles: {', '.join(sorted(names))}){self._hint(r, names)}",
+                    )
+                )
+            if unknown:
+                continue
+            first = p["roles"][0]
+            if g.in_degree(first) != 0:
+                sources = sorted(n for n in g if g.in_degree(n) == 0)
+                self.errors.append(
+                    m.error(
+                        (*where, 0),
+                        (
+                            f"a latency path must start at a source role (one without incoming edges, "
+                            f"where traffic from the attachments enters): {first!r} has incoming edges from "
+                            f"{', '.join(sorted(g.predecessors(first)))}; source roles: {', '.join(sources) or 'none'}"
+                        ),
+                    )
+                )
+            for j, (a, b) in enumerate(zip(p["roles"], p["roles"][1:], strict=False), start=1):
+                if not g.has_edge(a, b):
+                    after = sorted(g.successors(a)) if a in g else []
+                    onward = (
+                        f"edges from {a!r} go to {', '.join(after)}"
+                        if after
+                        else f"{a!r} has no outgoing edges"
+                    )
+                    self.errors.append(
+                        m.error(
+                            (*where, j),
+                            (
+                                f"no edge from {a!r} to {b!r} in spec.graph.edges: consecutive roles of a latency "
+                                f"path must be joined by an edge; {onward}"
+                            ),
+                        )
+                    )
+            paths.append(LatencyPathSpec(p["name"], tuple(p["roles"])))
+        return paths
+
     def _check_role(
         self,
         m: Manifest,
-        path: tuple[str | int, ...],
+        path: PathKey,
         role: RoleSpec,
         package: NFPackageSpec | None,
-        nodes: Mapping[str, EdgeNodeSpec],
+        packages: Mapping[ObjectKey, NFPackageSpec],
     ) -> None:
         if package is None:
-            raw = self.by_kind["NFPackage"].get((self._key(m)[0], role.package))
-            why = (
-                f"NFPackage {role.package!r} is invalid (see its errors at {raw.file}:{raw.line})"
-                if raw
-                else f"NFPackage {role.package!r} does not exist in namespace {self._key(m)[0]!r}"
-                + self._hint(role.package, {k[1] for k in self.by_kind["NFPackage"]})
+            self.errors.append(
+                m.error(
+                    (*path, "package"), self._missing("NFPackage", (self._key(m)[0], role.package), packages)
+                )
             )
-            self.errors.append(m.error((*path, "package"), why))
             return
         offered = set(package.flavors)
         usable = offered & set(role.flavors) if role.flavors is not None else offered
@@ -488,23 +568,42 @@ class _Validator:
                 m.error(
                     (*path, "flavors"),
                     (
-                        f"package {package.name!r} offers {', '.join(sorted(offered))}, "
-                        f"none of {', '.join(sorted(role.flavors))}"
+                        f"role {role.name!r} allows only {', '.join(sorted(role.flavors))}, but NFPackage "
+                        f"{package.name!r} offers only {', '.join(sorted(offered))}: allow "
+                        f"{' or '.join(sorted(offered))}, or add that flavour to the package"
                     ),
                 )
             )
             return
-        hosts = [
-            n for n in nodes.values() if (role.tiers is None or n.tier in role.tiers) and n.runtimes & usable
-        ]
-        if nodes and not hosts:
-            tiers = f" on tier {', '.join(sorted(role.tiers))}" if role.tiers else ""
+        # Judge hosting against every node that passed its schema: a node with, say, a broken
+        # link is still a gateway, and blaming the role for it would send the user the wrong way.
+        hosts = {name: mm.data["spec"] for (_, name), mm in self.by_kind["EdgeNode"].items()}
+        if not hosts:
+            return
+        on_tier = {n: s for n, s in hosts.items() if role.tiers is None or s["tier"] in role.tiers}
+        if not on_tier:
+            present = sorted({s["tier"] for s in hosts.values()})
+            self.errors.append(
+                m.error(
+                    (*path, "tiers"),
+                    (
+                        f"no EdgeNode is on tier {' or '.join(sorted(role.tiers or ()))}, so role {role.name!r} "
+                        f"cannot be placed; EdgeNodes are on tier {', '.join(present)}: change the role's tiers "
+                        "or add such an EdgeNode"
+                    ),
+                )
+            )
+        elif not any(set(s["runtimes"]) & usable for s in on_tier.values()):
+            tiers = f" on tier {' or '.join(sorted(role.tiers))}" if role.tiers else ""
+            offered_there = ", ".join(f"{n} ({'+'.join(s['runtimes'])})" for n, s in sorted(on_tier.items()))
             self.errors.append(
                 m.error(
                     (*path, "package"),
                     (
-                        f"no EdgeNode{tiers} can run role {role.name!r}: "
-                        f"it needs runtime {' or '.join(sorted(usable))}"
+                        f"no EdgeNode{tiers} can run role {role.name!r}: it needs runtime "
+                        f"{' or '.join(sorted(usable))} (the flavours of NFPackage {package.name!r}"
+                        f"{' the role allows' if role.flavors is not None else ''}), and those nodes offer "
+                        f"{offered_there}"
                     ),
                 )
             )
@@ -512,16 +611,17 @@ class _Validator:
             self._check_config(m, (*path, "config"), role.config, package)
 
     def _check_config(
-        self, m: Manifest, path: tuple[str | int, ...], config: Mapping[str, Any], package: NFPackageSpec
+        self, m: Manifest, path: PathKey, config: Mapping[str, Any], package: NFPackageSpec
     ) -> None:
         validator_cls = jsonschema.validators.validator_for(package.config_schema)
         for err in validator_cls(package.config_schema).iter_errors(config):
-            self.errors.append(
-                m.error(
-                    (*path, *err.absolute_path),
-                    (f"config does not satisfy NFPackage {package.name!r} configSchema: {err.message}"),
+            for where, message in explain_error(err):
+                self.errors.append(
+                    m.error(
+                        (*path, *where),
+                        f"does not satisfy the configSchema of NFPackage {package.name!r}: {message}",
+                    )
                 )
-            )
 
     def _slices(
         self, services: Mapping[ObjectKey, NetworkServiceSpec], nodes: Mapping[str, EdgeNodeSpec]
@@ -531,9 +631,26 @@ class _Validator:
             ns = key[0]
             spec = m.data["spec"]
             n_before = len(self.errors)
-            if ("services" in spec) == ("networkServiceRef" in spec):
-                self.errors.append(m.error(("spec",), "set exactly one of services and networkServiceRef"))
             in_ns = [s for (sns, _), s in services.items() if sns == ns]
+            known = sorted({p for s in in_ns for p in s.provides})
+            if "services" in spec and "networkServiceRef" in spec:
+                self.errors.append(
+                    m.error(
+                        ("spec", "networkServiceRef"),
+                        "set either services or networkServiceRef, not both: services lets flyslice choose "
+                        "a NetworkService, networkServiceRef names one; remove the other",
+                    )
+                )
+            elif "services" not in spec and "networkServiceRef" not in spec:
+                self.errors.append(
+                    m.error(
+                        ("spec",),
+                        (
+                            "set what the slice needs: services (e.g. services: "
+                            f"[{', '.join(known) or 'data-collection'}]) or networkServiceRef: {{name: ...}}"
+                        ),
+                    )
+                )
             for i, wanted in enumerate(spec.get("services", [])):
                 if not any(wanted in s.provides for s in in_ns):
                     raw = [
@@ -541,32 +658,35 @@ class _Validator:
                         for (sns, _), mm in self.by_kind["NetworkService"].items()
                         if sns == ns and wanted in mm.data["spec"]["provides"]
                     ]
-                    why = f" (NetworkService {raw[0].name!r} provides it but is invalid)" if raw else ""
-                    known = sorted({p for s in in_ns for p in s.provides})
+                    why = (
+                        f" (NetworkService {raw[0].name!r} provides it but is invalid, see {raw[0].file}:{raw[0].line})"
+                        if raw
+                        else ""
+                    )
+                    guess = self._hint(wanted, known)
                     self.errors.append(
                         m.error(
                             ("spec", "services", i),
                             (
                                 f"no valid NetworkService in namespace {ns!r} provides {wanted!r}{why}; "
-                                f"provided: {', '.join(known) or 'nothing'}"
+                                f"provided: {', '.join(known) or 'nothing'}{guess}"
                             ),
                         )
                     )
             ref = spec.get("networkServiceRef", {}).get("name")
             if ref and (ns, ref) not in services:
-                state = "is invalid" if (ns, ref) in self.by_kind["NetworkService"] else "does not exist"
                 self.errors.append(
-                    m.error(("spec", "networkServiceRef", "name"), f"NetworkService {ref!r} {state}")
+                    m.error(
+                        ("spec", "networkServiceRef", "name"),
+                        self._missing("NetworkService", (ns, ref), services),
+                    )
                 )
             for i, att in enumerate(spec["attachments"]):
                 if att["node"] not in nodes:
-                    state = (
-                        "is invalid" if ("", att["node"]) in self.by_kind["EdgeNode"] else "does not exist"
-                    )
                     self.errors.append(
                         m.error(
                             ("spec", "attachments", i, "node"),
-                            (f"EdgeNode {att['node']!r} {state}{self._hint(att['node'], nodes)}"),
+                            self._missing("EdgeNode", ("", att["node"]), (("", n) for n in nodes)),
                         )
                     )
             lifetime = None
@@ -575,6 +695,15 @@ class _Validator:
                     lifetime = parse_duration(spec["lifetime"])
                 except QuantityError as exc:
                     self.errors.append(m.error(("spec", "lifetime"), str(exc)))
+                else:
+                    if lifetime <= 0:
+                        self.errors.append(
+                            m.error(
+                                ("spec", "lifetime"),
+                                f"{spec['lifetime']!r} is zero: the slice would expire at once; "
+                                "omit lifetime for a slice that lives until deleted",
+                            )
+                        )
             if len(self.errors) == n_before:
                 meta = m.data.get("metadata", {})
                 out[key] = SliceSpec(
@@ -595,7 +724,7 @@ class _Validator:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _quantity(self, m: Manifest, path: tuple[str | int, ...], value: Any, field: str) -> bool:
+    def _quantity(self, m: Manifest, path: PathKey, value: Any, field: str) -> bool:
         """Record an error and return True when ``value`` is not a usable quantity."""
         try:
             parsed = cpu_millis(value) if field == "cpu" else memory_bytes(value)
@@ -603,16 +732,29 @@ class _Validator:
             self.errors.append(m.error(path, str(exc)))
             return True
         if parsed <= 0:
-            self.errors.append(m.error(path, f"must be greater than zero, got {value!r}"))
+            example = "100m" if field == "cpu" else "64Mi"
+            self.errors.append(
+                m.error(
+                    path, f"must be greater than zero, got {value!r}: use {QUANTITY_EXAMPLES}, e.g. {example}"
+                )
+            )
             return True
         return False
 
     @staticmethod
     def _hint(name: str, known: Iterable[str]) -> str:
-        import difflib
-
         guess = difflib.get_close_matches(name, list(known), n=1)
         return f"; did you mean {guess[0]!r}?" if guess else ""
+
+
+def _schema_problem(exc: jsonschema.SchemaError) -> str:
+    """jsonschema's meta-schema findings, with the likely fix for the common ones."""
+    if exc.absolute_path and exc.absolute_path[-1] == "type" and isinstance(exc.instance, str):
+        types = "array, boolean, integer, null, number, object, string"
+        guess = difflib.get_close_matches(exc.instance, types.split(", "), n=1)
+        hint = f"; did you mean {guess[0]!r}?" if guess else ""
+        return f"{exc.instance!r} is not a JSON schema type: use one of {types}{hint}"
+    return str(exc.message)
 
 
 def _yaml_value(value: Any) -> str:
