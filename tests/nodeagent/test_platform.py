@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -138,7 +139,7 @@ def test_update_under_load_loses_no_message_and_carries_state(
     seqs = [m["payload"]["seq"] for m in sink.messages]
     assert seqs == list(range(total))  # nothing lost, nothing doubled, order kept
     versions = [m["payload"]["version"] for m in sink.messages]
-    switches = sum(1 for a, b in zip(versions, versions[1:], strict=False) if a != b)
+    switches = sum(1 for a, b in itertools.pairwise(versions) if a != b)
     assert versions[0] == 1 and versions[-1] == 2 and switches == 3  # three swaps, each mid-stream
     inst = platform.instances["counter"]
     assert inst.nf.count == total  # each version took over the previous one's state
