@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from functools import partial
 
 from .candidates import Option, fitting, static_options
 from .distances import Distances
@@ -67,7 +68,7 @@ def greedy_slice(
             return None, f"baseline: no host with room and a suitable runtime for NF {nf_id}"
 
         users = anchors.get(nf_id, [])
-        best = min(opts, key=lambda o, users=users: _closeness(o, users, hosts, dist))
+        best = min(opts, key=partial(_closeness, users=users, hosts=hosts, dist=dist))
         chosen[nf_id] = Assignment(best.host, best.flavor)
         left[best.host] = left[best.host] - best.resources
     broken = violations(problem, s, chosen, free, dist)

@@ -45,7 +45,7 @@ def _no_runtime_reason(problem: Problem, s: SliceDemand, nf: NFDemand) -> str:
     )
     return (
         f"{_nf_label(nf)} needs runtime {'/'.join(sorted(flavors))} on {where}{extra}, "
-        f"but those hosts only offer {'/'.join(offered) or 'no runtime'}"
+        f"and none of those hosts offers it (they offer: {'/'.join(offered) or 'no runtime'})"
     )
 
 
@@ -179,15 +179,16 @@ def relaxation_reasons(
                 key=lambda pl: pl[1] - pl[0].budget_ms,
             )
             reasons.append(
-                f"with the capacity and availability it needs, path {worst[0].name} takes at least "
-                f"{worst[1]:.3g} ms, over its {worst[0].budget_ms:g} ms budget"
+                f"it can only be placed if path {worst[0].name} may exceed its {worst[0].budget_ms:g} ms budget "
+                f"(a placement meeting everything else takes {worst[1]:.3g} ms); "
+                "raise spec.qos.maxLatencyMs or add hosts closer to its attachments"
             )
         elif family == "availability":
             avail = availability(topo, (a.host for a in assignments.values()))
             reasons.append(
-                f"every placement within its budgets spans hosts whose combined availability "
-                f"({avail:.4g} or less) is below the target {s.availability_target:g}; "
-                "use more available hosts or lower spec.qos.availability"
+                f"it can only be placed below its availability target {s.availability_target:g} "
+                f"(a placement meeting everything else reaches {avail:.4g}: the series product over the "
+                "hosts it uses); use more available hosts or lower spec.qos.availability"
             )
         else:
             reasons.append("the links on its routes lack the declared bandwidth for its service edges")

@@ -162,7 +162,10 @@ def build(
     moved_terms: Terms = {}
 
     for s in slices:
-        a = pulp.LpVariable(name("a"), lowBound=1 if force_admit else 0, upBound=1, cat=pulp.LpBinary)
+        # A binary always gets bounds [0, 1]; forcing admission needs an integer fixed at 1.
+        a = prob.add_variable(
+            name("a"), 1 if force_admit else 0, 1, pulp.LpInteger if force_admit else pulp.LpBinary
+        )
         built.admit[s.key] = a
         reject_cost = w.rejection * scale[s.key]
         constant += reject_cost
@@ -176,7 +179,7 @@ def build(
             pairs = []
             hosts: dict[str, list[pulp.LpVariable]] = defaultdict(list)
             for o in opts:
-                v = pulp.LpVariable(name("x"), lowBound=0, upBound=1, cat=pulp.LpBinary)
+                v = prob.add_variable(name("x"), 0, 1, pulp.LpBinary)
                 pairs.append((o, v))
                 row.append((v, 1.0))
                 hosts[o.host].append(v)
@@ -254,7 +257,7 @@ def _pair_latency(
                 d = dist.get(h, h2)
                 terms.extend((v, d) for v in vs if d)
     else:
-        dv = pulp.LpVariable(name("d"), lowBound=0, upBound=dist.cap)
+        dv = prob.add_variable(name("d"), 0, dist.cap)
         built.dist_vars.append((dv, key, src, dst))
         # Cut from the smaller side: one row per candidate host of that side.
         if len(hs) <= len(hd):
@@ -334,7 +337,7 @@ def _availability(
     for h, c in cost.items():
         if c <= 0:
             continue
-        u = pulp.LpVariable(name("u"), lowBound=0, upBound=1)
+        u = prob.add_variable(name("u"), 0, 1)
         built.use_vars.append((u, s.key, h))
         row.append((u, c))
         for per in by_host.values():
@@ -372,7 +375,7 @@ def _bandwidth_terms(
             path = routes[g].get(h)
             if path is None or not any(frozenset(p) in link_free for p in itertools.pairwise(path)):
                 continue
-            z = pulp.LpVariable(name("z"), lowBound=0, upBound=1)
+            z = built.prob.add_variable(name("z"), 0, 1)
             built.route_vars.append((z, s.key, e.src, e.dst, g, h))
 
 

@@ -228,16 +228,15 @@ def _explain(
     if alone:
         return alone
     free, links = ctx.remaining(admitted)
-    shared = cheap_reasons(ctx.problem, s, free, ctx.dist)
+    prefix = "with the capacity already taken by admitted slices: " if admitted else ""
+    shared = cheap_reasons(ctx.problem, s, free, ctx.dist) if admitted else []
     if shared:
-        return [f"with the capacity already taken by admitted slices: {r}" for r in shared]
+        return [prefix + r for r in shared]
     if not use_ilp:
         return None
     relaxed = relaxation_reasons(ctx.problem, s, free, links, ctx.dist, options)
-    if relaxed is not None:
-        return [f"with the capacity already taken by admitted slices: {r}" for r in relaxed]
-    alone_relaxed = relaxation_reasons(ctx.problem, s, ctx.base_free, ctx.link_cap, ctx.dist, options)
-    return alone_relaxed
+    # None: it fits in what is left, so it lost to the objective or to the time limit.
+    return None if relaxed is None else [prefix + r for r in relaxed]
 
 
 def _reasons(
