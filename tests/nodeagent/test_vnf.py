@@ -1,0 +1,195 @@
+"""VNFs through the local-process driver: the same NF code in its own process, adopted across agent
+restarts, restarted when it dies, and an agent killed with -9 mid-update that converges on restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from flyslice.nodeagent.agent import Agent
+from flyslice.nodeagent.message import new_message
+
+from .conftest import Sink, free_port, make_spec, wait_for
+
+MakeAgent = Callable[..., Agent]
+
+
+def runners(state_dir: Path) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if "flyslice.nodeagent.runner" in cmd and any(str(state_dir) in c for c in cmd):
+            out.append(p)
+    return out
+
+
+def vnf_chain() -> list[Any]:
+    return [
+        make_spec("fw", "firewall", {"default": "allow"}, ["sp"]),
+        make_spec(
+            "sp",
+            "stream_processor",
+            {"alarm": {"field": "t", "above": 5, "topic": "alarm"}},
+            ["out"],
+            flavor="vnf",
+        ),
+        make_spec("out", "broker"),
+    ]
+
+
+def test_vnf_runs_the_same_nf_code_in_its_own_process(agents: MakeAgent, tmp_path: Path) -> None:
+    agent = agents()
+    sink = Sink()
+    agent.on_sink(sink)
+    agent.converge(vnf_chain())
+    wait_for(lambda: agent.status()["sp"].state == "Running" and agent.status()["sp"].address)
+    obs = agent.vnf.observe("sp")
+    assert obs is not None and obs.pid != os.getpid()
+    for t in (1, 9):
+        agent.plane.deliver(new_message("s1", "temp", {"t": t}))
+    wait_for(lambda: len(sink.messages) == 3)
+    assert sorted(m["topic"] for m in sink.messages) == ["alarm", "temp", "temp"]
+    assert [h[0] for h in sink.messages[-1]["trace"]["hops"]] == ["fw", "sp", "out"]
+    wait_for(lambda: agent.status()["sp"].counters.get("in") == 2, timeout=5)  # reported by the runner
+
+
+def test_agent_restart_adopts_running_vnfs_instead_of_starting_them_twice(agents: MakeAgent) -> None:
+    agent = agents(state="shared")
+    agent.converge(vnf_chain())
+    wait_for(lambda: agent.status()["sp"].state == "Running")
+    pid = agent.vnf.observe("sp").pid  # type: ignore[union-attr]
+    agent.stop(stop_vnfs=False)
+    again = agents(state="shared")
+    sink = Sink()
+    again.on_sink(sink)
+    assert again.vnf.observe("sp").pid == pid  # type: ignore[union-attr]
+    again.converge(vnf_chain())
+    assert [p.pid for p in runners(again.state_dir)] == [pid]
+
+    def flows() -> bool:  # the runner follows the agent to its new address (uplink file)
+        again.plane.deliver(new_message("s1", "temp", {"t": 1}))
+        time.sleep(0.05)
+        return bool(sink.messages)
+
+    wait_for(flows, timeout=10)
+
+
+def test_dead_vnf_is_reported_and_restarted(agents: MakeAgent) -> None:
+    agent = agents()
+    agent.converge(vnf_chain())
+    wait_for(lambda: agent.status()["sp"].state == "Running")
+    pid = agent.vnf.observe("sp").pid  # type: ignore[union-attr]
+    os.kill(pid, signal.SIGKILL)  # type: ignore[arg-type]
+    wait_for(lambda: agent.vnf.observe("sp") and agent.vnf.observe("sp").pid != pid, timeout=10)  # type: ignore[union-attr]
+    wait_for(lambda: agent.status()["sp"].state == "Running", timeout=10)
+
+
+def test_vnf_spec_change_replaces_the_process(agents: MakeAgent) -> None:
+    agent = agents()
+    agent.converge(vnf_chain())
+    wait_for(lambda: agent.status()["sp"].state == "Running")
+    old = agent.vnf.observe("sp").pid  # type: ignore[union-attr]
+    changed = vnf_chain()
+    changed[1] = make_spec("sp", "stream_processor", {"passthrough": False}, ["out"], flavor="vnf")
+    agent.converge(changed)
+    wait_for(lambda: agent.status()["sp"].state == "Running")
+    assert agent.vnf.observe("sp").pid != old  # type: ignore[union-attr]
+    wait_for(lambda: not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE)  # type: ignore[arg-type]
+    agent.converge(changed[:1])
+    assert runners(agent.state_dir) == []
+
+
+SLOW_V2 = """
+import os, time
+from flyslice.nodeagent.sdk import NetworkFunction
+with open({log!r}, "a") as f:
+    f.write(f"{{os.getpid()}} v2\\n")
+class NF(NetworkFunction):
+    def configure(self, config):
+        time.sleep(1.5)
+        self.config = config
+"""
+
+
+@pytest.fixture
+def agent_process(tmp_path: Path) -> Iterator[Callable[[], tuple[subprocess.Popen[bytes], str]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    listen, http = free_port(), free_port()
+
+    def start() -> tuple[subprocess.Popen[bytes], str]:
+        cmd = [
+            sys.executable, "-m", "flyslice.nodeagent", "--node", "n1", "--state-dir", str(tmp_path / "state"),
+            "--desired-file", str(tmp_path / "desired.json"), "--listen", f"127.0.0.1:{listen}",
+            "--http", f"127.0.0.1:{http}", "--interval", "0.2",
+        ]  # fmt: skip
+        log = open(tmp_path / "agent.log", "ab")  # noqa: SIM115
+        p = subprocess.Popen(cmd, stdout=log, stderr=log)
+        log.close()
+        procs.append(p)
+        return p, f"http://127.0.0.1:{http}"
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
+    for r in runners(tmp_path / "state"):
+        r.kill()
+
+
+def status(base: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(f"{base}/status", timeout=2) as r:
+            return dict(json.loads(r.read())["instances"])
+    except OSError:
+        return {}
+
+
+def test_kill_9_during_an_update_then_restart_converges_without_double_loads(
+    tmp_path: Path, agent_process: Callable[[], tuple[subprocess.Popen[bytes], str]]
+) -> None:
+    load_log = tmp_path / "loads.log"
+    v2 = tmp_path / "v2.py"
+    v2.write_text(SLOW_V2.format(log=str(load_log)))
+    desired = tmp_path / "desired.json"
+    v1_specs = [
+        make_spec("nf", "firewall", {"default": "allow"}),
+        make_spec("vnf", "broker", flavor="vnf", slice_="s2"),
+    ]
+    desired.write_text(json.dumps([s.to_dict() for s in v1_specs]))
+    proc, base = agent_process()
+    wait_for(
+        lambda: {i.get("state") for i in status(base).values()} == {"Running"} and len(status(base)) == 2, 20
+    )
+    vnf_pid = psutil.Process(runners(tmp_path / "state")[0].pid).pid
+
+    v2_specs = [make_spec("nf", f"file:{v2}"), v1_specs[1]]
+    desired.write_text(json.dumps([s.to_dict() for s in v2_specs]))
+    wait_for(lambda: load_log.exists() and str(proc.pid) in load_log.read_text(), 10, 0.005)
+    proc.send_signal(signal.SIGKILL)  # mid-update: v2 loaded, configure still sleeping
+    proc.wait(5)
+    assert status(base) == {}
+
+    proc2, _ = agent_process()
+    wait_for(
+        lambda: {i.get("state") for i in status(base).values()} == {"Running"} and len(status(base)) == 2, 20
+    )
+    st = status(base)
+    assert st["nf"]["fingerprint"] == v2_specs[0].fingerprint
+    assert st["vnf"]["fingerprint"] == v1_specs[1].fingerprint
+    loads = [line.split()[0] for line in load_log.read_text().splitlines()]
+    assert loads.count(str(proc2.pid)) == 1  # v2 loaded exactly once by the restarted agent
+    assert [r.pid for r in runners(tmp_path / "state")] == [vnf_pid]  # the VNF was adopted, not restarted
+    proc2.send_signal(signal.SIGTERM)
+    assert proc2.wait(10) == 0
