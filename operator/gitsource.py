@@ -17,6 +17,7 @@ snapshot that passed, whose files stay on disk.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import shutil
@@ -157,6 +158,7 @@ class GitSource:
         self.last_signature: SignatureCheck | None = None
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self._verifier = SignatureVerifier(spec.verify, self.cache_dir / "trust", timeout_s=spec.timeout_s)
+        self._load_state()
 
     def describe(self) -> str:
         return f"{self.spec.display_url} ({self.spec.ref}, path {self.spec.path})"
@@ -185,6 +187,7 @@ class GitSource:
             self._set_reconciling(now)
             self.last_good = snap
             self._collect_snapshots()
+            self._save_state()
             return snap
 
     def _fetch_locked(self) -> Snapshot:
@@ -344,6 +347,7 @@ class GitSource:
             if errors is not None:
                 self.status.errors = [dict(e) for e in errors]
             self._set_reconciling(now)
+            self._save_state()
 
     def _set_reconciling(self, now: float) -> None:
         st = self.status
@@ -369,6 +373,53 @@ class GitSource:
         kept = f"; still serving {self.last_good.revision}" if self.last_good else ""
         st.set_condition("Ready", False, st.last_error_reason, str(exc) + kept, now)
         log.warning("%s: %s%s", self.name, exc, kept)
+
+    # -- state that survives a restart ---------------------------------------------------------
+
+    def _save_state(self) -> None:
+        """The last good snapshot, what was applied and the inventory, so that a restart during an
+        outage still serves the last good revision and pruning still knows what flyslice created."""
+        st = self.status
+        state = {
+            "url": st.url,
+            "path": self.spec.path,
+            "lastGood": {"revision": self.last_good.revision, "root": str(self.last_good.root)}
+            if self.last_good
+            else None,
+            "lastFetchedRevision": st.last_fetched_revision,
+            "lastFetchedAt": st.last_fetched_at,
+            "lastAppliedRevision": st.last_applied_revision,
+            "lastAppliedAt": st.last_applied_at,
+            "inventory": list(st.inventory),
+        }
+        target = self.cache_dir / "state.json"
+        tmp = target.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(state, indent=1))
+            tmp.replace(target)
+        except OSError as exc:
+            log.warning("%s: cannot save %s: %s", self.name, target, exc)
+
+    def _load_state(self) -> None:
+        try:
+            state = json.loads((self.cache_dir / "state.json").read_text())
+        except (OSError, ValueError):
+            return
+        if (
+            not isinstance(state, dict)
+            or state.get("url") != self.status.url
+            or state.get("path") != self.spec.path
+        ):
+            return  # the cache belonged to another spec: start afresh
+        st = self.status
+        good = state.get("lastGood")
+        if isinstance(good, dict) and Path(str(good.get("root"))).is_dir():
+            self.last_good = Snapshot(str(good["revision"]), Path(str(good["root"])))
+            st.last_fetched_revision = str(state.get("lastFetchedRevision") or "")
+            st.last_fetched_at = state.get("lastFetchedAt")
+        st.last_applied_revision = str(state.get("lastAppliedRevision") or "")
+        st.last_applied_at = state.get("lastAppliedAt")
+        st.inventory = tuple(str(k) for k in state.get("inventory") or ())
 
     def _collect_snapshots(self) -> None:
         """Delete old snapshot directories, never the latest nor the one last applied."""
