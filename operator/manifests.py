@@ -239,9 +239,12 @@ class _LineIndex:
 
     def walk(self, root: yaml.Node) -> list[ManifestError]:
         # Iterative so that line indexing never adds to the recursion depth PyYAML already used.
-        stack: list[tuple[yaml.Node, PathKey, frozenset[int]]] = [(root, (), frozenset())]
+        # ``via`` is the path of the outermost alias the walk went through: where to point the user.
+        stack: list[tuple[yaml.Node, PathKey, frozenset[int], PathKey | None]] = [
+            (root, (), frozenset(), None)
+        ]
         while stack:
-            node, path, ancestors = stack.pop()
+            node, path, ancestors, via = stack.pop()
             if id(node) in ancestors:
                 return [
                     self._error(
@@ -249,12 +252,15 @@ class _LineIndex:
                     )
                 ]
             if id(node) in self.seen:
+                via = via or path
                 self.revisits += 1
                 if self.revisits > MAX_ALIAS_EXPANSION:
                     return [
-                        self._error(
-                            node,
-                            path,
+                        ManifestError(
+                            self.file,
+                            self.lines.get(via, node.start_mark.line + 1),
+                            self.ref,
+                            format_path(via),
                             (
                                 f"YAML aliases expand this document to more than {MAX_ALIAS_EXPANSION} extra "
                                 "values (an alias bomb?); write the values out or use fewer aliases"
@@ -289,7 +295,7 @@ class _LineIndex:
                 for i, item in enumerate(node.value):
                     self.lines.setdefault((*path, i), item.start_mark.line + 1)
                     children.append((item, (*path, i)))
-            stack.extend((child, child_path, inner) for child, child_path in reversed(children))
+            stack.extend((child, child_path, inner, via) for child, child_path in reversed(children))
         return self.errors
 
     def _error(self, node: yaml.Node, path: PathKey, message: str) -> ManifestError:

@@ -94,7 +94,7 @@ def _explain(err: jsonschema.ValidationError, typos: set[tuple[PathKey, str]]) -
         for extra in sorted(set(value) - set(allowed), key=str) if isinstance(value, dict) else []:
             message = _unknown_field(str(extra), schema, path)
             if any((path, f) in typos and f"did you mean {f!r}?" in message for f in allowed):
-                message = message.replace("? valid fields", " (required here)? valid fields", 1)
+                message = message.replace("? Valid fields", " (required here)? Valid fields", 1)
             out.append(((*path, extra), message))
         return out
     if v == "type":

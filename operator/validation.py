@@ -58,7 +58,8 @@ class ValidationResult:
 def validate_paths(paths: Iterable[str]) -> ValidationResult:
     manifests, errors = load_paths(paths)
     result = validate(manifests)
-    result.errors[:0] = errors
+    # One list in file order: a reader fixes a file top to bottom, whatever check found what.
+    result.errors = sorted([*errors, *result.errors], key=lambda e: (e.file, e.line, e.path))
     return result
 
 
