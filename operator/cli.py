@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -55,6 +56,44 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS")
     p.add_argument("--strict", action="store_true", help="exit 1 when a slice is not admitted")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser(
+        "up", help="reconcile a directory or git repository on this machine, no cluster needed"
+    )
+    p.add_argument("source", help="a directory of manifests, or a git repository (URL or local clone)")
+    ref = p.add_mutually_exclusive_group()
+    ref.add_argument("--branch", help="git branch to follow (default main)")
+    ref.add_argument("--tag", help="git tag to check out")
+    ref.add_argument("--commit", help="git commit to pin")
+    p.add_argument("--path", default=".", help="directory inside the repository (default: its root)")
+    p.add_argument("--interval", default=None, help="git poll interval, e.g. 30s (default 1m)")
+    p.add_argument("--status-addr", default="127.0.0.1:7433", help="where the read-only status API listens")
+    p.add_argument("--webhook-addr", default=None, help="serve a git push webhook here, e.g. 127.0.0.1:7434")
+    p.add_argument("--state-dir", type=Path, default=None, help="agents' caches and git mirrors")
+    p.add_argument("--mqtt", default=None, metavar="HOST:PORT", help="MQTT broker the devices publish to")
+    p.add_argument("--heartbeat-timeout", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument("--no-view", action="store_true", help="no live terminal view")
+    p.add_argument(
+        "--exit-when-ready",
+        type=float,
+        default=None,
+        metavar="TIMEOUT",
+        help="exit 0 once every slice is Ready, 1 if not within TIMEOUT seconds",
+    )
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("status", help="show what a running `flyslice up` reports")
+    p.add_argument("--status-addr", default="127.0.0.1:7433")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("digest", help="print the sha256 digest of an NF module reference")
+    p.add_argument("module", help="builtin:<name> or file:/absolute/path.py")
+    p.set_defaults(func=cmd_digest)
+
+    p = sub.add_parser("agent", help="run a node agent (see `flyslice agent --help`)", add_help=False)
+    p.add_argument("agent_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_agent)
     return parser
 
 
@@ -107,6 +146,76 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(render_table(doc))
     rejected = [s for s in doc["slices"] if not s["admitted"]]
     return 1 if errors or (args.strict and rejected) else 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import os
+
+    from .git_spec import GitSpecError, parse_interval
+    from .status_api import parse_addr
+    from .up import DEFAULT_STATE_DIR, UpOptions, run_up
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        mqtt = parse_addr(args.mqtt) if args.mqtt else None
+        parse_addr(args.status_addr)
+        interval = parse_interval(args.interval, "--interval") if args.interval else None
+    except (ValueError, GitSpecError) as exc:
+        print(f"flyslice up: {exc}", file=sys.stderr)
+        return 2
+    opts = UpOptions(
+        source=args.source,
+        branch=args.branch,
+        tag=args.tag,
+        commit=args.commit,
+        path=args.path,
+        interval_s=interval,
+        status_addr=args.status_addr,
+        webhook_addr=args.webhook_addr,
+        webhook_secret=os.environ.get("FLYSLICE_WEBHOOK_SECRET", ""),
+        state_dir=args.state_dir or DEFAULT_STATE_DIR,
+        mqtt=mqtt,
+        view=not args.no_view,
+        exit_when_ready_s=args.exit_when_ready,
+        heartbeat_timeout_s=args.heartbeat_timeout,
+    )
+    return asyncio.run(run_up(opts))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    from .status_view import render_status
+
+    url = f"http://{args.status_addr}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            doc = json.load(resp)
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"flyslice status: cannot reach {url}: {exc}; is `flyslice up` running?", file=sys.stderr)
+        return 1
+    print(json.dumps(doc, indent=2) if args.output == "json" else render_status(doc))
+    return 0
+
+
+def cmd_digest(args: argparse.Namespace) -> int:
+    from flyslice.nodeagent.modules import ModuleRefError, module_digest
+
+    try:
+        print(module_digest(args.module))
+    except (ModuleRefError, OSError) as exc:
+        print(f"flyslice digest: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from flyslice.nodeagent.__main__ import main as agent_main
+
+    return agent_main(args.agent_args)
 
 
 if __name__ == "__main__":
