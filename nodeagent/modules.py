@@ -18,12 +18,12 @@ import threading
 import types
 from collections.abc import Iterable
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from .sdk import NetworkFunction
+
+if TYPE_CHECKING:  # cryptography costs ~6 MB of RSS: imported only when signing is configured
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "nfs"
 _BUILTIN_RE = re.compile(r"^builtin:([a-z][a-z0-9_]*)$")
@@ -76,6 +76,9 @@ def module_digest(ref: str) -> str:
 
 def load_public_key(data: bytes | str) -> Ed25519PublicKey:
     """A trusted key given as PEM, or as the 32 raw bytes (or their base64)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     raw = data.encode() if isinstance(data, str) else data
     if raw.lstrip().startswith(b"-----BEGIN"):
         key = serialization.load_pem_public_key(raw)
@@ -107,6 +110,8 @@ class ModuleLoader:
             )
         if not self.trusted_keys:
             return
+        from cryptography.exceptions import InvalidSignature
+
         if not signature:
             raise IntegrityError(
                 f"module {ref!r}: a signing key is configured but the module has no signature"

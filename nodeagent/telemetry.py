@@ -1,4 +1,4 @@
-"""Telemetry: heartbeat (psutil), Prometheus metrics, and the agent's HTTP endpoints.
+"""Telemetry: Prometheus metrics and the agent's HTTP endpoints (heartbeat: see heartbeat.py).
 
 Endpoints: ``GET /healthz`` (200 healthy / 503 not), ``GET /metrics`` (Prometheus text),
 ``GET /status`` (JSON: heartbeat + per-instance status), ``POST /ingress`` (an envelope or a
@@ -9,14 +9,11 @@ Metrics are read from the agent's counters at scrape time, so the data path pays
 from __future__ import annotations
 
 import json
-import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import psutil
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -24,29 +21,6 @@ from prometheus_client.registry import Collector
 from .message import EnvelopeError, Message, check_envelope
 from .spec import InstanceStatus
 from .transport import parse_address
-
-_PROC = psutil.Process()
-
-
-def heartbeat(node: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """CPU and memory of the host and of the agent process, and the load (GNF's agent report)."""
-    vm = psutil.virtual_memory()
-    with _PROC.oneshot():
-        rss = _PROC.memory_info().rss
-        cpu = _PROC.cpu_percent(None)
-    load1 = os.getloadavg()[0]
-    return {
-        "node": node,
-        "time": time.time(),
-        "cpuPercent": psutil.cpu_percent(None),
-        "load": min(1.0, load1 / (os.cpu_count() or 1)),
-        "load1": load1,
-        "memoryPercent": vm.percent,
-        "memoryAvailableBytes": vm.available,
-        "agentRssBytes": rss,
-        "agentCpuPercent": cpu,
-        **(extra or {}),
-    }
 
 
 class AgentCollector(Collector):
