@@ -10,6 +10,7 @@ Each prints one JSON object on its last stdout line.
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import os
 import statistics
@@ -167,7 +168,7 @@ def chain(n: int) -> dict[str, Any]:
         done.wait(5)
         stamps = [t for _, t in m["trace"]["hops"]]
         ingress_us.append((stamps[0] - m["trace"]["t0"]) / 1000)
-        hops_us.extend((b - a) / 1000 for a, b in zip(stamps, stamps[1:], strict=False))
+        hops_us.extend((b - a) / 1000 for a, b in itertools.pairwise(stamps))
     plane.stop()
     return {
         "n": n,
