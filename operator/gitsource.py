@@ -84,7 +84,7 @@ class GitSourceStatus:
     last_attempt_at: float | None = None
     last_fetch_duration_s: float | None = None
     last_error: str = ""
-    #: CamelCase: FetchFailed, AuthenticationFailed, RefNotFound, PathNotFound, SignatureRefused, InvalidSpec.
+    #: CamelCase: FetchFailed, AuthenticationFailed, HostKeyVerificationFailed, RefNotFound, PathNotFound, SignatureRefused, InvalidSpec.
     last_error_reason: str = ""
     last_error_at: float | None = None
     refused_revision: str = ""
@@ -219,10 +219,7 @@ class GitSource:
 
     def _explain(self, what: str, exc: git.GitCommandError) -> str:
         stderr = exc.stderr if isinstance(exc.stderr, str) else str(exc.stderr or "")
-        lines = [ln.strip() for ln in stderr.strip().strip("'").splitlines() if ln.strip()]
-        lines = [ln.removeprefix("stderr: ").strip("'") for ln in lines]
-        # git's first lines say what failed ("... does not appear to be a git repository").
-        detail = "; ".join(lines[:2]) or f"git exited with status {exc.status}"
+        detail = _summarize_stderr(stderr) or f"git exited with status {exc.status}"
         if exc.status is None or "timed out" in detail or "Timeout" in detail:
             detail += f" (timed out after {self.spec.timeout_s:g}s?)"
         return scrub(f"{what} {self.spec.display_url}: {detail}", self._url, self.spec.credentials)
@@ -435,14 +432,35 @@ class GitSource:
                 shutil.rmtree(d, ignore_errors=True)
 
 
+def _summarize_stderr(stderr: str) -> str:
+    """The lines of git's stderr that say what failed: the first ``fatal:``/``error:`` line and the
+    line before it (where ssh says "Permission denied" or "Host key verification failed")."""
+    lines = [
+        ln.strip().removeprefix("stderr: ").strip("'").strip()
+        for ln in stderr.strip().strip("'").splitlines()
+    ]
+    # ssh's boxed warnings ("@@@@ ... @") are decoration, not the reason.
+    lines = [ln for ln in lines if ln and not ln.startswith("@")]
+    first = next((i for i, ln in enumerate(lines) if ln.startswith(("fatal:", "error:"))), None)
+    if first is None:
+        return "; ".join(lines[-2:])
+    if first == 0:
+        return "; ".join(lines[:2])
+    return "; ".join(lines[first - 1 : first + 1])
+
+
 def _classify(message: str) -> str:
     lowered = message.lower()
-    if (
-        "authentication failed" in lowered
-        or "could not read username" in lowered
-        or "403" in message
-        or "401" in message
-    ):
+    if "host key verification failed" in lowered:
+        return "HostKeyVerificationFailed"
+    auth_markers = (
+        "authentication failed",
+        "could not read username",
+        "permission denied",
+        "returned error: 401",
+        "returned error: 403",
+    )
+    if any(marker in lowered for marker in auth_markers):
         return "AuthenticationFailed"
     if "does not exist in" in lowered or "not found in any branch" in lowered:
         return "RefNotFound"

@@ -367,3 +367,69 @@ def ssh_keys(tmp_path_factory: pytest.TempPathFactory) -> SshKeys:
         keys.append(key)
     allowed = f"alice@example.com {keys[0].with_suffix('.pub').read_text().strip()}\n"
     return SshKeys(keys[0], keys[1], allowed)
+
+
+class SshServer:
+    """A real OpenSSH ``sshd`` on 127.0.0.1 that accepts one client key, for git over ssh://."""
+
+    def __init__(self, base: Path, client_public_key: str) -> None:
+        self.base = base
+        self.dir = Path(tempfile.mkdtemp(prefix="fss"))
+        self.host_key = self.dir / "host_ed25519"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.host_key)], check=True, timeout=30
+        )
+        (self.dir / "authorized_keys").write_text(client_public_key)
+        self.port = free_port()
+        config = self.dir / "sshd_config"
+        config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {self.host_key}",
+                    f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
+                    "PidFile none",
+                    "UsePAM no",
+                    "StrictModes no",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    "LogLevel ERROR",
+                    "",
+                ]
+            )
+        )
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_listening(self.port)
+        self.known_hosts = self.dir / "known_hosts"
+        host_pub = self.host_key.with_suffix(".pub").read_text().split()
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
+
+    def url(self, name: str = "fleet") -> str:
+        user = (
+            os.environ.get("USER")
+            or subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+        )
+        return f"ssh://{user}@127.0.0.1:{self.port}{self.base}/{name}.git"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def ssh_server(upstream: Upstream, ssh_keys: SshKeys) -> Iterator[SshServer]:
+    if not Path("/usr/sbin/sshd").exists():
+        pytest.skip("sshd is not installed (apt-get install openssh-server)")
+    server = SshServer(upstream.base, ssh_keys.trusted_key.with_suffix(".pub").read_text())
+    yield server
+    server.stop()
