@@ -24,10 +24,11 @@ _DECIMAL = {
     "E": Decimal(10**18),
 }
 _QUANTITY = re.compile(
-    r"^(?P<num>[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$"
+    r"^(?P<num>[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$"
 )
-_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d)")
-_NUMBER_AND_UNIT = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*([A-Za-z]*)\s*$")
+# [0-9], not \d: \d also matches other scripts' digits, which neither Kubernetes nor the CRD accept.
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
+_NUMBER_AND_UNIT = re.compile(r"^\s*([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))\s*([A-Za-z]*)\s*$")
 #: Units people write for memory that Kubernetes spells differently.
 _SUFFIX_FIXES = {
     "KB": "Ki",
@@ -87,7 +88,7 @@ class QuantityError(ValueError):
 def parse_quantity(value: str | int | float) -> Decimal:
     """A non-negative Kubernetes quantity as a Decimal in base units."""
     if isinstance(value, bool):
-        raise QuantityError(f"{value!r} is not a quantity")
+        raise QuantityError(explain_bad_quantity(value))
     if isinstance(value, int | float):
         if value < 0:
             raise QuantityError(explain_bad_quantity(value))
@@ -140,6 +141,8 @@ def parse_duration(value: str) -> float:
 
 def explain_bad_quantity(value: object) -> str:
     """Why ``value`` is not a usable quantity, with the fix when the mistake is a common one."""
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()} is not {QUANTITY_EXAMPLES}"
     if isinstance(value, int | float) and not isinstance(value, bool):
         if value < 0:
             return f"{value!r} is negative: use {QUANTITY_EXAMPLES}, greater than zero"
@@ -166,9 +169,9 @@ def explain_bad_quantity(value: object) -> str:
 def explain_bad_duration(value: object) -> str:
     text = str(value).strip()
     base = f"{text!r} is not {DURATION_EXAMPLES}"
-    words = re.fullmatch(r"(\d+)\s*([A-Za-z]+)", text)
+    words = re.fullmatch(r"([0-9]+)\s*([A-Za-z]+)", text)
     if words and words[2] in _DURATION_FIXES:
         return f"{base}: did you mean {words[1] + _DURATION_FIXES[words[2]]!r}?"
-    if re.fullmatch(r"\d+(\.\d+)?", text):
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
         return f"{base}: add a unit (ms, s, m, h or d), e.g. {text + 'h'!r}"
     return f"{base} (units: ms, s, m, h, d; no spaces or fractions)"

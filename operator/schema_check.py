@@ -211,7 +211,8 @@ def _list_uniqueness(
         return
     if not isinstance(data, list):
         return
-    items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+    raw_items = schema.get("items")
+    items: dict[str, Any] = raw_items if isinstance(raw_items, dict) else {}
     list_type = schema.get("x-kubernetes-list-type")
     keys = schema.get("x-kubernetes-list-map-keys", [])
     first: dict[str, int] = {}
