@@ -111,11 +111,16 @@ class SourceWatcher:
         trigger: FetchTrigger | None = None,
         interval_s: float | None = None,
         on_revision: Callable[[Snapshot], Any] | None = None,
+        on_error_change: Callable[[str], Any] | None = None,
     ) -> None:
         self.source = source
         self.trigger = trigger or FetchTrigger()
         self.interval_s = interval_s if interval_s is not None else source.spec.interval_s
         self.on_revision = on_revision
+        #: Called with the new error ("" once fetching works again) whenever the fetch outcome changes,
+        #: so a controller can report an outage without waiting for its next pass.
+        self.on_error_change = on_error_change
+        self._last_error = ""
         self.fetches = 0
         self.latest: Snapshot | None = source.last_good
         self._failed = False
@@ -129,10 +134,12 @@ class SourceWatcher:
         self.fetches += 1
         try:
             snap = await asyncio.to_thread(self.source.fetch)
-        except FetchError:
+        except FetchError as exc:
             self._failed = True
+            self._error_is(str(exc))
             return None
         self._failed = False
+        self._error_is("")
         if self.latest is None or snap.revision != self.latest.revision:
             log.info("%s: new revision %s", self.source.name, snap.revision)
             self.latest = snap
@@ -140,6 +147,12 @@ class SourceWatcher:
             if self.on_revision is not None:
                 self.on_revision(snap)
         return snap
+
+    def _error_is(self, error: str) -> None:
+        if error != self._last_error:
+            self._last_error = error
+            if self.on_error_change is not None:
+                self.on_error_change(error)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch until ``stop`` is set. A request that arrives during a fetch causes one more fetch."""
