@@ -156,7 +156,7 @@ def load_text(text: str, file: str) -> tuple[list[Manifest], list[ManifestError]
     if not text.strip():
         return [], [ManifestError(file, 0, "", "", "file is empty: expected one or more Kubernetes objects")]
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
     except yaml.reader.ReaderError as exc:
         return [], [_reader_error(file, text, exc)]
     manifests: list[Manifest] = []
@@ -168,7 +168,8 @@ def load_text(text: str, file: str) -> tuple[list[Manifest], list[ManifestError]
                 continue
             line = node.start_mark.line + 1
             lines: dict[PathKey, int] = {}
-            index_errors = _LineIndex(file, lines, _ref_of_node(node)).walk(node)
+            index_errors = _LineIndex(file, lines, _ref_of_node(node), loader.alias_lines).walk(node)
+            loader.alias_lines.clear()
             if index_errors:
                 errors.extend(index_errors)
                 continue
@@ -226,10 +227,34 @@ def load_text(text: str, file: str) -> tuple[list[Manifest], list[ManifestError]
 MAX_ALIAS_EXPANSION = 100_000
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that remembers where each alias (``*name``) is used.
+
+    PyYAML resolves an alias to the very node of its anchor, so the node's own position is
+    where the anchor was defined; a list item written as ``*name`` must point at its own line.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        #: (id of the parent sequence node, item index) -> line of the alias
+        self.alias_lines: dict[tuple[int, int], int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if parent is not None and isinstance(index, int) and self.check_event(yaml.AliasEvent):
+            event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+            if event.start_mark is not None:
+                self.alias_lines[(id(parent), index)] = event.start_mark.line + 1
+        node: yaml.Node | None = super().compose_node(parent, index)
+        return node
+
+
 class _LineIndex:
     """Record the line of every field; report duplicate keys and abusive aliases."""
 
-    def __init__(self, file: str, lines: dict[PathKey, int], ref: str) -> None:
+    def __init__(
+        self, file: str, lines: dict[PathKey, int], ref: str, alias_lines: dict[tuple[int, int], int]
+    ) -> None:
+        self.alias_lines = alias_lines
         self.file = file
         self.lines = lines
         self.ref = ref
@@ -293,7 +318,8 @@ class _LineIndex:
                     children.append((value_node, (*path, key)))
             elif isinstance(node, yaml.SequenceNode):
                 for i, item in enumerate(node.value):
-                    self.lines.setdefault((*path, i), item.start_mark.line + 1)
+                    line = self.alias_lines.get((id(node), i), item.start_mark.line + 1)
+                    self.lines.setdefault((*path, i), line)
                     children.append((item, (*path, i)))
             stack.extend((child, child_path, inner, via) for child, child_path in reversed(children))
         return self.errors
@@ -353,6 +379,12 @@ def _syntax_error(file: str, exc: yaml.MarkedYAMLError, text: str) -> ManifestEr
         )
         mark = exc.context_mark
         line = mark.line + 1
+    elif "<stream end>" in problem:
+        line = len(text.rstrip().splitlines())
+        message = (
+            f"YAML syntax error: the file ends in the middle of a value ({problem}); "
+            "is a closing ']', '}' or quote missing?"
+        )
     elif "mapping values are not allowed" in problem:
         message = (
             "YAML syntax error: a 'key: value' is out of place; "
