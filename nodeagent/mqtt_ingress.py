@@ -56,12 +56,14 @@ class MqttIngress:
         self.subscribed = True
 
     def _on_message(self, client: mqtt.Client, userdata: Any, m: mqtt.MQTTMessage) -> None:
-        parts = m.topic.split("/", 2)
-        if len(parts) < 3 or not parts[1]:
+        # The prefix may span several levels (the embedded mode uses flyslice/<node>).
+        rest = m.topic[len(self.prefix) + 1 :] if m.topic.startswith(self.prefix + "/") else ""
+        parts = rest.split("/", 1)
+        if len(parts) < 2 or not parts[0] or not parts[1]:
             self.errors += 1
             self.last_error = f"topic {m.topic!r} is not {self.prefix}/<slice>/<topic>"
             return
-        slice_, topic = parts[1], parts[2]
+        slice_, topic = parts
         try:
             payload: Any = json.loads(m.payload)
         except ValueError:
