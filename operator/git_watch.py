@@ -138,6 +138,11 @@ class SourceWatcher:
             self._failed = True
             self._error_is(str(exc))
             return None
+        except Exception as exc:  # a bug must not end the loop that keeps the last good revision
+            log.exception("%s: fetch crashed", self.source.name)
+            self._failed = True
+            self._error_is(f"internal error while fetching: {exc}")
+            return None
         self._failed = False
         self._error_is("")
         if self.latest is None or snap.revision != self.latest.revision:

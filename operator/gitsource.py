@@ -152,7 +152,8 @@ class GitSource:
         self._clock = clock
         self._keep = max(1, keep_snapshots)
         self._url = _absolute_if_local(spec.url)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one fetch at a time
+        self._state_lock = threading.Lock()  # status and state file; never held across network I/O
         self.status = GitSourceStatus(url=spec.display_url)
         self.last_good: Snapshot | None = None
         self.last_signature: SignatureCheck | None = None
@@ -173,33 +174,45 @@ class GitSource:
             try:
                 snap = self._fetch_locked()
             except FetchError as exc:
-                self._record_failure(exc, started)
+                with self._state_lock:
+                    self._record_failure(exc, started)
                 raise
-            now = self._clock()
-            st = self.status
-            st.last_fetched_revision = snap.revision
-            st.last_fetched_at = now
-            st.last_fetch_duration_s = now - started
-            st.last_error = st.last_error_reason = ""
-            st.refused_revision = ""
-            st.signed_by = self.last_signature.signer if self.last_signature else ""
-            st.set_condition("Ready", True, "Succeeded", f"fetched revision {snap.revision}", now)
-            self._set_reconciling(now)
-            self.last_good = snap
-            self._collect_snapshots()
-            self._save_state()
-            return snap
+            with self._state_lock:
+                return self._record_success(snap, started)
+
+    def _record_success(self, snap: Snapshot, started: float) -> Snapshot:
+        now = self._clock()
+        st = self.status
+        st.last_fetched_revision = snap.revision
+        st.last_fetched_at = now
+        st.last_fetch_duration_s = now - started
+        st.last_error = st.last_error_reason = ""
+        st.refused_revision = ""
+        st.signed_by = self.last_signature.signer if self.last_signature else ""
+        st.set_condition("Ready", True, "Succeeded", f"fetched revision {snap.revision}", now)
+        self._set_reconciling(now)
+        self.last_good = snap
+        self._collect_snapshots()
+        self._save_state()
+        return snap
 
     def _fetch_locked(self) -> Snapshot:
         try:
             env = git_environment(self._url, self.spec.credentials, self.cache_dir / "auth")
         except GitSpecError as exc:
             raise FetchError(str(exc)) from exc
-        repo = self._repo()
-        with repo.git.custom_environment(**env):
-            sha = self._resolve(repo)
-            self.last_signature = self._verifier.require(repo, sha)
-            return Snapshot(sha, self._export(repo, sha))
+        try:
+            repo = self._repo()
+            with repo.git.custom_environment(**env):
+                sha = self._resolve(repo)
+                self.last_signature = self._verifier.require(repo, sha)
+                return Snapshot(sha, self._export(repo, sha))
+        except (OSError, git.GitError) as exc:
+            # A full disk, an unwritable cache, a git that cannot run: still a fetch error, never a crash.
+            message = scrub(
+                f"fetching {self.spec.display_url} failed: {exc}", self._url, self.spec.credentials
+            )
+            raise FetchError(message) from None
 
     def _repo(self) -> git.Repo:
         path = self.cache_dir / "repo.git"
@@ -208,7 +221,10 @@ class GitSource:
                 return git.Repo(path)
             except (git.InvalidGitRepositoryError, git.NoSuchPathError):
                 log.warning("%s: cache repository %s is damaged; starting a new one", self.name, path)
-                shutil.rmtree(path)
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
         return git.Repo.init(path, bare=True)
 
     def _git(self, repo: git.Repo, *args: str, what: str) -> str:
@@ -335,7 +351,7 @@ class GitSource:
         errors: Iterable[dict[str, Any]] | None = None,
     ) -> None:
         """Record that the caller applied ``revision`` (its valid objects), with what it now owns."""
-        with self._lock:
+        with self._state_lock:
             now = self._clock()
             self.status.last_applied_revision = revision
             self.status.last_applied_at = now

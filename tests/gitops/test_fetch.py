@@ -332,3 +332,21 @@ def test_wildfire_example_served_from_git_loads_and_validates(upstream: Upstream
     result = validate(manifests)
     assert result.ok, [str(e) for e in result.errors]
     assert len(result.catalog.slices) == 1
+
+
+def test_damaged_cache_is_rebuilt_and_an_unusable_one_is_a_fetch_error(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "repo.git").write_text("not a repository")
+    source = GitSource(GitSourceSpec(url=str(upstream.bare)), cache)
+    assert source.fetch().revision == upstream.head()
+
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "snapshots").write_text("a file where the snapshot directory should be")
+    unusable = GitSource(GitSourceSpec(url=str(upstream.bare)), blocked)
+    with pytest.raises(FetchError, match="failed"):
+        unusable.fetch()
+    assert unusable.status.conditions["Ready"].status == "False"
