@@ -320,6 +320,12 @@ def test_every_example_validates_clean(example: Path) -> None:
     assert result.catalog.slices, "an example should declare at least one slice"
 
 
+def test_all_examples_validate_together_without_name_clashes() -> None:
+    result = validate_paths([str(p) for p in EXAMPLES])
+    assert result.errors == [], [str(e) for e in result.errors]
+    assert len(result.catalog.slices) == len(EXAMPLES)
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_every_example_has_a_readme_saying_what_it_shows(example: Path) -> None:
     readme = example / "README.md"
