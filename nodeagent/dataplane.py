@@ -145,6 +145,12 @@ class SliceWorker:
                 return
             if inst.memory_budget is not None:
                 self._check_memory(inst)
+            if not inst.next_hops:
+                # The path ends at this NF: account end-to-end latency on arrival here, whether or
+                # not it emits anything (a database consumes what it stores).
+                if inst.running:
+                    self.plane.sink(inst, batch, outs)
+                continue
             if outs:
                 self._route(inst, outs, stack)
 
@@ -152,8 +158,8 @@ class SliceWorker:
         self, inst: HostedNF, outs: list[Message], stack: list[tuple[HostedNF, list[Message]]]
     ) -> None:
         hops = inst.next_hops
-        if not hops:
-            self.plane.sink(inst, outs)
+        if not hops:  # timer output of the last NF of a path
+            self.plane.sink(inst, [], outs)
             return
         last = len(hops) - 1
         for i, hop in enumerate(hops):
@@ -373,15 +379,17 @@ class DataPlane:
         self.forward_dropped += dropped
         return dropped
 
-    def sink(self, inst: HostedNF, msgs: list[Message]) -> None:
-        """Messages at the end of their path: account end-to-end latency, tell observers."""
+    def sink(self, inst: HostedNF, arrived: list[Message], outs: list[Message]) -> None:
+        """Messages at the last NF of their path: account end-to-end latency of what arrived there,
+        tell observers what it emitted."""
         now = time.time_ns()
         c = inst.counters
-        for m in msgs:
+        for m in arrived:
             c.e2e_ns += now - m["trace"]["t0"]
-        c.e2e_count += len(msgs)
-        for fn in self.sinks:
-            fn(inst, msgs)
+        c.e2e_count += len(arrived)
+        if outs:
+            for fn in self.sinks:
+                fn(inst, outs)
 
     # -- watchdog ----------------------------------------------------------------------------------
 
