@@ -35,7 +35,14 @@ class LocalAgentRuntime:
 
     def start(self) -> None:
         self.agent = Agent(
-            AgentConfig(node=self.node, state_dir=self._state_dir, peers=dict(self._peers), mqtt=self._mqtt)
+            AgentConfig(
+                node=self.node,
+                state_dir=self._state_dir,
+                peers=dict(self._peers),
+                mqtt=self._mqtt,
+                # Devices attached to this node publish under flyslice/<node>/<slice>/...
+                mqtt_prefix=f"flyslice/{self.node}",
+            )
         )
         self._peers[self.node] = self.agent.address
         self._last_beat = time.time()
