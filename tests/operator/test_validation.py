@@ -19,7 +19,7 @@ import yaml
 
 from flyslice.crds import API_VERSION, KINDS, crd_documents, openapi_schema, strict_schema
 from flyslice.operator.errors import ManifestError
-from flyslice.operator.manifests import MAX_FILE_BYTES, load_text
+from flyslice.operator.manifests import MAX_FILE_BYTES, load_paths, load_text
 from flyslice.operator.validation import validate, validate_paths
 
 REPO = Path(__file__).resolve().parents[2]
@@ -308,6 +308,56 @@ def test_strict_schema_closes_every_object_but_preserved_ones(kind: str) -> None
         if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
             assert node.get("additionalProperties") is False, path
     assert "additionalProperties" not in openapi_schema(kind), "the CRD itself must stay as written"
+
+
+# -- the CRDs' CEL rules: what the API server refuses, validate refuses too ----------------
+
+
+def _rules(kind: str) -> set[str]:
+    return {
+        r["rule"]
+        for _, node in _walk(openapi_schema(kind), kind)
+        for r in node.get("x-kubernetes-validations", [])
+    }
+
+
+def test_every_cel_rule_the_server_enforces_is_enforced_by_validate() -> None:
+    """validate re-implements the CEL rules of the main kinds in Python (better messages).
+
+    For every corpus file and example, any schema-valid object that breaks a CEL rule must get an
+    error from validate; and the corpus must break every CEL rule of every kind at least once.
+    """
+    from flyslice.operator.cel_rules import cel_errors
+    from flyslice.operator.schema_check import schema_errors
+
+    broken_rules: set[str] = set()
+    sources = [CORPUS / n for n in CORPUS_FILES] + EXAMPLES
+    for source in sources:
+        result = validate_paths([str(source)])
+        manifests, _ = load_paths([source])
+        rejected = {e.object for e in result.errors if e.severity == "error"}
+        for m in manifests:
+            if m.kind not in KINDS or m.api_version != API_VERSION or schema_errors(m):
+                continue
+            failed = [e for e in cel_errors(m) if e.severity == "error"]
+            assert not [e for e in cel_errors(m) if e.severity == "note"], (
+                f"a CEL rule could not run on {m.ref}"
+            )
+            if failed:
+                assert m.ref in rejected, (
+                    f"{source.name}: {m.ref} breaks {failed[0].message!r} but validate passes it"
+                )
+            for rule in _rules(m.kind):
+                messages = {
+                    str(r.get("message"))
+                    for _, n in _walk(openapi_schema(m.kind), m.kind)
+                    for r in n.get("x-kubernetes-validations", [])
+                    if r["rule"] == rule
+                }
+                if any(e.message in messages for e in failed):
+                    broken_rules.add(rule)
+    every_rule = set().union(*(_rules(k) for k in KINDS))
+    assert every_rule - broken_rules == set(), "no corpus file breaks these CEL rules"
 
 
 # -- the examples ------------------------------------------------------------------------
