@@ -40,7 +40,7 @@ class BoundedQueue(Generic[T]):
         with self._lock:
             room = self.maxsize - len(self._items)
             if room < len(items) and timeout > 0:
-                self._wait_room(len(items), timeout)
+                self._wait_room(min(len(items), self.maxsize), timeout)
                 room = self.maxsize - len(self._items)
             taken = items if room >= len(items) else items[: max(room, 0)]
             self._items.extend(taken)

@@ -232,7 +232,8 @@ class SliceWorker:
 class Sender:
     """Where the data plane hands messages leaving this process (implemented by transport)."""
 
-    def send_many(self, msgs: list[Message]) -> int:  # returns how many were dropped
+    def send_many(self, msgs: list[Message], timeout: float = 0.0) -> int:
+        """Queue for sending, waiting up to ``timeout`` s for room; returns how many were dropped."""
         raise NotImplementedError
 
 
@@ -248,6 +249,7 @@ class DataPlane:
         peers: dict[str, str] | None = None,
         memory_check_interval_s: float = 1.0,
         watchdog_interval_s: float = 0.05,
+        forward_backpressure_s: float = 1.0,
     ) -> None:
         self.node = node
         self.queue_size = queue_size
@@ -259,6 +261,9 @@ class DataPlane:
         self.sender_factory = sender_factory
         self.senders: dict[str, Sender] = {}
         self.memory_check_interval_s = memory_check_interval_s
+        #: How long a slice worker waits for room in a full sender queue before dropping: a slow
+        #: next hop slows this slice down (and, through its queue, the ingress) before anything is lost.
+        self.forward_backpressure_s = forward_backpressure_s
         self.unroutable = 0
         self.forward_dropped = 0
         self.sinks: list[Callable[[HostedNF, list[Message]], None]] = []
@@ -375,7 +380,7 @@ class DataPlane:
                 sender = self.senders.get(addr)
                 if sender is None:
                     sender = self.senders[addr] = self.sender_factory(addr)
-        dropped = sender.send_many(msgs)
+        dropped = sender.send_many(msgs, self.forward_backpressure_s)
         self.forward_dropped += dropped
         return dropped
 

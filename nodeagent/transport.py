@@ -46,8 +46,8 @@ class TcpSender(Sender):
         self._thread = threading.Thread(target=self._run, name=f"send-{self.address}", daemon=True)
         self._thread.start()
 
-    def send_many(self, msgs: list[Message]) -> int:
-        return self.queue.put_many(msgs)
+    def send_many(self, msgs: list[Message], timeout: float = 0.0) -> int:
+        return self.queue.put_many(msgs, timeout)
 
     def _run(self) -> None:
         sock: socket.socket | None = None

@@ -244,3 +244,22 @@ def test_full_queue_drops_are_counted(agents: MakeAgent, tmp_path: Path) -> None
     results = [agent.plane.deliver(new_message("s1", "t", i)) for i in range(50)]
     assert results.count(False) > 0
     assert agent.plane.workers["s1"].queue.dropped == results.count(False)
+
+
+def test_slow_next_agent_slows_the_sender_instead_of_dropping(agents: MakeAgent, tmp_path: Path) -> None:
+    slow = tmp_path / "slow.py"
+    slow.write_text(
+        "import time\nfrom flyslice.nodeagent.sdk import NetworkFunction\n"
+        "class NF(NetworkFunction):\n    def process(self, msg):\n        time.sleep(0.002)\n        return msg\n"
+    )
+    a, b = agents("a", queue_size=10), agents("b", queue_size=10)
+    a.plane.peers["b"] = b.address
+    sink = Sink()
+    b.on_sink(sink)
+    b.converge([make_spec("b-slow", f"file:{slow}", node="b")])
+    a.converge([make_spec("a-fw", "firewall", {"default": "allow"}, ["b-slow"], node="a", hop_node="b")])
+    accepted = [a.plane.deliver(new_message("s1", "t", i), timeout=10.0) for i in range(300)]
+    assert all(accepted)
+    wait_for(lambda: len(sink.messages) == 300, timeout=20)
+    assert sink.payloads() == list(range(300))
+    assert a.plane.dropped_total() == 0 and b.plane.dropped_total() == 0
