@@ -140,7 +140,7 @@ def agent_hop(n: int, paced: bool) -> dict[str, Any]:
                         config={"default": "allow"},
                         next_hops=(NextHop("b-broker", "b"),),
                         node="a",
-                    )  # fmt: skip
+                    )
                 ]
             )
             msgs = [new_message("s", "sensors/x", {"v": i}) for i in range(n)]
