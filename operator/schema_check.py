@@ -125,6 +125,10 @@ def _explain(err: jsonschema.ValidationError, typos: set[tuple[PathKey, str]]) -
         return [(path, f"must be {QUANTITY_EXAMPLES}, got {_describe(value)}{hint}")]
     if v in ("minimum", "maximum"):
         return [(path, _bounds_message(field, schema, value))]
+    if v in ("exclusiveMinimum", "exclusiveMaximum") and isinstance(err.validator_value, int | float):
+        # JSON Schema draft 6 and later (packages' configSchemas): the bound itself is the value.
+        op = "greater than" if v == "exclusiveMinimum" else "less than"
+        return [(path, f"must be {op} {err.validator_value}, got {value!r}")]
     if v == "minItems":
         n = err.validator_value
         return [(path, f"must have at least {n} item{'s' if n != 1 else ''}, has {len(value)}")]

@@ -34,9 +34,10 @@ from .catalog import (
 )
 from .cel_rules import cel_errors
 from .errors import ManifestError
-from .manifests import Manifest, load_paths
+from .manifests import Manifest, format_path, load_paths
 from .quantities import QUANTITY_EXAMPLES, QuantityError, cpu_millis, memory_bytes, parse_duration
 from .schema_check import explain_error, schema_errors
+from .service_choice import candidates
 
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -256,7 +257,7 @@ class _Validator:
         nodes = self._nodes()
         packages = self._packages()
         services = self._services(packages, nodes)
-        slices = self._slices(services, nodes)
+        slices = self._slices(services, nodes, packages)
         others = {
             (kind, ns, name): m.data
             for kind in ("GitSource", "NFInstance")
@@ -633,7 +634,10 @@ class _Validator:
                 )
 
     def _slices(
-        self, services: Mapping[ObjectKey, NetworkServiceSpec], nodes: Mapping[str, EdgeNodeSpec]
+        self,
+        services: Mapping[ObjectKey, NetworkServiceSpec],
+        nodes: Mapping[str, EdgeNodeSpec],
+        packages: Mapping[ObjectKey, NFPackageSpec],
     ) -> dict[ObjectKey, SliceSpec]:
         out: dict[ObjectKey, SliceSpec] = {}
         for key, m in self.by_kind["Slice"].items():
@@ -713,23 +717,98 @@ class _Validator:
                                 "omit lifetime for a slice that lives until deleted",
                             )
                         )
+            if len(self.errors) != n_before:
+                continue
+            meta = m.data.get("metadata", {})
+            slice_spec = SliceSpec(
+                namespace=ns,
+                name=key[1],
+                max_latency_ms=float(spec["qos"]["maxLatencyMs"]),
+                availability=float(spec["qos"].get("availability", 0.0)),
+                attachments=tuple(a["node"] for a in spec["attachments"]),
+                services=frozenset(spec.get("services", [])),
+                network_service_ref=ref,
+                lifetime_s=lifetime,
+                isolation_required=spec.get("isolation") == "required",
+                priority=int(spec.get("priority", 0)),
+                config=spec.get("config", {}),
+                generation=int(meta.get("generation", 0) or 0),
+            )
+            found = candidates(Catalog(services=services), slice_spec)
+            if not found:
+                self.errors.append(m.error(("spec", "services"), self._no_single_service(slice_spec, in_ns)))
+                continue
+            self._check_slice_config(m, slice_spec, found[0], packages)
             if len(self.errors) == n_before:
-                meta = m.data.get("metadata", {})
-                out[key] = SliceSpec(
-                    namespace=ns,
-                    name=key[1],
-                    max_latency_ms=float(spec["qos"]["maxLatencyMs"]),
-                    availability=float(spec["qos"].get("availability", 0.0)),
-                    attachments=tuple(a["node"] for a in spec["attachments"]),
-                    services=frozenset(spec.get("services", [])),
-                    network_service_ref=ref,
-                    lifetime_s=lifetime,
-                    isolation_required=spec.get("isolation") == "required",
-                    priority=int(spec.get("priority", 0)),
-                    config=spec.get("config", {}),
-                    generation=int(meta.get("generation", 0) or 0),
-                )
+                out[key] = slice_spec
         return out
+
+    @staticmethod
+    def _no_single_service(slice_: SliceSpec, in_ns: list[NetworkServiceSpec]) -> str:
+        wanted = sorted(slice_.services)
+        partial = [
+            f"{s.name} provides {', '.join(sorted(s.provides & slice_.services))}"
+            for s in sorted(in_ns, key=lambda s: s.name)
+            if s.provides & slice_.services
+        ]
+        return (
+            f"no single NetworkService provides all of {', '.join(wanted)}, and a slice runs one "
+            f"NetworkService ({'; '.join(partial)}): ask for fewer services or add a NetworkService "
+            "that provides them all"
+        )
+
+    def _check_slice_config(
+        self,
+        m: Manifest,
+        slice_: SliceSpec,
+        service: NetworkServiceSpec,
+        packages: Mapping[ObjectKey, NFPackageSpec],
+    ) -> None:
+        """Per-role overrides must name a role of the service the slice gets and keep its config valid."""
+        roles = {r.name: r for r in service.roles}
+        for role_name, override in slice_.config.items():
+            path: PathKey = ("spec", "config", role_name)
+            if role_name not in roles:
+                self.errors.append(
+                    m.error(
+                        path,
+                        (
+                            f"NetworkService {service.name!r}, which this slice uses, has no role {role_name!r} "
+                            f"(roles: {', '.join(sorted(roles))}); config is keyed by role name"
+                            f"{self._hint(role_name, roles)}"
+                        ),
+                    )
+                )
+                continue
+            if not isinstance(override, dict):
+                self.errors.append(
+                    m.error(
+                        path,
+                        f"must be a mapping of config fields for role {role_name!r}, got {_yaml_value(override)}",
+                    )
+                )
+                continue
+            role = roles[role_name]
+            package = packages.get((slice_.namespace, role.package))
+            if package is None or not package.config_schema:
+                continue
+            merged = {**role.config, **override}
+            validator_cls = jsonschema.validators.validator_for(package.config_schema)
+            for err in validator_cls(package.config_schema).iter_errors(merged):
+                for where, message in explain_error(err):
+                    # Point into the override when the field is there; else at the role's entry.
+                    inside = bool(where) and where[0] in override
+                    at = "" if inside else f" (at {format_path(where) or 'the top level'})"
+                    self.errors.append(
+                        m.error(
+                            (*path, *where) if inside else path,
+                            (
+                                f"merged over role {role_name!r} of NetworkService {service.name!r}, the config "
+                                f"does not satisfy the configSchema of NFPackage {package.name!r}: "
+                                f"{message}{at}"
+                            ),
+                        )
+                    )
 
     # -- helpers -------------------------------------------------------------------------
 
