@@ -62,3 +62,22 @@ def test_sensor_messages_enter_the_slice_chain(agents: Callable[..., Agent], mos
     sp = agent.platform.instances["sp"].counters
     assert (sp.in_, sp.out) == (5, 3)  # -3 and the raw (non-JSON, kept as a string) payload filtered
     assert agent.plane.unroutable == 1 and agent.mqtt.dropped == 1  # type: ignore[union-attr]
+
+
+def test_multi_level_prefix_selects_the_slice_after_the_prefix(
+    agents: Callable[..., Agent], mosquitto: int
+) -> None:
+    agent = agents(mqtt=("127.0.0.1", mosquitto), mqtt_prefix="flyslice/gw1")
+    sink = Sink()
+    agent.on_sink(sink)
+    agent.converge([make_spec("b", "broker", slice_="wildfire")])
+    wait_for(lambda: agent.mqtt.subscribed)  # type: ignore[union-attr]
+    client = sensor(mosquitto)
+    try:
+        client.publish("flyslice/gw1/wildfire/sensors/t", json.dumps({"t": 1}), qos=1).wait_for_publish(5)
+        client.publish("flyslice/gw1/wildfire", b"{}", qos=1).wait_for_publish(5)  # no topic after the slice
+        wait_for(lambda: len(sink.messages) == 1 and agent.mqtt.errors == 1)  # type: ignore[union-attr]
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert (sink.messages[0]["slice"], sink.messages[0]["topic"]) == ("wildfire", "sensors/t")
