@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .git_spec import GitCredentials, redact_url
+from .git_spec import ALLOWED_SCHEMES, GitCredentials, redact_url
 
 
 def git_environment(url: str, credentials: GitCredentials, workdir: Path) -> dict[str, str]:
@@ -26,6 +26,8 @@ def git_environment(url: str, credentials: GitCredentials, workdir: Path) -> dic
         "SSH_ASKPASS": "",
         # Locale-independent messages, so errors can be classified.
         "LC_ALL": "C",
+        # Only these transports, whatever the URL or a redirect says (no ext::, fd::, ...).
+        "GIT_ALLOW_PROTOCOL": ":".join(ALLOWED_SCHEMES),
     }
     token = credentials.resolve_token()
     if token is not None and _is_http(url):

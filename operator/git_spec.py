@@ -169,6 +169,7 @@ class GitSourceSpec:
     def __post_init__(self) -> None:
         if not self.url:
             raise GitSpecError("spec.url", "must not be empty")
+        check_url(self.url)
         object.__setattr__(self, "path", normalize_repo_path(self.path))
         if self.interval_s <= 0:
             raise GitSpecError("spec.interval", f"must be positive, got {self.interval_s}")
@@ -208,6 +209,26 @@ class GitSourceSpec:
             )
         except GitSpecError as exc:
             raise GitSpecError(exc.field_path, str(exc).split(": ", 1)[-1], name) from None
+
+
+#: Transports git may use for a GitSource (also enforced with GIT_ALLOW_PROTOCOL when git runs).
+ALLOWED_SCHEMES = ("https", "http", "ssh", "git", "file")
+_SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:")
+
+
+def check_url(url: str) -> None:
+    """A repository URL git can fetch without surprises: one of :data:`ALLOWED_SCHEMES`, an scp-like
+    ``user@host:path``, or a local path. Never something git would read as an option."""
+    if url.startswith("-"):
+        raise GitSpecError("spec.url", f"{redact_url(url)!r} must not start with '-'")
+    if any(ch in url for ch in "\n\r\0"):
+        raise GitSpecError("spec.url", "must not contain control characters")
+    if "://" in url:
+        scheme = url.split("://", 1)[0].lower()
+        if scheme not in ALLOWED_SCHEMES:
+            raise GitSpecError("spec.url", f"scheme {scheme!r} is not one of {', '.join(ALLOWED_SCHEMES)}")
+    elif "::" in url:
+        raise GitSpecError("spec.url", "git remote helpers (<transport>::<address>) are not allowed")
 
 
 def parse_interval(value: object, field_path: str = "spec.interval") -> float:

@@ -350,3 +350,16 @@ def test_damaged_cache_is_rebuilt_and_an_unusable_one_is_a_fetch_error(
     with pytest.raises(FetchError, match="failed"):
         unusable.fetch()
     assert unusable.status.conditions["Ready"].status == "False"
+
+
+def test_commit_on_no_branch_is_fetched_by_sha(
+    upstream: Upstream, git_daemon: GitDaemon, tmp_path: Path
+) -> None:
+    orphan = upstream.commit({"README": "soon rewritten\n"})
+    upstream.rewrite_last({"README": "rewritten\n"}, "rewrite")
+    assert orphan not in git(upstream.work, "rev-list", "--all").split()
+    snap = GitSource(
+        GitSourceSpec(url=git_daemon.url(), ref=GitRef("commit", orphan)), tmp_path / "c"
+    ).fetch()
+    assert snap.revision == orphan
+    assert (snap.root / "README").read_text() == "soon rewritten\n"

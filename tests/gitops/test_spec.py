@@ -60,6 +60,9 @@ def test_every_field() -> None:
     ("spec", "field", "message"),
     [
         ({"url": None}, "spec.url", "is required"),
+        ({"url": "--upload-pack=touch /tmp/x"}, "spec.url", "must not start with '-'"),
+        ({"url": "ext::sh -c touch% /tmp/x"}, "spec.url", "remote helpers"),
+        ({"url": "ftp://example.com/x.git"}, "spec.url", "scheme 'ftp' is not one of"),
         ({"ref": {"branch": "main", "tag": "v1"}}, "spec.ref", "exactly one of branch, tag and commit"),
         ({"ref": {"commit": "XYZ"}}, "spec.ref.commit", "7-40 digit lowercase hex"),
         ({"ref": {"bramch": "main"}}, "spec.ref.bramch", "unknown field"),
