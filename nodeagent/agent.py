@@ -100,6 +100,7 @@ class Agent:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self.connected: bool | None = None  # None: no source in use
+        self._reported: dict[str, tuple[Any, ...]] = {}
         self.last_sync: float | None = None
         self.http: TelemetryServer | None = None
         if config.http_listen:
@@ -137,7 +138,12 @@ class Agent:
         """Make this node run exactly ``desired``; returns the status of every desired instance."""
         with self._lock:
             by_name: dict[str, InstanceSpec] = {}
+            refused: dict[str, InstanceStatus] = {}
             for spec in desired:
+                if spec.node and spec.node != self.node:
+                    msg = f"instance {spec.name} is for node {spec.node}, this agent serves {self.node}"
+                    refused[spec.name] = InstanceStatus(spec.name, str(State.FAILED), msg, flavor=spec.flavor)
+                    continue
                 if spec.name in by_name:
                     self.errors[spec.name] = f"instance {spec.name} is listed twice; using the first"
                     continue
@@ -154,7 +160,7 @@ class Agent:
                     log.warning("instance %s: %s", spec.name, exc)
                     self.errors[spec.name] = str(exc)
                     self._schedule_retry(spec)
-            return {name: self._status_of(name) for name in by_name}
+            return {**refused, **{name: self._status_of(name) for name in by_name}}
 
     def _running_names(self) -> set[str]:
         return set(self.actual) | set(self.platform.instances) | set(self.vnf.names())
@@ -262,8 +268,33 @@ class Agent:
             return False
         self.connected = True
         self.last_sync = time.time()
-        self.converge(desired)
+        statuses = self.converge(desired)
+        report = getattr(source, "report", None)
+        if callable(report):
+            self._report(report, desired, statuses)
         return True
+
+    def _report(
+        self,
+        report: Callable[[InstanceSpec, InstanceStatus], None],
+        desired: Sequence[InstanceSpec],
+        statuses: dict[str, InstanceStatus],
+    ) -> None:
+        """Send each instance's status back, only when it changed (counters aside) since last sent."""
+        for spec in desired:
+            st = statuses.get(spec.name)
+            if st is None:
+                continue
+            key = (spec.generation, st.state, st.message, st.address, st.fingerprint)
+            if self._reported.get(spec.name) == key:
+                continue
+            try:
+                report(spec, st)
+                self._reported[spec.name] = key
+            except Exception as exc:  # the next sync retries; the data plane is unaffected
+                log.warning("status report for %s failed: %s", spec.name, exc)
+        for name in [n for n in self._reported if n not in statuses]:
+            del self._reported[name]
 
     def run(self, source: Callable[[], Sequence[InstanceSpec]], interval_s: float = 1.0,
             stop: threading.Event | None = None) -> None:  # fmt: skip

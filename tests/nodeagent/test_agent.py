@@ -263,3 +263,34 @@ def test_slow_next_agent_slows_the_sender_instead_of_dropping(agents: MakeAgent,
     wait_for(lambda: len(sink.messages) == 300, timeout=20)
     assert sink.payloads() == list(range(300))
     assert a.plane.dropped_total() == 0 and b.plane.dropped_total() == 0
+
+
+def test_status_is_reported_back_to_the_source_only_on_change(agents: MakeAgent) -> None:
+    reports: list[tuple[str, str, int]] = []
+
+    class Source:
+        specs = chain()
+
+        def __call__(self) -> list[InstanceSpec]:
+            return list(self.specs)
+
+        def report(self, spec: InstanceSpec, status: Any) -> None:
+            reports.append((spec.name, status.state, spec.generation))
+
+    source = Source()
+    agent = agents()
+    agent.sync_once(source)
+    assert sorted(reports) == [("fw", "Running", 0), ("rl", "Running", 0), ("sp", "Running", 0)]
+    agent.sync_once(source)
+    assert len(reports) == 3  # nothing changed: nothing sent
+    source.specs = [*chain()[:2], InstanceSpec(**{**chain()[2].__dict__, "generation": 2})]
+    agent.sync_once(source)
+    assert reports[3:] == [("sp", "Running", 2)]
+
+
+def test_instances_for_another_node_are_refused_by_name(agents: MakeAgent) -> None:
+    agent = agents()
+    status = agent.converge([make_spec("mine", "broker"), make_spec("theirs", "broker", node="n2")])
+    assert status["mine"].state == "Running"
+    assert status["theirs"].state == "Failed" and "for node n2" in status["theirs"].message
+    assert "theirs" not in agent.platform.instances
