@@ -625,6 +625,8 @@ class _Validator:
     ) -> None:
         validator_cls = jsonschema.validators.validator_for(package.config_schema)
         for err in validator_cls(package.config_schema).iter_errors(config):
+            if err.validator == "required" and not err.absolute_path:
+                continue  # a slice's spec.config may still supply top-level fields; checked per slice
             for where, message in explain_error(err):
                 self.errors.append(
                     m.error(
@@ -788,27 +790,53 @@ class _Validator:
                     )
                 )
                 continue
-            role = roles[role_name]
+        for role in service.roles:
             package = packages.get((slice_.namespace, role.package))
-            if package is None or not package.config_schema:
+            override = slice_.config.get(role.name, {})
+            if package is None or not package.config_schema or not isinstance(override, dict):
                 continue
             merged = {**role.config, **override}
             validator_cls = jsonschema.validators.validator_for(package.config_schema)
             for err in validator_cls(package.config_schema).iter_errors(merged):
-                for where, message in explain_error(err):
-                    # Point into the override when the field is there; else at the role's entry.
-                    inside = bool(where) and where[0] in override
-                    at = "" if inside else f" (at {format_path(where) or 'the top level'})"
+                self._slice_config_error(m, err, role, service, package, override)
+
+    def _slice_config_error(
+        self,
+        m: Manifest,
+        err: jsonschema.ValidationError,
+        role: RoleSpec,
+        service: NetworkServiceSpec,
+        package: NFPackageSpec,
+        override: Mapping[str, Any],
+    ) -> None:
+        where_role = f"role {role.name!r} of NetworkService {service.name!r}"
+        if err.validator == "required" and not err.absolute_path:
+            for field in err.validator_value:
+                if field not in role.config and field not in override:
                     self.errors.append(
                         m.error(
-                            (*path, *where) if inside else path,
+                            ("spec", "config", role.name) if override else ("spec",),
                             (
-                                f"merged over role {role_name!r} of NetworkService {service.name!r}, the config "
-                                f"does not satisfy the configSchema of NFPackage {package.name!r}: "
-                                f"{message}{at}"
+                                f"{where_role} has no config field {field!r}, which NFPackage {package.name!r} "
+                                f"requires: set it in the role's config or in this slice's "
+                                f"spec.config.{role.name}.{field}"
                             ),
                         )
                     )
+            return
+        for where, message in explain_error(err):
+            # Point into the override when the field is there; else at the role's entry.
+            inside = bool(where) and where[0] in override
+            at = "" if inside else f" (at {format_path(where) or 'the top level'})"
+            self.errors.append(
+                m.error(
+                    ("spec", "config", role.name, *where) if inside else ("spec", "config", role.name),
+                    (
+                        f"merged over {where_role}, the config does not satisfy the configSchema of "
+                        f"NFPackage {package.name!r}: {message}{at}"
+                    ),
+                )
+            )
 
     # -- helpers -------------------------------------------------------------------------
 

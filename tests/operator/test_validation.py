@@ -174,6 +174,15 @@ def test_a_node_with_a_broken_link_still_counts_as_a_host_for_roles() -> None:
     assert list(result.catalog.services) == [("default", "edge-protection")]
 
 
+def test_a_slice_may_supply_config_its_service_role_leaves_out() -> None:
+    # The limiter role has no config; rate-limiter requires `rate`; the slice supplies it.
+    text = (CORPUS / "missing-required-config.yaml").read_text() + "  config:\n    limiter: {rate: 50}\n"
+    result = validate(load_text(text, "s.yaml")[0])
+    assert result.errors == [], [str(e) for e in result.errors]
+    (sl,) = result.catalog.slices.values()
+    assert sl.config == {"limiter": {"rate": 50}}
+
+
 def test_duplicate_names_in_different_namespaces_are_distinct() -> None:
     pkg = (CORPUS / "module-bad-reference.yaml").read_text().replace("./firewall.py", "builtin:firewall")
     text = pkg.replace("name: firewall", "name: firewall\n  namespace: a") + "---\n" + pkg
