@@ -297,6 +297,16 @@ class DataPlane:
                 self.vnf_addresses[name] = vnf_address
             self._recompute_entries()
 
+    def retire_if_empty(self, slice_name: str) -> None:
+        """Stop the worker thread of a slice that has no local fNF left (its queue is dropped)."""
+        with self._lock:
+            w = self.workers.get(slice_name)
+            if w is None or w.instances or any(x is w for x in self.where.values()):
+                return
+            del self.workers[slice_name]
+        w.queue.dropped += len(w.queue)
+        w.stop()
+
     def forget(self, name: str) -> None:
         with self._lock:
             self._hops.pop(name, None)

@@ -215,6 +215,7 @@ class ModularPlatform:
 
         worker.call(remove)
         self.plane.forget(name)
+        self.plane.retire_if_empty(inst.slice)
 
     def _get(self, name: str) -> HostedNF:
         inst = self.instances.get(name)

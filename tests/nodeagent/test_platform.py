@@ -225,3 +225,15 @@ def test_fnf_outgrowing_its_memory_budget_is_stopped(tmp_path: Path) -> None:
         assert platform.instances["modest"].running
     finally:
         plane.stop()
+
+
+def test_a_slice_without_fnfs_gives_its_thread_back(platform: ModularPlatform, plane: DataPlane) -> None:
+    platform.install(make_spec("a", "broker", slice_="gone"))
+    platform.install(make_spec("b", "broker", slice_="gone"))
+    thread = plane.workers["gone"].thread
+    platform.uninstall("a")
+    assert "gone" in plane.workers  # b still lives there
+    platform.uninstall("b")
+    assert "gone" not in plane.workers
+    thread.join(2)
+    assert not thread.is_alive()
