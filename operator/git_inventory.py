@@ -14,9 +14,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 #: Kinds without a namespace (see crds/*.yaml ``scope``).
 CLUSTER_SCOPED = frozenset({"EdgeNode"})
+
+
+class _FromFile(Protocol):
+    @property
+    def file(self) -> str: ...
+
+
+class _Finding(Protocol):
+    @property
+    def file(self) -> str: ...
+    @property
+    def object(self) -> str: ...
+    @property
+    def severity(self) -> str: ...
 
 
 def object_key(kind: str, namespace: str | None, name: str) -> str:
@@ -83,3 +99,69 @@ def retained_keys(
     files = set(broken_files)
     objects = set(broken_objects)
     return {key for key, file in previous_files.items() if key in objects or file in files}
+
+
+def error_object_key(ref: str) -> str:
+    """An error's ``Kind/name`` or ``Kind/ns/name`` as an inventory key (namespaced kinds default to
+    the ``default`` namespace, as the loader does)."""
+    kind, ns, name = parse_object_key(ref)
+    return object_key(kind, ns or "default", name)
+
+
+def inventory_files(sources: Mapping[tuple[str, str, str], _FromFile], root: Path) -> dict[str, str]:
+    """Inventory key -> file relative to the snapshot ``root``, from a validation result's ``sources``.
+    Relative, because every revision is exported to a different snapshot directory."""
+    return {object_key(kind, ns, name): _relative(m.file, root) for (kind, ns, name), m in sources.items()}
+
+
+def broken_in(errors: Iterable[_Finding], root: Path) -> tuple[set[str], set[str]]:
+    """(objects, files) that a revision's errors break: objects named by an error, and files with an
+    error that names no object (the whole file failed to load)."""
+    objects: set[str] = set()
+    files: set[str] = set()
+    for e in errors:
+        if e.severity != "error":
+            continue
+        if e.object:
+            try:
+                objects.add(error_object_key(e.object))
+            except ValueError:
+                files.add(_relative(e.file, root))
+        else:
+            files.add(_relative(e.file, root))
+    return objects, files
+
+
+@dataclass(frozen=True)
+class RevisionInventory:
+    plan: PrunePlan
+    #: The new inventory with where each object came from (retained objects keep their old file);
+    #: pass it to ``GitSource.mark_applied(revision, inventory=files)`` after applying.
+    files: dict[str, str]
+
+
+def plan_revision(
+    previous_files: Mapping[str, str],
+    sources: Mapping[tuple[str, str, str], _FromFile],
+    errors: Iterable[_Finding],
+    root: Path,
+    *,
+    prune: bool = True,
+) -> RevisionInventory:
+    """The whole pruning step for one revision exported at ``root``: ``sources`` and ``errors`` come
+    from loading and validating it; ``previous_files`` is the last applied inventory with files
+    (``GitSource.inventory_files``)."""
+    desired = inventory_files(sources, root)
+    broken_objects, broken_files = broken_in(errors, root)
+    keep = retained_keys(previous_files, broken_objects=broken_objects, broken_files=broken_files)
+    plan = plan_prune(previous_files, desired, retained=keep, prune=prune)
+    files = {key: previous_files[key] for key in plan.retained}
+    files.update(desired)
+    return RevisionInventory(plan, files)
+
+
+def _relative(file: str, root: Path) -> str:
+    try:
+        return str(Path(file).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return file

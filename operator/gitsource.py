@@ -25,7 +25,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,6 +157,8 @@ class GitSource:
         self.status = GitSourceStatus(url=spec.display_url)
         self.last_good: Snapshot | None = None
         self.last_signature: SignatureCheck | None = None
+        #: The applied inventory with the file (relative to the snapshot root) each object came from.
+        self.inventory_files: dict[str, str] = {}
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self._verifier = SignatureVerifier(spec.verify, self.cache_dir / "trust", timeout_s=spec.timeout_s)
         self._load_state()
@@ -347,16 +349,21 @@ class GitSource:
         self,
         revision: str,
         *,
-        inventory: Iterable[str] | None = None,
+        inventory: Mapping[str, str] | Iterable[str] | None = None,
         errors: Iterable[dict[str, Any]] | None = None,
     ) -> None:
-        """Record that the caller applied ``revision`` (its valid objects), with what it now owns."""
+        """Record that the caller applied ``revision`` (its valid objects), with what it now owns:
+        inventory keys, or keys mapped to the file each came from (see ``git_inventory.plan_revision``)."""
         with self._state_lock:
             now = self._clock()
             self.status.last_applied_revision = revision
             self.status.last_applied_at = now
-            if inventory is not None:
+            if isinstance(inventory, Mapping):
+                self.inventory_files = {str(k): str(v) for k, v in inventory.items()}
+                self.status.inventory = tuple(sorted(self.inventory_files))
+            elif inventory is not None:
                 self.status.inventory = tuple(sorted(set(inventory)))
+                self.inventory_files = {k: self.inventory_files.get(k, "") for k in self.status.inventory}
             if errors is not None:
                 self.status.errors = [dict(e) for e in errors]
             self._set_reconciling(now)
@@ -404,6 +411,7 @@ class GitSource:
             "lastAppliedRevision": st.last_applied_revision,
             "lastAppliedAt": st.last_applied_at,
             "inventory": list(st.inventory),
+            "inventoryFiles": self.inventory_files,
         }
         target = self.cache_dir / "state.json"
         tmp = target.with_suffix(".tmp")
@@ -433,6 +441,9 @@ class GitSource:
         st.last_applied_revision = str(state.get("lastAppliedRevision") or "")
         st.last_applied_at = state.get("lastAppliedAt")
         st.inventory = tuple(str(k) for k in state.get("inventory") or ())
+        files = state.get("inventoryFiles")
+        files = files if isinstance(files, dict) else {}
+        self.inventory_files = {k: str(files.get(k, "")) for k in st.inventory}
 
     def _collect_snapshots(self) -> None:
         """Delete old snapshot directories, never the latest nor the one last applied."""

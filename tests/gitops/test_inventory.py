@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flyslice.operator.git_inventory import object_key, parse_object_key, plan_prune, retained_keys
+from flyslice.operator.git_inventory import (
+    error_object_key,
+    object_key,
+    parse_object_key,
+    plan_prune,
+    plan_revision,
+    retained_keys,
+)
+
+REPO = Path(__file__).resolve().parents[2]
 
 KEYS = st.sampled_from([f"Slice/default/s{i}" for i in range(6)] + [f"EdgeNode/n{i}" for i in range(3)])
 
@@ -58,6 +69,8 @@ def test_object_keys_round_trip() -> None:
     assert parse_object_key("EdgeNode/gw1") == ("EdgeNode", "", "gw1")
     with pytest.raises(ValueError, match="not Kind/namespace/name"):
         parse_object_key("Slice//x")
+    assert error_object_key("Slice/wildfire") == "Slice/default/wildfire"
+    assert error_object_key("EdgeNode/gw1") == "EdgeNode/gw1"
 
 
 @given(st.sets(KEYS), st.sets(KEYS), st.sets(KEYS), st.booleans())
@@ -75,3 +88,54 @@ def test_prune_plan_invariants(
         assert not pruned
     else:
         assert pruned == previous - desired - retained
+
+
+def test_pruning_across_real_revisions(tmp_path: Path) -> None:
+    """Revisions from a real repository, loaded and validated by the real loader: a file that stops
+    parsing and an object that turns invalid keep their objects; only a deletion prunes. The
+    inventory (with files) survives a restart through the source's state."""
+    from flyslice.operator.gitsource import GitSource, GitSourceSpec
+    from flyslice.operator.manifests import load_paths
+    from flyslice.operator.validation import validate
+
+    from .conftest import Upstream
+
+    (tmp_path / "remotes").mkdir()
+    up = Upstream(tmp_path / "remotes")
+    wildfire = {p.name: p.read_text() for p in (REPO / "examples" / "wildfire").glob("*.yaml")}
+    second = wildfire["slice.yaml"].replace("name: wildfire", "name: second")
+    spec = GitSourceSpec(url=str(up.bare))
+
+    def apply(files: dict[str, str | None]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        up.commit(files)
+        source = GitSource(spec, tmp_path / "cache")  # a fresh process each time: state from disk
+        snap = source.fetch()
+        manifests, load_errors = load_paths([snap.root])
+        result = validate(manifests)
+        step = plan_revision(
+            source.inventory_files, result.sources, [*load_errors, *result.errors], snap.root
+        )
+        source.mark_applied(snap.revision, inventory=step.files)
+        return step.plan.prune, step.plan.retained
+
+    def inventory() -> tuple[str, ...]:
+        return GitSource(spec, tmp_path / "cache").status.inventory
+
+    assert apply({**wildfire, "more/second.yaml": second}) == ((), ())
+    assert {"Slice/default/second", "Slice/default/wildfire", "EdgeNode/gw-1"} <= set(inventory())
+
+    # second.yaml no longer parses: its slice is kept, nothing is pruned.
+    assert apply({"more/second.yaml": "kind: Slice\nmetadata: {name: second\n"}) == (
+        (),
+        ("Slice/default/second",),
+    )
+    # The wildfire slice turns invalid: kept at its last good version too.
+    broken = wildfire["slice.yaml"].replace("maxLatencyMs: 10", "maxLatencyMs: -3")
+    assert apply({"slice.yaml": broken}) == ((), ("Slice/default/second", "Slice/default/wildfire"))
+    # Fixed again, and second.yaml deleted: now, and only now, the second slice is pruned.
+    assert apply({"slice.yaml": wildfire["slice.yaml"], "more/second.yaml": None}) == (
+        ("Slice/default/second",),
+        (),
+    )
+    assert "Slice/default/second" not in inventory()
+    assert "Slice/default/wildfire" in inventory()
