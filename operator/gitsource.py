@@ -84,7 +84,7 @@ class GitSourceStatus:
     last_attempt_at: float | None = None
     last_fetch_duration_s: float | None = None
     last_error: str = ""
-    #: CamelCase: FetchFailed, AuthenticationFailed, HostKeyVerificationFailed, RefNotFound, PathNotFound, SignatureRefused, InvalidSpec.
+    #: CamelCase: FetchFailed, TimedOut, AuthenticationFailed, HostKeyVerificationFailed, RefNotFound, PathNotFound, SignatureRefused, InvalidSpec.
     last_error_reason: str = ""
     last_error_at: float | None = None
     refused_revision: str = ""
@@ -237,9 +237,10 @@ class GitSource:
 
     def _explain(self, what: str, exc: git.GitCommandError) -> str:
         stderr = exc.stderr if isinstance(exc.stderr, str) else str(exc.stderr or "")
-        detail = _summarize_stderr(stderr) or f"git exited with status {exc.status}"
-        if exc.status is None or "timed out" in detail or "Timeout" in detail:
-            detail += f" (timed out after {self.spec.timeout_s:g}s?)"
+        if "Timeout:" in stderr and "did not complete" in stderr:
+            detail = f"timed out: no complete answer within {self.spec.timeout_s:g}s"
+        else:
+            detail = _summarize_stderr(stderr) or f"git exited with status {exc.status}"
         return scrub(f"{what} {self.spec.display_url}: {detail}", self._url, self.spec.credentials)
 
     def _fetch_refspecs(self, repo: git.Repo, *refspecs: str) -> None:
@@ -478,6 +479,8 @@ def _summarize_stderr(stderr: str) -> str:
 
 def _classify(message: str) -> str:
     lowered = message.lower()
+    if "timed out: no complete answer" in lowered:
+        return "TimedOut"
     if "host key verification failed" in lowered:
         return "HostKeyVerificationFailed"
     auth_markers = (

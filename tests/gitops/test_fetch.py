@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -363,3 +364,18 @@ def test_commit_on_no_branch_is_fetched_by_sha(
     ).fetch()
     assert snap.revision == orphan
     assert (snap.root / "README").read_text() == "soon rewritten\n"
+
+
+def test_a_remote_that_never_answers_times_out(tmp_path: Path) -> None:
+    # A TCP listener that accepts connections and never speaks: the git protocol waits forever.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        source = GitSource(
+            GitSourceSpec(url=f"git://127.0.0.1:{port}/fleet.git", timeout_s=1.0), tmp_path / "c"
+        )
+        with pytest.raises(FetchError, match="timed out: no complete answer within 1s"):
+            source.fetch()
+    assert source.status.last_error_reason == "TimedOut"
+    assert source.status.last_fetch_duration_s is not None and source.status.last_fetch_duration_s < 30
