@@ -57,7 +57,7 @@ class WebhookReceiver:
         self.port = port
         self._hooks: dict[str, tuple[bytes, PushHandler]] = {}
         self.app = web.Application(client_max_size=max_body)
-        self.app.router.add_post("/hooks/{name}", self._handle)
+        self.app.router.add_post("/hooks/{name:.+}", self._handle)  # names may be namespace/name
         self._runner: web.AppRunner | None = None
         self.received = 0
         self.rejected = 0

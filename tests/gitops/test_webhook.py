@@ -99,6 +99,11 @@ def test_bad_or_missing_signature_is_refused_and_triggers_nothing() -> None:
                 assert status == 202
                 assert events == [PushEvent("fleet", "push", "refs/heads/main", "0" * 40, "d-1")]
 
+                # Names may carry a namespace, as GitSource objects do.
+                receiver.register("edge/fleet", SECRET, events.append)
+                assert (await post(session, receiver.url("edge/fleet"), body, sign(SECRET, body)))[0] == 202
+                assert events[-1].source == "edge/fleet"
+
                 # GitHub's form-encoded delivery carries the JSON in a `payload` field.
                 form = b"payload=" + quote(push_body(ref="refs/heads/dev").decode()).encode()
                 assert (await post(session, url, form, sign(SECRET, form)))[0] == 202
