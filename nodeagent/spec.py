@@ -101,7 +101,8 @@ class InstanceSpec:
         if not isinstance(d, Mapping):
             raise SpecError(f"{where}: must be an object")
         name = d.get("name")
-        where = f"{where} {name}" if isinstance(name, str) else where
+        if isinstance(name, str):
+            where = f"instance {name}" if where == "instance" else f"{where}: instance {name}"
 
         def text(key: str, required: bool = False, default: str = "") -> str:
             value = d.get(key, default)

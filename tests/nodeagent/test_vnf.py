@@ -193,3 +193,34 @@ def test_kill_9_during_an_update_then_restart_converges_without_double_loads(
     assert [r.pid for r in runners(tmp_path / "state")] == [vnf_pid]  # the VNF was adopted, not restarted
     proc2.send_signal(signal.SIGTERM)
     assert proc2.wait(10) == 0
+
+
+def run_runner(tmp_path: Path, spec: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    return subprocess.run(
+        [sys.executable, "-m", "flyslice.nodeagent.runner", "--spec-file", str(path), "--ready-file", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
+def test_runner_refuses_a_bad_spec_or_a_tampered_module_with_a_clear_error(tmp_path: Path) -> None:
+    bad = run_runner(tmp_path, {"name": "x", "flavor": "vnf", "module": "builtin:broker"})
+    assert bad.returncode == 2 and "spec.json: instance x: 'module' and 'digest' go together" in bad.stderr
+    bad = run_runner(
+        tmp_path, {"name": "x", "flavor": "fnf", "module": "builtin:broker", "digest": "sha256:" + "1" * 64}
+    )
+    assert bad.returncode == 2 and "instance x: field 'slice'" in bad.stderr
+    spec = make_spec("x", "broker", flavor="vnf", digest="sha256:" + "1" * 64).to_dict()
+    tampered = run_runner(tmp_path, spec)
+    assert tampered.returncode == 3 and "digest mismatch" in tampered.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_image_only_vnf_is_failed_by_the_local_driver_with_a_reason(agents: MakeAgent) -> None:
+    agent = agents()
+    spec = make_spec("img", "broker", flavor="vnf")
+    image_only = spec.__class__(**{**spec.__dict__, "module": "", "digest": ""})
+    status = agent.converge([image_only, make_spec("ok", "broker", slice_="s2")])
+    assert status["img"].state == "Failed" and "runs vnf.module" in status["img"].message
+    assert status["ok"].state == "Running"
