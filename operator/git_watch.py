@@ -150,14 +150,21 @@ class SourceWatcher:
             self.latest = snap
             self._changed.fire()
             if self.on_revision is not None:
-                self.on_revision(snap)
+                self._call(self.on_revision, snap)
         return snap
 
     def _error_is(self, error: str) -> None:
         if error != self._last_error:
             self._last_error = error
             if self.on_error_change is not None:
-                self.on_error_change(error)
+                self._call(self.on_error_change, error)
+
+    def _call(self, callback: Callable[[Any], Any], arg: Any) -> None:
+        # A failing subscriber must not stop the fetch loop.
+        try:
+            callback(arg)
+        except Exception:
+            log.exception("%s: callback %r failed", self.source.name, callback)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch until ``stop`` is set. A request that arrives during a fetch causes one more fetch."""

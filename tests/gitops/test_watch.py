@@ -160,3 +160,23 @@ def test_suspended_source_does_not_fetch(upstream: Upstream, tmp_path: Path) -> 
         assert watcher.fetches == 0 and watcher.latest is None
 
     asyncio.run(scenario())
+
+
+def test_a_failing_subscriber_does_not_stop_the_loop(upstream: Upstream, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        def broken(_: object) -> None:
+            raise RuntimeError("subscriber bug")
+
+        source = GitSource(GitSourceSpec(url=str(upstream.bare), interval_s=0.05), tmp_path / "c")
+        watcher = SourceWatcher(source, on_revision=broken, on_error_change=broken)
+        stop = asyncio.Event()
+        task = asyncio.create_task(watcher.run(stop))
+        first = await watcher.wait_newer(None, timeout=10)
+        assert first is not None
+        pushed = await asyncio.to_thread(upstream.commit, {"README": "again\n"})
+        second = await watcher.wait_newer(first.revision, timeout=10)
+        assert second is not None and second.revision == pushed
+        assert not task.done()
+        await stop_after(task, stop)
+
+    asyncio.run(scenario())
