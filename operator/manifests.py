@@ -265,18 +265,23 @@ class _LineIndex:
     def walk(self, root: yaml.Node) -> list[ManifestError]:
         # Iterative so that line indexing never adds to the recursion depth PyYAML already used.
         # ``via`` is the path of the outermost alias the walk went through: where to point the user.
-        stack: list[tuple[yaml.Node, PathKey, frozenset[int], PathKey | None]] = [
-            (root, (), frozenset(), None)
-        ]
+        # An int on the stack is the id of a collection whose children are all walked: it leaves
+        # ``open_nodes`` (the collections being walked, for recursive aliases) in O(1).
+        open_nodes: set[int] = set()
+        stack: list[tuple[yaml.Node | int, PathKey, PathKey | None]] = [(root, (), None)]
         while stack:
-            node, path, ancestors, via = stack.pop()
-            if id(node) in ancestors:
+            node, path, via = stack.pop()
+            if isinstance(node, int):
+                open_nodes.discard(node)
+                continue
+            if id(node) in open_nodes:
                 return [
                     self._error(
                         node, path, "a YAML alias refers to a value that contains it (recursive alias)"
                     )
                 ]
-            if id(node) in self.seen:
+            first_visit = id(node) not in self.seen
+            if not first_visit:
                 via = via or path
                 self.revisits += 1
                 if self.revisits > MAX_ALIAS_EXPANSION:
@@ -293,14 +298,13 @@ class _LineIndex:
                         )
                     ]
             self.seen.add(id(node))
-            inner = ancestors | {id(node)} if isinstance(node, yaml.CollectionNode) else ancestors
             children: list[tuple[yaml.Node, PathKey]] = []
             if isinstance(node, yaml.MappingNode):
                 first_line: dict[str, int] = {}
                 for key_node, value_node in node.value:
                     key = str(key_node.value)
                     line = key_node.start_mark.line + 1
-                    if key in first_line and key != "<<":
+                    if key in first_line and key != "<<" and first_visit:
                         self.errors.append(
                             ManifestError(
                                 self.file,
@@ -321,7 +325,10 @@ class _LineIndex:
                     line = self.alias_lines.get((id(node), i), item.start_mark.line + 1)
                     self.lines.setdefault((*path, i), line)
                     children.append((item, (*path, i)))
-            stack.extend((child, child_path, inner, via) for child, child_path in reversed(children))
+            if isinstance(node, yaml.CollectionNode):
+                open_nodes.add(id(node))
+                stack.append((id(node), path, None))
+            stack.extend((child, child_path, via) for child, child_path in reversed(children))
         return self.errors
 
     def _error(self, node: yaml.Node, path: PathKey, message: str) -> ManifestError:

@@ -193,3 +193,15 @@ def test_unclosed_flow_mapping_points_at_its_opening_line() -> None:
     assert err.line == 2
     assert err.message.startswith("YAML syntax error: the mapping opened with '{' on this line is not closed")
     assert err.message.endswith("add the missing '}' (column 4)")
+
+
+def test_a_duplicate_key_inside_an_anchor_is_reported_once() -> None:
+    text = "kind: X\nmetadata: {name: a}\nbase: &b {x: 1, x: 2}\nuse: [*b, *b]\n"
+    errors = load_text(text, "f.yaml")[1]
+    assert [(e.line, e.path) for e in errors] == [(3, "base.x")]
+
+
+def test_alias_items_point_at_their_own_line() -> None:
+    text = "kind: X\nmetadata: {name: a}\nbase: &b [1]\nuse:\n  - 0\n  - *b\n"
+    (m,), errors = load_text(text, "f.yaml")
+    assert errors == [] and m.lines[("use", 1)] == 6 and m.lines[("base",)] == 3
