@@ -43,13 +43,11 @@ def git_environment(url: str, credentials: GitCredentials, workdir: Path) -> dic
     if credentials.uses_ssh:
         key_file = credentials.ssh_key_file or _write_private(workdir / "identity", credentials.ssh_key or "")
         options = ["-i", str(key_file), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"]
-        if credentials.known_hosts_file is not None:
-            options += [
-                "-o",
-                f"UserKnownHostsFile={credentials.known_hosts_file}",
-                "-o",
-                "StrictHostKeyChecking=yes",
-            ]
+        known_hosts = credentials.known_hosts_file
+        if known_hosts is None and credentials.known_hosts:
+            known_hosts = _write_private(workdir / "known_hosts", credentials.known_hosts)
+        if known_hosts is not None:
+            options += ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes"]
         env["GIT_SSH_COMMAND"] = "ssh " + " ".join(shlex.quote(o) for o in options)
     return env
 

@@ -73,6 +73,8 @@ class GitCredentials:
     ssh_key_file: Path | None = None
     ssh_key: str | None = field(default=None, repr=False)
     known_hosts_file: Path | None = None
+    #: known_hosts text (e.g. from a Secret); written next to the cache when ``known_hosts_file`` is unset.
+    known_hosts: str | None = None
 
     def resolve_token(self) -> str | None:
         """The HTTPS secret, read now (so a rotated file or variable is picked up on the next fetch)."""
@@ -100,9 +102,8 @@ class GitCredentials:
 
     @classmethod
     def from_secret_data(cls, data: Mapping[str, str | bytes]) -> GitCredentials:
-        """From a Secret's data, with Flux's key names: username, password (or bearerToken/token),
-        identity, known_hosts. known_hosts text is not kept here; write it to a file and pass
-        ``known_hosts_file`` (the operator does so when it mounts the Secret)."""
+        """From a Secret's data, with Flux's key names: username, password (or token/bearerToken),
+        identity, known_hosts."""
 
         def text(key: str) -> str | None:
             value = data.get(key)
@@ -111,7 +112,12 @@ class GitCredentials:
             return value.decode() if isinstance(value, bytes) else value
 
         token = text("password") or text("token") or text("bearerToken")
-        return cls(username=text("username") or "git", token=token, ssh_key=text("identity"))
+        return cls(
+            username=text("username") or "git",
+            token=token,
+            ssh_key=text("identity"),
+            known_hosts=text("known_hosts"),
+        )
 
 
 @dataclass(frozen=True)

@@ -23,15 +23,16 @@ def test_fetch_with_key_file_and_known_hosts(
     assert (snap.root / "nodes.yaml").read_text() == "kind: EdgeNode\n"
 
 
-def test_key_text_from_a_secret_is_written_privately(
+def test_identity_and_known_hosts_from_a_secret(
     upstream: Upstream, ssh_server: SshServer, ssh_keys: SshKeys, tmp_path: Path
 ) -> None:
     key_text = ssh_keys.trusted_key.read_text()
-    creds = GitCredentials(ssh_key=key_text, known_hosts_file=ssh_server.known_hosts)
+    secret = {"identity": key_text.encode(), "known_hosts": ssh_server.known_hosts.read_bytes()}
+    creds = GitCredentials.from_secret_data(secret)
     source = GitSource(GitSourceSpec(url=ssh_server.url(), credentials=creds), tmp_path / "c")
     assert source.fetch().revision == upstream.head()
-    identity = tmp_path / "c" / "auth" / "identity"
-    assert identity.stat().st_mode & 0o077 == 0
+    for written in ("identity", "known_hosts"):
+        assert (tmp_path / "c" / "auth" / written).stat().st_mode & 0o077 == 0
     assert key_text not in repr(creds) and key_text not in str(source.status)
 
 
