@@ -7,7 +7,6 @@ One API server serves the whole session; each test works in its own namespace an
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,12 +25,7 @@ Kubectl = Callable[..., CompletedProcess[str]]
 
 @pytest.fixture(scope="session")
 def kube_env() -> kubeenv.KubeEnv:
-    try:
-        return kubeenv.shared_env()
-    except kubeenv.KubeEnvUnavailable as exc:
-        if os.environ.get("FLYSLICE_REQUIRE_KUBE") == "1":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+    return kubeenv.env_or_skip()
 
 
 @pytest.fixture(scope="session")

@@ -100,3 +100,39 @@ def test_a_component_that_dies_at_start_is_reported_with_its_log(tmp_path: Path)
     with pytest.raises(kubeenv.KubeEnvError, match=r"(?s)kube-apiserver exited .*no-such-flag"):
         env.start()
     assert not env.workdir.exists() and not env.running
+
+
+def test_fake_kubelet_reports_a_bound_pod_running(kube_env: kubeenv.KubeEnv, namespace: str) -> None:
+    kubelet = kubeenv.FakeKubelet(kube_env, f"node-{namespace}")
+    kubelet.register()
+    node = kube_env.kubectl_json("get", "node", kubelet.node)
+    assert {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"] == "True"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "nf", "namespace": namespace},
+        "spec": {"nodeName": kubelet.node, "containers": [{"name": "nf", "image": "nf-runner"}]},
+    }
+    kube_env.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    assert (
+        kube_env.kubectl_json("-n", namespace, "get", "pod", "nf").get("status", {}).get("phase") == "Pending"
+    )
+    kubelet.run_pod(namespace, "nf")
+    status = kube_env.kubectl_json("-n", namespace, "get", "pod", "nf")["status"]
+    assert status["phase"] == "Running" and status["podIP"] == "127.0.0.1"
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+    kubelet.fail_pod(namespace, "nf", "ImagePullBackOff", "no registry here")
+    waiting = kube_env.kubectl_json("-n", namespace, "get", "pod", "nf")["status"]["containerStatuses"][0]
+    assert waiting["state"]["waiting"]["reason"] == "ImagePullBackOff"
+
+
+def test_fake_kubelet_refuses_a_pod_bound_elsewhere(kube_env: kubeenv.KubeEnv, namespace: str) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "elsewhere", "namespace": namespace},
+        "spec": {"nodeName": "other-node", "containers": [{"name": "nf", "image": "nf-runner"}]},
+    }
+    kube_env.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    with pytest.raises(kubeenv.KubeEnvError, match="bound to 'other-node'"):
+        kubeenv.FakeKubelet(kube_env, "this-node").run_pod(namespace, "elsewhere")

@@ -600,6 +600,114 @@ def shared_env() -> KubeEnv:
     return _shared
 
 
+def env_or_skip() -> KubeEnv:
+    """``shared_env()`` for a pytest fixture: skips with the build command when the binaries are
+    missing, or fails when ``FLYSLICE_REQUIRE_KUBE=1`` (CI after ``build.sh``)."""
+    import pytest
+
+    try:
+        return shared_env()
+    except KubeEnvUnavailable as exc:
+        if os.environ.get("FLYSLICE_REQUIRE_KUBE") == "1":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+class FakeKubelet:
+    """A FAKE kubelet: no container runtime exists here, so this registers a Node object and
+    writes pod status the way a kubelet would, for tests of code that creates pods and then
+    waits for them to run. It never runs anything."""
+
+    def __init__(self, env: KubeEnv, node: str, labels: dict[str, str] | None = None) -> None:
+        self.env = env
+        self.node = node
+        self.labels = {"kubernetes.io/hostname": node, "kubernetes.io/os": "linux", **(labels or {})}
+
+    def register(self) -> None:
+        """Create the Node object and report it Ready."""
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node, "labels": self.labels}}
+        self.env.kubectl("apply", "-f", "-", input=json.dumps(node))
+        status = {"conditions": [_condition("Ready", "True", "KubeletReady")]}
+        self._patch_status("node", self.node, [], status)
+
+    def run_pod(self, namespace: str, name: str, pod_ip: str = "127.0.0.1") -> None:
+        """Report pod ``namespace/name`` Running and Ready, as its kubelet would once started."""
+        pod = self.env.kubectl_json("-n", namespace, "get", "pod", name)
+        if pod["spec"].get("nodeName") != self.node:
+            raise KubeEnvError(
+                f"pod {namespace}/{name} is bound to {pod['spec'].get('nodeName')!r}, not {self.node}"
+            )
+        now = _now()
+        status = {
+            "phase": "Running",
+            "podIP": pod_ip,
+            "podIPs": [{"ip": pod_ip}],
+            "hostIP": "127.0.0.1",
+            "startTime": now,
+            "conditions": [
+                _condition(t, "True", "") for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+            ],
+            "containerStatuses": [
+                {
+                    "name": c["name"],
+                    "image": c["image"],
+                    "imageID": "",
+                    "ready": True,
+                    "restartCount": 0,
+                    "started": True,
+                    "state": {"running": {"startedAt": now}},
+                }
+                for c in pod["spec"]["containers"]
+            ],
+        }
+        self._patch_status("pod", name, ["-n", namespace], status)
+
+    def fail_pod(
+        self, namespace: str, name: str, reason: str = "CrashLoopBackOff", message: str = ""
+    ) -> None:
+        """Report the pod's containers waiting in ``reason``, as a kubelet does for a crashing container."""
+        pod = self.env.kubectl_json("-n", namespace, "get", "pod", name)
+        status = {
+            "phase": "Running",
+            "conditions": [_condition("Ready", "False", "ContainersNotReady")],
+            "containerStatuses": [
+                {
+                    "name": c["name"],
+                    "image": c["image"],
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 3,
+                    "state": {"waiting": {"reason": reason, "message": message}},
+                }
+                for c in pod["spec"]["containers"]
+            ],
+        }
+        self._patch_status("pod", name, ["-n", namespace], status)
+
+    def _patch_status(self, kind: str, name: str, ns: list[str], status: dict[str, Any]) -> None:
+        self.env.kubectl(
+            "patch",
+            kind,
+            name,
+            *ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
+        )
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _condition(kind: str, status: str, reason: str) -> dict[str, str]:
+    cond = {"type": kind, "status": status, "lastTransitionTime": _now()}
+    if reason:
+        cond["reason"] = reason
+    return cond
+
+
 def build(quiet: bool = False) -> Binaries:
     """Run ``build.sh`` (seconds when cached) and return the binaries."""
     subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, capture_output=quiet)
