@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import networkx as nx
 
-from flyslice.crds import API_VERSION, GROUP, KINDS, VERSION, is_namespaced
+from flyslice.crds import API_VERSION, GROUP, KINDS, VERSION, is_namespaced, openapi_schema
 
 from .catalog import (
     Catalog,
@@ -124,18 +124,36 @@ class _Validator:
                 ok = False
         if not ok:
             return False
+        if not api_version and not kind and "metadata" not in m.data and "spec" not in m.data:
+            # docker-compose.yml, mkdocs.yml, Helm values: a git repo holds YAML that is no object.
+            top = ", ".join(str(k) for k in list(m.data)[:3])
+            self.errors.append(
+                ManifestError(
+                    m.file,
+                    m.line,
+                    "",
+                    "",
+                    f"skipped: not a Kubernetes object (no apiVersion, kind, metadata or spec; top-level keys: {top})",
+                    severity="note",
+                )
+            )
+            return False
         if not api_version:
+            looks_flyslice = kind in KINDS or (not kind and _kind_from_spec(m.data.get("spec")))
             hint = (
-                f"; for {kind} use apiVersion: {API_VERSION}"
-                if kind in KINDS
+                f"; for {kind or 'flyslice objects'} use apiVersion: {API_VERSION}"
+                if looks_flyslice
                 else "; every object needs apiVersion, kind and metadata.name"
             )
             self.errors.append(m.error(("apiVersion",), f"required field 'apiVersion' is missing{hint}"))
             ok = False
         if not kind:
+            guess = _kind_from_spec(m.data.get("spec"))
+            hint = f"; from its spec this looks like kind: {guess}" if guess else ""
             self.errors.append(
                 m.error(
-                    ("kind",), "required field 'kind' is missing; flyslice.io kinds are " + ", ".join(KINDS)
+                    ("kind",),
+                    "required field 'kind' is missing; flyslice.io kinds are " + ", ".join(KINDS) + hint,
                 )
             )
             ok = False
@@ -871,6 +889,18 @@ def _schema_problem(exc: jsonschema.SchemaError) -> str:
         hint = f"; did you mean {guess[0]!r}?" if guess else ""
         return f"{exc.instance!r} is not a JSON schema type: use one of {types}{hint}"
     return str(exc.message)
+
+
+def _kind_from_spec(spec: Any) -> str:
+    """The one flyslice kind whose spec has every field of ``spec``, for 'kind is missing' hints."""
+    if not isinstance(spec, dict) or not spec:
+        return ""
+    fitting = [
+        kind
+        for kind in KINDS
+        if set(spec) <= set(openapi_schema(kind)["properties"]["spec"].get("properties", {}))
+    ]
+    return fitting[0] if len(fitting) == 1 else ""
 
 
 def _yaml_value(value: Any) -> str:

@@ -157,6 +157,24 @@ def test_objects_of_other_api_groups_are_skipped_with_a_note(tmp_path: Path) -> 
     assert list(result.catalog.nodes) == ["gw-1"]
 
 
+def test_yaml_that_is_no_kubernetes_object_is_skipped_with_a_note(tmp_path: Path) -> None:
+    (tmp_path / "docker-compose.yml").write_text(
+        'version: "3"\nservices:\n  mqtt: {image: eclipse-mosquitto}\n'
+    )
+    (tmp_path / "node.yaml").write_text(_gateway("gw-1"))
+    result = validate_paths([str(tmp_path)])
+    assert result.ok and list(result.catalog.nodes) == ["gw-1"]
+    assert [(e.line, e.object, e.path, e.severity, e.message) for e in result.errors] == [
+        (
+            1,
+            "",
+            "",
+            "note",
+            "skipped: not a Kubernetes object (no apiVersion, kind, metadata or spec; top-level keys: version, services)",
+        )
+    ]
+
+
 def test_a_node_with_a_broken_link_still_counts_as_a_host_for_roles() -> None:
     # The only gateway has a dangling link; the role check must not add a misleading
     # "no EdgeNode on tier gateway" on top of the one real mistake.
