@@ -88,7 +88,7 @@ class Agent:
         self.platform = ModularPlatform(
             self.plane, self.loader, error_limit=config.error_limit, deadline_s=config.deadline_s
         )
-        self.ingress = TcpIngress(config.listen, self.plane.deliver)
+        self.ingress = TcpIngress(config.listen, self.plane.deliver_many)
         self.address = self.ingress.address
         self.uplink_file = self.state_dir / "agent.addr"
         self.uplink_file.write_text(self.address)

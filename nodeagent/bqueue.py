@@ -36,19 +36,25 @@ class BoundedQueue(Generic[T]):
             return True
 
     def put_many(self, items: list[T], timeout: float = 0.0) -> int:
-        """Append as many as fit (waiting up to ``timeout`` s for room); returns how many were dropped."""
+        """Append all items, waiting up to ``timeout`` s in total for room as the consumer drains;
+        what still does not fit is dropped (counted). Returns how many were dropped."""
+        deadline = time.monotonic() + timeout
         with self._lock:
-            room = self.maxsize - len(self._items)
-            if room < len(items) and timeout > 0:
-                self._wait_room(min(len(items), self.maxsize), timeout)
+            rest = items
+            while rest:
                 room = self.maxsize - len(self._items)
-            taken = items if room >= len(items) else items[: max(room, 0)]
-            self._items.extend(taken)
-            dropped = len(items) - len(taken)
-            self.dropped += dropped
-            if taken:
-                self._not_empty.notify()
-            return dropped
+                if room > 0:
+                    taken, rest = rest[:room], rest[room:]
+                    self._items.extend(taken)
+                    self._not_empty.notify()
+                if not rest:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._not_full.wait(left)
+            self.dropped += len(rest)
+            return len(rest)
 
     def _wait_room(self, n: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -341,6 +341,34 @@ class DataPlane:
             return ok
         return self._deliver_to(to, msg, timeout)
 
+    def deliver_many(self, msgs: list[Message], timeout: float = 0.0) -> int:
+        """``deliver`` for a batch (one queue operation per slice); returns how many were dropped."""
+        batches: dict[SliceWorker, list[Message]] = {}
+        dropped = 0
+        for msg in msgs:
+            to = msg.get("to")
+            if to is not None:
+                targets = [(to, msg)]
+            else:
+                entries = self.entries.get(msg["slice"])
+                if not entries:
+                    self.unroutable += 1
+                    dropped += 1
+                    continue
+                targets = [
+                    (n, msg if i == len(entries) - 1 else copy_message(msg)) for i, n in enumerate(entries)
+                ]
+            for name, m in targets:
+                m["to"] = name
+                w = self.where.get(name)
+                if w is not None:
+                    batches.setdefault(w, []).append(m)
+                else:
+                    dropped += self.forward_to_instance(name, [m])
+        for w, batch in batches.items():
+            dropped += w.queue.put_many(batch, timeout)
+        return dropped
+
     def _deliver_to(self, name: str, msg: Message, timeout: float) -> bool:
         w = self.where.get(name)
         if w is not None:

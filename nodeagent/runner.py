@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"runner: instance {spec.name} failed to load: {exc}", file=sys.stderr)
         return 3
-    ingress = TcpIngress(args.listen, plane.deliver)
+    ingress = TcpIngress(args.listen, plane.deliver_many)
     if args.ready_file:
         write_json_atomic(args.ready_file, {"address": ingress.address, "pid": os.getpid()})
     log.info("instance %s serving on %s", spec.name, ingress.address)

@@ -294,3 +294,20 @@ def test_instances_for_another_node_are_refused_by_name(agents: MakeAgent) -> No
     assert status["mine"].state == "Running"
     assert status["theirs"].state == "Failed" and "for node n2" in status["theirs"].message
     assert "theirs" not in agent.platform.instances
+
+
+def test_tcp_ingress_counts_bad_lines_and_keeps_the_connection(agents: MakeAgent) -> None:
+    import socket
+
+    agent = agents()
+    sink = Sink()
+    agent.on_sink(sink)
+    agent.converge([make_spec("b", "broker")])
+    host, port = agent.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        good = json.dumps({"slice": "s1", "topic": "t", "payload": 1}).encode()
+        s.sendall(b"not json\n" + good[:10])  # a message split across two writes
+        s.sendall(good[10:] + b'\n{"topic": "no slice"}\n\n' + good + b"\n")
+        wait_for(lambda: len(sink.messages) == 2)
+    assert agent.ingress.errors == 2 and agent.ingress.received == 2
+    assert "'slice'" in agent.ingress.last_error

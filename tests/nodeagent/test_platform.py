@@ -237,3 +237,21 @@ def test_a_slice_without_fnfs_gives_its_thread_back(platform: ModularPlatform, p
     assert "gone" not in plane.workers
     thread.join(2)
     assert not thread.is_alive()
+
+
+def test_bounded_queue_put_many_waits_for_the_consumer_then_drops_the_rest() -> None:
+    from flyslice.nodeagent.bqueue import BoundedQueue
+
+    q: BoundedQueue[int] = BoundedQueue(4)
+    assert q.put_many(list(range(6))) == 2 and q.dropped == 2  # no wait: what does not fit is dropped
+    got: list[int] = []
+
+    def consume() -> None:
+        while len(got) < 4 + 10:
+            got.extend(q.get_batch(3, 0.5))
+
+    t = threading.Thread(target=consume)
+    t.start()
+    assert q.put_many(list(range(100, 110)), timeout=5.0) == 0  # waits as the consumer drains
+    t.join(5)
+    assert got == [0, 1, 2, 3, *range(100, 110)] and q.dropped == 2
