@@ -144,7 +144,7 @@ def _explain(err: jsonschema.ValidationError, typos: set[tuple[PathKey, str]]) -
 def _unknown_field(extra: str, schema: dict[str, Any], path: PathKey) -> str:
     properties: dict[str, Any] = schema.get("properties", {})
     allowed = sorted(properties)
-    valid = f"valid fields here are {', '.join(allowed)}"
+    valid = f"valid fields here are {', '.join(allowed)}" if allowed else "no fields are allowed here"
     guess = difflib.get_close_matches(extra, allowed, n=1)
     if guess:
         return f"unknown field {extra!r}: did you mean {guess[0]!r}? {valid[0].upper()}{valid[1:]}"

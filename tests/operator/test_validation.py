@@ -92,6 +92,45 @@ def test_a_ten_megabyte_file_is_refused_without_reading_it(tmp_path: Path) -> No
     assert list(result.catalog.nodes) == ["gw-1"], "the big file must not stop the valid one"
 
 
+@pytest.mark.parametrize(
+    ("schema", "value", "found"),
+    [
+        (
+            {"type": "object", "additionalProperties": False},
+            {"x": 1},
+            [(("x",), "unknown field 'x': no fields are allowed here")],
+        ),
+        ({"type": "number", "exclusiveMinimum": 0}, 0, [((), "must be greater than 0, got 0")]),
+        ({"type": "number", "exclusiveMaximum": 1}, 2, [((), "must be less than 1, got 2")]),
+        (
+            {"enum": ["allow", "drop"]},
+            "alow",
+            [((), "must be one of allow, drop; got string 'alow'; did you mean 'allow'?")],
+        ),
+        ({"type": "array", "minItems": 2}, [1], [((), "must have at least 2 items, has 1")]),
+        ({"type": "string", "maxLength": 3}, "abcd", [((), "must be at most 3 characters long, is 4")]),
+        (
+            {"type": "integer"},
+            "5",
+            [((), "must be an integer, got string '5': write the number without quotes or units, e.g. 5")],
+        ),
+        (
+            {"type": "object", "required": ["rate"], "properties": {"rate": {"type": "number"}}},
+            {},
+            [(("rate",), "required field 'rate' is missing")],
+        ),
+        ({"const": 1}, 2, [((), "1 was expected")]),
+    ],
+)
+def test_explain_error_phrases_config_schema_findings(
+    schema: dict[str, Any], value: Any, found: list[Any]
+) -> None:
+    from flyslice.operator.schema_check import explain_error
+
+    (err,) = jsonschema.Draft202012Validator(schema).iter_errors(value)
+    assert explain_error(err) == found
+
+
 # -- whole runs: good objects survive bad ones, every error is reported --------------------
 
 
