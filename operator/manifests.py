@@ -6,6 +6,7 @@ Syntax problems become :class:`ManifestError` values; nothing here raises on bad
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,7 +211,7 @@ def load_text(text: str, file: str) -> tuple[list[Manifest], list[ManifestError]
             ManifestError(
                 file,
                 mark.line + 1,
-                "",
+                _ref_from_text(text, mark.line + 1),
                 "",
                 "values are nested too deeply to read (hundreds of levels): flatten the document",
             )
@@ -359,7 +360,7 @@ def _reader_error(file: str, text: str, exc: yaml.reader.ReaderError) -> Manifes
     return ManifestError(
         file,
         line,
-        "",
+        _ref_from_text(text, line),
         "",
         f"control character #x{code:04x} is not allowed in YAML: is the file binary? "
         '(write it as an escape such as "\\x00" inside double quotes)',
@@ -404,7 +405,38 @@ def _syntax_error(file: str, exc: yaml.MarkedYAMLError, text: str) -> ManifestEr
     else:
         message = f"YAML syntax error: {problem}"
     col = f" (column {mark.column + 1})" if mark and line == mark.line + 1 else ""
-    return ManifestError(file, line, "", "", message + col)
+    return ManifestError(file, line, _ref_from_text(text, line), "", message + col)
+
+
+_DOC_START = re.compile(r"^---(\s|$)")
+_KIND_LINE = re.compile(r"^kind:\s*[\"']?([A-Za-z][A-Za-z0-9]*)[\"']?\s*(#.*)?$")
+_NAME_LINE = re.compile(r"^\s+name:\s*[\"']?([a-z0-9][-a-z0-9.]*)[\"']?\s*(#.*)?$")
+_NAMESPACE_LINE = re.compile(r"^\s+namespace:\s*[\"']?([a-z0-9][-a-z0-9]*)[\"']?\s*(#.*)?$")
+
+
+def _ref_from_text(text: str, line: int) -> str:
+    """Best-effort ``Kind/[namespace/]name`` of the document around ``line`` of unparsable YAML.
+
+    A syntax error leaves no parsed object, but the user still wants to know which object to
+    open; top-level ``kind:`` and the ``name:`` under ``metadata:`` are found line by line.
+    """
+    lines = text.splitlines()
+    start = next((i + 1 for i in range(min(line, len(lines)) - 1, -1, -1) if _DOC_START.match(lines[i])), 0)
+    end = next((i for i in range(max(line, 1), len(lines)) if _DOC_START.match(lines[i])), len(lines))
+    kind = name = namespace = ""
+    in_metadata = False
+    for raw in lines[start:end]:
+        if raw and not raw[0].isspace():
+            in_metadata = raw.startswith("metadata:")
+        if found := _KIND_LINE.match(raw):
+            kind = kind or found[1]
+        elif in_metadata and (found := _NAME_LINE.match(raw)):
+            name = name or found[1]
+        elif in_metadata and (found := _NAMESPACE_LINE.match(raw)):
+            namespace = namespace or found[1]
+    if not kind:
+        return ""
+    return "/".join(p for p in (kind, namespace, name or "<no name>") if p)
 
 
 def _unclosed_quote_line(text: str, upto_line: int) -> int:

@@ -205,3 +205,13 @@ def test_alias_items_point_at_their_own_line() -> None:
     text = "kind: X\nmetadata: {name: a}\nbase: &b [1]\nuse:\n  - 0\n  - *b\n"
     (m,), errors = load_text(text, "f.yaml")
     assert errors == [] and m.lines[("use", 1)] == 6 and m.lines[("base",)] == 3
+
+
+def test_a_syntax_error_names_the_object_it_is_in() -> None:
+    broken = TWO_DOCS.replace("    - node: gw-1", "    - node: gw-1\n   oops: [")
+    found, (err,) = load_text(broken, "f.yaml")
+    assert [m.ref for m in found] == ["EdgeNode/gw-1"]
+    assert (err.line, err.object) == (23, "Slice/iot/cams")
+    # No kind in the broken document: no guess.
+    (err,) = load_text("a: 1\n b: 2\n", "g.yaml")[1]
+    assert err.object == ""

@@ -153,7 +153,7 @@ def test_one_invalid_object_does_not_keep_the_valid_ones_out_of_the_catalog(tmp_
     (repo / "extra.yaml").write_text(_gateway("gw-3").replace("512Mi", "12Q") + "---\n" + _gateway("gw-4"))
     result = validate_paths([str(repo)])
     assert [(Path(e.file).name, e.line, e.object, e.path) for e in result.errors] == [
-        ("broken.yaml", 3, "", ""),
+        ("broken.yaml", 3, "EdgeNode/<no name>", ""),
         ("extra.yaml", 8, "EdgeNode/gw-3", "spec.capacity.memory"),
     ]
     assert sorted(result.catalog.nodes) == ["cloud", "fog-1", "gw-1", "gw-2", "gw-4"]
