@@ -94,6 +94,43 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("agent", help="run a node agent (see `flyslice agent --help`)", add_help=False)
     p.add_argument("agent_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_agent)
+
+    p = sub.add_parser("operator", help="run the Kubernetes operator (kopf) against a cluster")
+    p.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch only this namespace (repeatable; default: the whole cluster)",
+    )
+    p.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, then ~/.kube/config)"
+    )
+    p.add_argument(
+        "--liveness",
+        default="0.0.0.0:8080",
+        metavar="HOST:PORT",
+        help="serve /healthz (and /status) here; 'off' to disable",
+    )
+    p.add_argument(
+        "--lease-namespace",
+        default=None,
+        help="namespace of the leader-election Lease (default: $POD_NAMESPACE or flyslice-system)",
+    )
+    p.add_argument("--lease-name", default="flyslice-operator")
+    p.add_argument(
+        "--identity", default=None, help="leader-election identity (default: pod/host name + random)"
+    )
+    p.add_argument("--heartbeat-timeout", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument(
+        "--resync", type=float, default=10.0, metavar="SECONDS", help="pass interval without changes"
+    )
+    p.add_argument("--debounce", type=float, default=0.5, metavar="SECONDS")
+    p.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS")
+    p.add_argument("--renew", type=float, default=5.0, metavar="SECONDS")
+    p.add_argument("--git-cache", type=Path, default=Path("/tmp/flyslice-gitsources"))
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_operator)  # fmt: skip
     return parser
 
 
@@ -216,6 +253,38 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from flyslice.nodeagent.__main__ import main as agent_main
 
     return agent_main(args.agent_args)
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from .kopf_operator import OperatorOptions, main_operator
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    opts = OperatorOptions(
+        kubeconfig=args.kubeconfig,
+        namespaces=tuple(args.namespace),
+        lease_namespace=args.lease_namespace or os.environ.get("POD_NAMESPACE") or "flyslice-system",
+        lease_name=args.lease_name,
+        identity=args.identity,
+        liveness=None if args.liveness == "off" else args.liveness,
+        debounce_s=args.debounce,
+        resync_s=args.resync,
+        heartbeat_timeout_s=args.heartbeat_timeout,
+        lease_duration_s=args.lease_duration,
+        renew_s=args.renew,
+        retry_s=min(2.0, args.renew),
+        git_cache=args.git_cache,
+    )
+    try:
+        return main_operator(opts)
+    except ValueError as exc:
+        print(f"flyslice operator: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
