@@ -21,6 +21,8 @@ class KubeSource:
         self.node = node
         self.namespace = namespace
         self.errors: dict[str, str] = {}
+        #: NFInstance name -> uid, from the last successful list (owner references of VNF pods).
+        self.uids: dict[str, str] = {}
 
     def __call__(self) -> list[InstanceSpec]:
         selector = f"flyslice.io/node={self.node}"
@@ -33,10 +35,13 @@ class KubeSource:
                 objs = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, label_selector=selector)
         except Exception as exc:  # any transport or API failure means: keep the cache
             raise SourceUnavailable(str(exc)) from exc
-        out, self.errors = [], {}
+        out, self.errors, self.uids = [], {}, {}
         for obj in objs.get("items", []):
             if (obj.get("spec") or {}).get("node") != self.node:
                 continue
+            meta = obj.get("metadata") or {}
+            if meta.get("uid"):
+                self.uids[meta.get("name", "")] = meta["uid"]
             try:
                 out.append(InstanceSpec.from_object(obj))
             except SpecError as exc:
