@@ -136,3 +136,15 @@ def test_fake_kubelet_refuses_a_pod_bound_elsewhere(kube_env: kubeenv.KubeEnv, n
     kube_env.kubectl("apply", "-f", "-", input=json.dumps(pod))
     with pytest.raises(kubeenv.KubeEnvError, match="bound to 'other-node'"):
         kubeenv.FakeKubelet(kube_env, "this-node").run_pod(namespace, "elsewhere")
+
+
+def test_api_request_counts_see_every_write(kube_env: kubeenv.KubeEnv, namespace: str) -> None:
+    before = kube_env.api_requests(group="")
+    for i in range(3):
+        kube_env.kubectl("-n", namespace, "create", "configmap", f"c{i}")
+    after = kube_env.api_requests(group="")
+    created = after.get(("POST", "configmaps"), 0) - before.get(("POST", "configmaps"), 0)
+    assert created == 3
+    # The group filter keeps only that group: no apiextensions resources among the core counts.
+    assert not any(resource == "customresourcedefinitions" for _, resource in after)
+    assert ("POST", "configmaps") not in kube_env.api_requests(group="apiextensions.k8s.io")

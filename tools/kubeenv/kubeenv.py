@@ -377,6 +377,27 @@ class KubeEnv:
             )
         return names
 
+    def api_requests(self, group: str | None = None) -> dict[tuple[str, str], float]:
+        """Requests the API server has served so far, by (verb, resource), from its
+        ``apiserver_request_total`` metric; ``group`` keeps one API group (``"flyslice.io"``,
+        ``""`` for the core group). Benchmarks take the difference of two readings."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = self.kubectl("get", "--raw", "/metrics").stdout
+        counts: dict[tuple[str, str], float] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name != "apiserver_request":
+                continue
+            for sample in family.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                labels = sample.labels
+                if group is not None and labels.get("group", "") != group:
+                    continue
+                key = (labels.get("verb", ""), labels.get("resource", ""))
+                counts[key] = counts.get(key, 0.0) + sample.value
+        return counts
+
     # -- internals --
 
     def _write_pki(self) -> None:
