@@ -25,6 +25,7 @@ import psutil
 
 from flyslice.nodeagent.agent import Agent, AgentConfig
 from flyslice.nodeagent.dataplane import DataPlane
+from flyslice.nodeagent.gctune import tune_for_data_plane
 from flyslice.nodeagent.message import new_message
 from flyslice.nodeagent.modules import ModuleLoader, module_digest
 from flyslice.nodeagent.platform import ModularPlatform
@@ -209,6 +210,8 @@ def hop_peer(n: int) -> None:
 
 def main() -> None:
     cmd, n = sys.argv[1], int(sys.argv[2])
+    if cmd != "footprint":  # as the agent CLI and the runner do (footprint measures the library as is)
+        tune_for_data_plane()
     if cmd == "footprint":
         kinds = sys.argv[3].split(",") if len(sys.argv) > 3 else NFS
         print(json.dumps(footprint(n, kinds)))

@@ -112,10 +112,12 @@ def vnf_footprint(count: int) -> dict[str, Any]:
 def agent_hop(n: int, paced: bool) -> dict[str, Any]:
     """Agent A (firewall fNF) -> TCP -> agent B (broker fNF, another process)."""
     from flyslice.nodeagent.agent import Agent, AgentConfig
+    from flyslice.nodeagent.gctune import tune_for_data_plane
     from flyslice.nodeagent.message import new_message
     from flyslice.nodeagent.modules import module_digest
     from flyslice.nodeagent.spec import InstanceSpec, NextHop
 
+    tune_for_data_plane()  # as the agent CLI does
     peer = subprocess.Popen(
         [sys.executable, str(WORKER), "hop-peer", str(n)],
         stdin=subprocess.PIPE,

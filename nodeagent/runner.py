@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .dataplane import DataPlane
+from .gctune import tune_for_data_plane
 from .modules import ModuleLoader, load_public_key
 from .platform import ModularPlatform
 from .spec import InstanceSpec
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"runner: instance {spec.name} failed to load: {exc}", file=sys.stderr)
         return 3
     ingress = TcpIngress(args.listen, plane.deliver_many)
+    tune_for_data_plane()
     if args.ready_file:
         write_json_atomic(args.ready_file, {"address": ingress.address, "pid": os.getpid()})
     log.info("instance %s serving on %s", spec.name, ingress.address)
