@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator
+from datetime import date
 from functools import cache
 from typing import Any
 
@@ -17,7 +18,7 @@ from flyslice.crds import openapi_schema, strict_schema
 
 from .errors import ManifestError
 from .manifests import Manifest, format_path
-from .quantities import QUANTITY_EXAMPLES, explain_bad_duration, explain_bad_quantity
+from .quantities import DURATION_EXAMPLES, QUANTITY_EXAMPLES, explain_bad_duration, explain_bad_quantity
 
 PathKey = tuple[str | int, ...]
 _QUANTITY_FIELDS = ("cpu", "memory")
@@ -99,18 +100,33 @@ def _explain(err: jsonschema.ValidationError, typos: set[tuple[PathKey, str]]) -
         return out
     if v == "type":
         expected = str(err.validator_value)
+        wanted = _article(expected)
         hint = ""
-        if value is None and expected == "object":
+        if field in _DURATION_FIELDS:
+            wanted = DURATION_EXAMPLES
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                hint = f": add a unit, e.g. {value}h (units: ms, s, m, h, d)"
+            elif isinstance(value, date):
+                hint = ": it is a length of time, not a date or time of day"
+        elif isinstance(value, date) and expected == "string":
+            hint = ": YAML reads an unquoted date as a date; quote it to make it a string"
+        elif value is None and expected == "object":
             hint = ": is what belongs under it indented further than this line?"
-        elif field in _DURATION_FIELDS and isinstance(value, int | float) and not isinstance(value, bool):
-            hint = f': add a unit, e.g. "{value}h" (units: ms, s, m, h, d)'
         elif expected in ("number", "integer") and isinstance(value, str):
             hint = f": write the number without quotes or units, e.g. {_number_example(value)}"
         elif isinstance(value, bool) and expected in ("string", "array"):
             hint = ": YAML reads unquoted yes, no, on, off, true and false as booleans; quote the word if you meant text"
         elif expected == "array" and isinstance(value, str | int | float):
             hint = f": write it as a list, e.g. [{value}]"
-        return [(path, f"must be {_article(expected)}, got {_describe(value)}{hint}")]
+        elif expected == "array" and isinstance(value, dict):
+            hint = ": start each item of the list with '- '"
+        elif (
+            expected == "object"
+            and isinstance(value, str | int | float)
+            and len(schema.get("required", [])) == 1
+        ):
+            hint = f": write it as {{{schema['required'][0]}: {value}}}"
+        return [(path, f"must be {wanted}, got {_describe(value)}{hint}")]
     if v == "enum":
         options = ", ".join(str(o) for o in err.validator_value)
         guess = difflib.get_close_matches(str(value), [str(o) for o in err.validator_value], n=1)
@@ -243,6 +259,11 @@ def _list_uniqueness(
 
 def _number_example(value: str) -> str:
     digits = "".join(ch for ch in value if ch.isdigit() or ch == ".")
+    if digits and value.strip().endswith("%"):
+        try:
+            return f"{float(digits) / 100:g} (a fraction, not a percentage)"
+        except ValueError:
+            pass
     return digits or "10"
 
 
@@ -270,5 +291,5 @@ def _describe(value: Any) -> str:
         return f"string {value!r}"
     if isinstance(value, int | float):
         return f"number {value!r}"
-    # YAML turns unquoted 2024-01-01 into a date, 12:30 into a sexagesimal number, ...
-    return f"{type(value).__name__} {value!s} (quote it to make it a string)"
+    # YAML turns unquoted 2024-01-01 into a date and 2024-01-01T10:00:00 into a datetime.
+    return f"{type(value).__name__} {value!s}"
