@@ -314,7 +314,7 @@ class _Validator:
         if names:
             shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
             return f"{message}; known: {shown}"
-        return f"{message}; none is defined"
+        return f"{message}: no {kind} is defined{where} at all (validating only part of the repository?)"
 
     def _nodes(self) -> dict[str, EdgeNodeSpec]:
         manifests = {name: m for (_, name), m in self.by_kind["EdgeNode"].items()}
