@@ -350,8 +350,8 @@ class Agent:
         return base
 
     def status(self) -> dict[str, InstanceStatus]:
-        with self._lock:
-            return {name: self._status_of(name) for name in self.desired}
+        """Per desired instance; lock-free (reads a snapshot), so a long converge never stalls a reader."""
+        return {name: self._status_of(name) for name in list(self.desired)}
 
     def heartbeat(self) -> dict[str, Any]:
         return heartbeat(
@@ -379,8 +379,7 @@ class Agent:
         return True, "ok"
 
     def _metric_rows(self) -> list[tuple[str, InstanceStatus]]:
-        with self._lock:
-            return [(spec.slice, self._status_of(name)) for name, spec in self.desired.items()]
+        return [(spec.slice, self._status_of(name)) for name, spec in list(self.desired.items())]
 
     def _agent_gauges(self) -> dict[str, float]:
         hb = heartbeat(self.node)

@@ -224,3 +224,23 @@ def test_image_only_vnf_is_failed_by_the_local_driver_with_a_reason(agents: Make
     status = agent.converge([image_only, make_spec("ok", "broker", slice_="s2")])
     assert status["img"].state == "Failed" and "runs vnf.module" in status["img"].message
     assert status["ok"].state == "Running"
+
+
+def test_flavour_switch_moves_the_instance_between_agent_and_process(agents: MakeAgent) -> None:
+    agent = agents()
+    sink = Sink()
+    agent.on_sink(sink)
+    as_fnf = make_spec("sp", "stream_processor", {})
+    as_vnf = make_spec("sp", "stream_processor", {}, flavor="vnf")
+    agent.converge([as_fnf])
+    assert "sp" in agent.platform.instances
+    agent.converge([as_vnf])
+    wait_for(lambda: agent.status()["sp"].state == "Running" and agent.status()["sp"].flavor == "vnf")
+    assert "sp" not in agent.platform.instances and len(runners(agent.state_dir)) == 1
+    agent.plane.deliver(new_message("s1", "t", {"via": "vnf"}))
+    wait_for(lambda: agent.status()["sp"].counters.get("in") == 1, timeout=5)
+    agent.converge([as_fnf])
+    assert agent.status()["sp"].state == "Running" and "sp" in agent.platform.instances
+    wait_for(lambda: runners(agent.state_dir) == [])
+    agent.plane.deliver(new_message("s1", "t", {"via": "fnf"}))
+    wait_for(lambda: sink.payloads() == [{"via": "fnf"}])
