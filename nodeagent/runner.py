@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     while not stop.wait(1.0):
+        if args.spec_file and not args.spec_file.exists():
+            # Our record was removed (instance deleted while we were unreachable, or the agent's
+            # state wiped): nobody will ever adopt this process, so it must not linger.
+            log.warning("spec file %s is gone; stopping", args.spec_file)
+            break
         if args.status_file:
             inst = platform.instances[spec.name]
             c = inst.counters

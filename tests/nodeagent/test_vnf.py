@@ -244,3 +244,14 @@ def test_flavour_switch_moves_the_instance_between_agent_and_process(agents: Mak
     wait_for(lambda: runners(agent.state_dir) == [])
     agent.plane.deliver(new_message("s1", "t", {"via": "fnf"}))
     wait_for(lambda: sink.payloads() == [{"via": "fnf"}])
+
+
+def test_runner_whose_record_is_removed_stops_by_itself(agents: MakeAgent) -> None:
+    agent = agents()
+    agent.converge([make_spec("sp", "stream_processor", flavor="vnf")])
+    wait_for(lambda: agent.status()["sp"].state == "Running")
+    (proc,) = runners(agent.state_dir)
+    agent.stop(stop_vnfs=False)
+    (agent.state_dir / "vnf" / "sp" / "spec.json").unlink()
+    proc.wait(10)
+    assert not proc.is_running()
