@@ -105,7 +105,8 @@ class _Validator:
                 m.error(
                     ("metadata", "name"),
                     (
-                        f"duplicate: {previous.ref} is already defined at {previous.file}:{previous.line}; "
+                        f"duplicate: {previous.ref} is already defined at "
+                        f"{previous.file}:{previous.line_of(('metadata', 'name'))}; "
                         f"names must be unique per kind{' and namespace' if key[0] else ''}: rename one"
                     ),
                 )

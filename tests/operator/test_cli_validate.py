@@ -111,7 +111,7 @@ def test_the_same_objects_given_twice_are_duplicates(capsys: pytest.CaptureFixtu
     doc = json.loads(out)
     assert code == 1
     assert [e["message"].split(";")[0] for e in doc["errors"]] == [
-        f"duplicate: Slice/home-iot-protection is already defined at {DDOS / 'slice.yaml'}:3"
+        f"duplicate: Slice/home-iot-protection is already defined at {DDOS / 'slice.yaml'}:6"
     ]
 
 
