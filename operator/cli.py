@@ -202,6 +202,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     except (ValueError, GitSpecError) as exc:
         print(f"flyslice up: {exc}", file=sys.stderr)
         return 2
+    secret = os.environ.get("FLYSLICE_WEBHOOK_SECRET", "")
+    if args.webhook_addr and not secret:
+        print(
+            "flyslice up: --webhook-addr needs the shared secret in FLYSLICE_WEBHOOK_SECRET", file=sys.stderr
+        )
+        return 2
     opts = UpOptions(
         source=args.source,
         branch=args.branch,
@@ -211,7 +217,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         interval_s=interval,
         status_addr=args.status_addr,
         webhook_addr=args.webhook_addr,
-        webhook_secret=os.environ.get("FLYSLICE_WEBHOOK_SECRET", ""),
+        webhook_secret=secret,
         state_dir=args.state_dir or DEFAULT_STATE_DIR,
         mqtt=mqtt,
         view=not args.no_view,

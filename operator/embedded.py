@@ -57,12 +57,16 @@ class EmbeddedController:
         clock: Callable[[], float] = time.time,
         heartbeat_timeout_s: float = 30.0,
         solve_options: Any = None,
+        on_applied: Callable[[str, list[tuple[str, str, str]], list[ManifestError]], None] | None = None,
     ) -> None:
         self.source = source
         self._factory = runtime_factory
         self._clock = clock
         self._heartbeat_timeout_s = heartbeat_timeout_s
         self._solve_options = solve_options
+        #: Told (revision, objects applied, errors) after each new revision, e.g. to record it in
+        #: the GitSource status.
+        self._on_applied = on_applied
         self.state = ControllerState()
         self.catalog = Catalog()
         self.runtimes: dict[str, NodeRuntime] = {}
@@ -133,6 +137,8 @@ class EmbeddedController:
         self._validated = replace(result, catalog=catalog)
         self._revision = snap.revision
         self.source_status.errors = errors
+        if self._on_applied is not None:
+            self._on_applied(snap.revision, sorted(result.sources), errors)
         for e in errors:
             (log.info if e.severity == "note" else log.warning)("%s: %s", snap.revision, e)
 
@@ -219,7 +225,7 @@ class EmbeddedController:
                 {
                     "name": name,
                     "tier": spec.tier,
-                    "heartbeatAgeS": None if beat is None else round(now - beat, 3),
+                    "heartbeatAgeS": None if beat is None else round(max(0.0, now - beat), 3),
                     "load": n_obs.load if n_obs else None,
                 }
             )

@@ -73,6 +73,22 @@ def _slug(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _recorder(watcher: Any) -> Any:
+    """Record each applied revision, its objects and its errors in the git source's status."""
+    if watcher is None:
+        return None
+    from .git_inventory import object_key
+
+    def record(revision: str, keys: list[tuple[str, str, str]], errors: list[Any]) -> None:
+        watcher.source.mark_applied(
+            revision,
+            inventory=[object_key(kind, ns or None, name) for kind, ns, name in keys],
+            errors=[e.as_dict() for e in errors],
+        )
+
+    return record
+
+
 def all_ready(doc: dict[str, Any]) -> bool:
     return bool(doc["slices"]) and all(s["phase"] == "Ready" for s in doc["slices"])
 
@@ -80,7 +96,9 @@ def all_ready(doc: dict[str, Any]) -> bool:
 async def run_up(opts: UpOptions) -> int:
     source, watcher = build_source(opts)
     fleet = LocalAgentFleet(opts.state_dir / "agents", opts.mqtt)
-    controller = EmbeddedController(source, fleet, heartbeat_timeout_s=opts.heartbeat_timeout_s)
+    controller = EmbeddedController(
+        source, fleet, heartbeat_timeout_s=opts.heartbeat_timeout_s, on_applied=_recorder(watcher)
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -104,7 +122,7 @@ async def run_up(opts: UpOptions) -> int:
 
             host, port = parse_addr(opts.webhook_addr)
             receiver = WebhookReceiver(host, port)
-            receiver.register("up", opts.webhook_secret or "flyslice", watcher.handle_push)
+            receiver.register("up", opts.webhook_secret, watcher.handle_push)
             receiver.port = await receiver.start()
             print(f"flyslice: webhook on {receiver.url('up')}", file=sys.stderr)
     interval = 1.0 if watcher is None else 0.5
