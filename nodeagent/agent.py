@@ -326,6 +326,8 @@ class Agent:
         if inst is not None:
             c = inst.counters
             base.state = str(inst.lifecycle.state)
+            if inst.pending_update and inst.running:
+                base.state = str(State.UPDATING)
             base.message = inst.lifecycle.message
             base.counters = c.as_dict()
             base.latency_ms = c.latency_ms

@@ -65,6 +65,8 @@ class HostedNF:
         self.next_memory_check = 0.0
         self._consecutive_errors = 0
         self._hop_name = spec.name
+        #: Set while a new version is being loaded to replace this one.
+        self.pending_update = ""
 
     @property
     def running(self) -> bool:

@@ -148,7 +148,13 @@ class ModularPlatform:
         old = self._get(spec.name)
         if spec.slice != old.slice:
             raise PlatformError(f"instance {spec.name}: cannot move between slices in an update")
-        new = self._build(spec)  # raises before touching the running version
+        # The old version keeps processing while the new one loads and configures (which may be slow);
+        # status shows Updating meanwhile.
+        old.pending_update = spec.digest or spec.module
+        try:
+            new = self._build(spec)  # raises before touching the running version
+        finally:
+            old.pending_update = ""
         worker = self._worker(old)
         self._bind_timers(worker, new)
 

@@ -311,3 +311,25 @@ def test_tcp_ingress_counts_bad_lines_and_keeps_the_connection(agents: MakeAgent
         wait_for(lambda: len(sink.messages) == 2)
     assert agent.ingress.errors == 2 and agent.ingress.received == 2
     assert "'slice'" in agent.ingress.last_error
+
+
+def test_status_shows_updating_while_the_new_version_loads(agents: MakeAgent, tmp_path: Path) -> None:
+    import threading
+
+    slow = tmp_path / "slow_configure.py"
+    slow.write_text(
+        "import time\nfrom flyslice.nodeagent.sdk import NetworkFunction\n"
+        "class NF(NetworkFunction):\n    def configure(self, config):\n        time.sleep(0.5)\n"
+    )
+    agent = agents(resync_s=60)
+    agent.converge([make_spec("x", "broker")])
+    sink = Sink()
+    agent.on_sink(sink)
+    t = threading.Thread(target=agent.converge, args=([make_spec("x", f"file:{slow}")],))
+    t.start()
+    wait_for(lambda: agent.status()["x"].state == "Updating", timeout=5)
+    agent.plane.deliver(new_message("s1", "t", "during"))  # the old version still serves
+    wait_for(lambda: sink.payloads() == ["during"])
+    t.join(10)
+    assert agent.status()["x"].state == "Running"
+    assert agent.platform.instances["x"].spec.module == f"file:{slow}"
