@@ -12,6 +12,7 @@ from functools import cache
 from typing import Any
 
 import celpy
+from celpy.adapter import json_to_cel
 
 from flyslice.crds import openapi_schema
 
@@ -44,7 +45,7 @@ def cel_errors(manifest: Manifest) -> list[ManifestError]:
     errors = []
     for path, rule, value in _rules(openapi_schema(manifest.kind), manifest.data, ()):
         try:
-            ok = _program(rule["rule"]).evaluate({"self": celpy.json_to_cel(value)})
+            ok = _program(rule["rule"]).evaluate({"self": json_to_cel(value)})
         except Exception as exc:
             errors.append(
                 manifest.error(path, f"could not evaluate rule {rule['rule']!r}: {exc}", severity="note")

@@ -51,8 +51,8 @@ def plan(
     current = current or {}
     demands: list[SliceDemand] = []
     chosen: dict[str, tuple[SliceSpec, NetworkServiceSpec | None, str]] = {}
-    for key in sorted(catalog.slices):
-        s = catalog.slices[key]
+    for object_key in sorted(catalog.slices):
+        s = catalog.slices[object_key]
         choice = service_choice.choose(catalog, s)
         reason = choice.reason
         if choice.service is not None:

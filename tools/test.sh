@@ -27,5 +27,9 @@ fi
 
 ruff check .
 ruff format --check crds operator solver nodeagent benchmarks tools tests
-mypy solver crds operator/catalog.py operator/errors.py operator/planning.py
+# mypy --strict on the pure solver and on the control plane's public modules.
+mypy solver crds operator/catalog.py operator/errors.py operator/planning.py operator/reconcile.py \
+  operator/actions.py operator/expansion.py operator/service_choice.py operator/embedded.py \
+  operator/validation.py operator/manifests.py operator/plan_format.py operator/sources.py \
+  operator/cel_rules.py operator/up.py operator/agent_runtime.py operator/status_api.py
 python3 -m pytest "$@"
