@@ -213,3 +213,73 @@ class ClusterAgent:
 
     def instances(self) -> Sequence[str]:
         return sorted(self.agent.desired)
+
+
+def api_client_for(kubeconfig: str | None = None) -> Any:
+    """API credentials: this kubeconfig, else the in-cluster service account, else ~/.kube/config."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    if kubeconfig:
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)  # type: ignore[no-untyped-call]
+    else:
+        try:
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    return client.ApiClient(cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flyslice.nodeagent.kube_agent --node gw-1 --state-dir DIR [--kubeconfig FILE]``"""
+    import argparse
+    import signal
+    from pathlib import Path
+
+    from .modules import load_public_key
+
+    p = argparse.ArgumentParser(prog="flyslice agent --kube", description="flyslice node agent, cluster mode")
+    p.add_argument("--kube", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--node", required=True, help="EdgeNode name this agent serves")
+    p.add_argument("--state-dir", type=Path, required=True, help="desired-state cache")
+    p.add_argument(
+        "--kubeconfig", default=None, help="API credentials (default: in-cluster, then ~/.kube/config)"
+    )
+    p.add_argument("--namespace", default=None, help="read NFInstances of this namespace only (default: all)")
+    p.add_argument("--pod-namespace", default="flyslice-system", help="namespace of this node's VNF pods")
+    p.add_argument("--no-pods", action="store_true", help="fNF-only gateway: never create VNF pods")
+    p.add_argument("--kubernetes-node", default=None, help="Node VNF pods are pinned to (default: --node)")
+    p.add_argument("--listen", default="0.0.0.0:7000", help="data-plane TCP host:port")
+    p.add_argument("--http", default=None, help="telemetry/ingress HTTP host:port")
+    p.add_argument("--peer", action="append", default=[], help="node=host:port of another agent")
+    p.add_argument("--mqtt", default=None, help="host:port of the MQTT broker devices publish to")
+    p.add_argument("--trusted-key", action="append", default=[], help="ed25519 public key (PEM file)")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between full syncs (changes wake it)")
+    p.add_argument("--heartbeat", type=float, default=10.0, help="seconds between EdgeNode heartbeats")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    mqtt = None
+    if args.mqtt:
+        host, _, port = args.mqtt.rpartition(":")
+        mqtt = (host, int(port))
+    config = AgentConfig(
+        node=args.node, state_dir=args.state_dir, listen=args.listen, http_listen=args.http,
+        peers=dict(item.split("=", 1) for item in args.peer), mqtt=mqtt,
+        trusted_keys=[load_public_key(Path(k).read_bytes()) for k in args.trusted_key],
+    )  # fmt: skip
+    agent = ClusterAgent(
+        config, api_client_for(args.kubeconfig), pod_namespace=None if args.no_pods else args.pod_namespace,
+        instance_namespace=args.namespace, kubernetes_node=args.kubernetes_node, heartbeat_s=args.heartbeat,
+    )  # fmt: skip
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        agent.run(stop, args.interval)
+    finally:
+        agent.stop(stop_vnfs=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

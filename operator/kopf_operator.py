@@ -387,8 +387,9 @@ def kopf_login(kubeconfig: str | None) -> Callable[..., kopf.ConnectionInfo]:
         from .cluster import api_client_for
 
         cfg = api_client_for(kubeconfig).configuration
-        token = (cfg.api_key or {}).get("authorization", "") or ""
-        token = token[len("Bearer ") :] if token.startswith("Bearer ") else token
+        # The kubernetes client keeps the token under 'BearerToken' (newer) or 'authorization' (older).
+        token = cfg.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
+        token = token.split(" ", 1)[1] if token.lower().startswith("bearer ") else token
         return kopf.ConnectionInfo(
             server=cfg.host,
             ca_path=cfg.ssl_ca_cert,
