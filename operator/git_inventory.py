@@ -122,7 +122,8 @@ def broken_in(errors: Iterable[_Finding], root: Path) -> tuple[set[str], set[str
     for e in errors:
         if e.severity != "error":
             continue
-        if e.object:
+        # An object the loader could not name ("Slice/<no name>", a YAML syntax error) breaks its file.
+        if e.object and "<" not in e.object:
             try:
                 objects.add(error_object_key(e.object))
             except ValueError:
