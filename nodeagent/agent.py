@@ -244,6 +244,12 @@ class Agent:
         obs = self.vnf.observe(spec.name)
         if obs is not None and obs.state == "Failed" and not self._retry_due(spec):
             return
+        healthy = obs is not None and obs.state in ("Running", "Installing")
+        if cur is not None and cur.fingerprint == spec.fingerprint and healthy:
+            # Already converged: skip ensure, which for the pod driver is an API round trip.
+            if obs is not None and obs.address and self.plane.vnf_addresses.get(spec.name) != obs.address:
+                self.plane.set_topology(spec.name, spec.slice, spec.next_hops, vnf_address=obs.address)
+            return
         if obs is not None and obs.state == "Failed":
             self._schedule_retry(spec)
             self.vnf.remove(spec.name)
