@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from .agent import Agent, AgentConfig
+from .gctune import tune_for_data_plane
 from .modules import load_public_key
 from .sources import FileSource
 
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         mqtt=mqtt, trusted_keys=[load_public_key(Path(k).read_bytes()) for k in args.trusted_key],
     )  # fmt: skip
     agent = Agent(config)
+    tune_for_data_plane()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -71,6 +71,15 @@ def check_envelope(obj: Any, *, default_slice: str | None = None) -> Message:
     return obj
 
 
+def device_envelope(obj: Any, *, default_slice: str | None = None) -> Message:
+    """An envelope from a device (MQTT, HTTP): checked, and without ``to``, so that a device always
+    enters its slice at the entry instances and can never skip one (a firewall, say)."""
+    msg = check_envelope(obj, default_slice=default_slice)
+    msg.pop("to", None)
+    msg.pop("route", None)
+    return msg
+
+
 def e2e_latency_ns(msg: Message, now_ns: int | None = None) -> int:
     """Time since the message entered the first agent."""
     return (now_ns if now_ns is not None else time.time_ns()) - int(msg["trace"]["t0"])

@@ -15,7 +15,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from .message import EnvelopeError, Message, check_envelope, new_message
+from .message import EnvelopeError, Message, device_envelope, new_message
 
 log = logging.getLogger("flyslice.nodeagent.mqtt")
 
@@ -70,7 +70,7 @@ class MqttIngress:
             payload = m.payload.decode(errors="replace")
         try:
             if topic == "$envelope":
-                msg = check_envelope(payload, default_slice=slice_)
+                msg = device_envelope(payload, default_slice=slice_)
                 msg["slice"] = slice_  # the topic decides the slice: no crossing into another slice
             else:
                 msg = new_message(slice_, topic, payload)

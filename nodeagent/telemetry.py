@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .message import EnvelopeError, Message, check_envelope
+from .message import EnvelopeError, Message, device_envelope
 from .spec import InstanceStatus
 from .transport import parse_address
 
@@ -106,14 +106,20 @@ class TelemetryServer:
                 if self.path.split("?", 1)[0] != "/ingress" or outer.deliver is None:
                     self._json(404, {"error": f"no such endpoint {self.path}"})
                     return
-                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if length < 0:
+                    self._json(400, {"error": "bad Content-Length"})
+                    return
                 if length > 8 * 2**20:
                     self._json(413, {"error": "body over 8 MiB"})
                     return
                 try:
                     body = json.loads(self.rfile.read(length) or b"null")
                     items = body if isinstance(body, list) else [body]
-                    msgs = [check_envelope(m) for m in items]
+                    msgs = [device_envelope(m) for m in items]
                 except (ValueError, EnvelopeError) as exc:
                     self._json(400, {"error": f"bad ingress body: {exc}"})
                     return

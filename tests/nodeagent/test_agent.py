@@ -213,6 +213,12 @@ def test_http_ingress_health_metrics_and_status(agents: MakeAgent) -> None:
     assert post(b"{not json")[0] == 400
     code, body = post(json.dumps({"topic": "t"}).encode())
     assert code == 400 and "'slice'" in body["error"]
+    agent.converge([*chain(), make_spec("guard", "firewall", {"default": "drop"}, ["inner"], slice_="s9"),
+                    make_spec("inner", "broker", slice_="s9")])  # fmt: skip
+    code, body = post(json.dumps({"slice": "s9", "to": "inner", "payload": "sneaky"}).encode())
+    assert code == 202  # accepted, but at the slice's entry: the guard drops it
+    wait_for(lambda: agent.platform.instances["guard"].nf.denied == 1)
+    assert agent.platform.instances["inner"].counters.in_ == 0
     code, body = post(json.dumps({"slice": "nobody", "payload": 1}).encode())
     assert code == 503 and body["dropped"] == 1
     wait_for(lambda: len(sink.messages) == 3)
