@@ -126,19 +126,19 @@ def _explain(err: jsonschema.ValidationError, typos: set[tuple[PathKey, str]]) -
             and len(schema.get("required", [])) == 1
         ):
             hint = f": write it as {{{schema['required'][0]}: {value}}}"
-        return [(path, f"must be {wanted}, got {_describe(value)}{hint}")]
+        return [(path, f"must be {wanted}, got {describe_value(value)}{hint}")]
     if v == "enum":
         options = ", ".join(str(o) for o in err.validator_value)
         guess = difflib.get_close_matches(str(value), [str(o) for o in err.validator_value], n=1)
         hint = f"; did you mean {guess[0]!r}?" if guess and guess[0] != str(value) else ""
-        return [(path, f"must be one of {options}; got {_describe(value)}{hint}")]
+        return [(path, f"must be one of {options}; got {describe_value(value)}{hint}")]
     if v == "pattern":
         return [(path, _pattern_message(path, value, str(err.validator_value)))]
     if v == "anyOf" and schema.get("x-kubernetes-int-or-string"):
         hint = ""
         if isinstance(value, float):
             hint = f': Kubernetes takes whole numbers or strings here, so quote it: "{value}"'
-        return [(path, f"must be {QUANTITY_EXAMPLES}, got {_describe(value)}{hint}")]
+        return [(path, f"must be {QUANTITY_EXAMPLES}, got {describe_value(value)}{hint}")]
     if v in ("minimum", "maximum"):
         return [(path, _bounds_message(field, schema, value))]
     if v in ("exclusiveMinimum", "exclusiveMaximum") and isinstance(err.validator_value, int | float):
@@ -278,7 +278,8 @@ def _article(t: str) -> str:
     }.get(t, t)
 
 
-def _describe(value: Any) -> str:
+def describe_value(value: Any) -> str:
+    """A value as the user wrote it in YAML, with its type, for 'got ...' in messages."""
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, dict):

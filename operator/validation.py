@@ -36,7 +36,7 @@ from .cel_rules import cel_errors
 from .errors import ManifestError
 from .manifests import Manifest, format_path, load_paths
 from .quantities import QUANTITY_EXAMPLES, QuantityError, cpu_millis, memory_bytes, parse_duration
-from .schema_check import explain_error, schema_errors
+from .schema_check import describe_value, explain_error, schema_errors
 from .service_choice import candidates
 
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -121,7 +121,7 @@ class _Validator:
         ok = True
         for field, value in (("apiVersion", api_version), ("kind", kind)):
             if value is not None and not isinstance(value, str):
-                self.errors.append(m.error((field,), f"must be a string, got {_yaml_value(value)}"))
+                self.errors.append(m.error((field,), f"must be a string, got {describe_value(value)}"))
                 ok = False
         if not ok:
             return False
@@ -209,7 +209,7 @@ class _Validator:
             return False
         if not isinstance(meta, dict):
             self.errors.append(
-                m.error(("metadata",), f"must be a mapping with a name, got {_yaml_value(meta)}")
+                m.error(("metadata",), f"must be a mapping with a name, got {describe_value(meta)}")
             )
             return False
         name = meta.get("name")
@@ -222,7 +222,7 @@ class _Validator:
             self.errors.append(
                 m.error(
                     ("metadata", "name"),
-                    f'must be a string, got {_yaml_value(name)}: quote it, e.g. name: "{name}"',
+                    f'must be a string, got {describe_value(name)}: quote it, e.g. name: "{name}"',
                 )
             )
             return False
@@ -805,7 +805,7 @@ class _Validator:
                 self.errors.append(
                     m.error(
                         path,
-                        f"must be a mapping of config fields for role {role_name!r}, got {_yaml_value(override)}",
+                        f"must be a mapping of config fields for role {role_name!r}, got {describe_value(override)}",
                     )
                 )
                 continue
@@ -902,20 +902,3 @@ def _kind_from_spec(spec: Any) -> str:
         if set(spec) <= set(openapi_schema(kind)["properties"]["spec"].get("properties", {}))
     ]
     return fitting[0] if len(fitting) == 1 else ""
-
-
-def _yaml_value(value: Any) -> str:
-    """A value as the user wrote it in YAML, with its type, for 'got ...' in messages."""
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, int | float):
-        return f"number {value!r}"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    return f"{type(value).__name__} {value!s}"
