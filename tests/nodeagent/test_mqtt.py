@@ -47,7 +47,7 @@ def test_sensor_messages_enter_the_slice_chain(agents: Callable[..., Agent], mos
         client.publish("flyslice/s1/sensors/gw1/raw", b"not json", qos=1).wait_for_publish(5)
         client.publish(
             "flyslice/s1/$envelope",
-            json.dumps({"slice": "s9", "topic": "sensors/x", "payload": {"temp": 5}}),
+            json.dumps({"slice": "s9", "to": "sp", "topic": "sensors/x", "payload": {"temp": 5}}),
             qos=1,
         ).wait_for_publish(5)
         client.publish("flyslice/nowhere/sensors/t", json.dumps({"temp": 1}), qos=1).wait_for_publish(5)
@@ -59,6 +59,7 @@ def test_sensor_messages_enter_the_slice_chain(agents: Callable[..., Agent], mos
     assert [m["payload"]["temp"] for m in sink.messages] == [21.5, 30, 5]
     assert all(m["slice"] == "s1" for m in sink.messages)  # an envelope cannot jump into another slice
     assert agent.platform.instances["fw"].nf.denied == 1  # other/topic
+    assert agent.platform.instances["fw"].counters.in_ == 6  # the envelope's "to" could not skip the firewall
     sp = agent.platform.instances["sp"].counters
     assert (sp.in_, sp.out) == (5, 3)  # -3 and the raw (non-JSON, kept as a string) payload filtered
     assert agent.plane.unroutable == 1 and agent.mqtt.dropped == 1  # type: ignore[union-attr]
