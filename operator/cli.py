@@ -72,6 +72,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, default=None, help="agents' caches and git mirrors")
     p.add_argument("--mqtt", default=None, metavar="HOST:PORT", help="MQTT broker the devices publish to")
     p.add_argument("--heartbeat-timeout", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument(
+        "--trust-gpg-key",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="apply only commits signed by this GPG public key (repeatable)",
+    )
+    p.add_argument(
+        "--trust-ssh-signers",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="apply only commits signed by a key of this SSH allowed-signers file",
+    )
     p.add_argument("--no-view", action="store_true", help="no live terminal view")
     p.add_argument(
         "--exit-when-ready",
@@ -122,6 +137,21 @@ def _parser() -> argparse.ArgumentParser:
         "--identity", default=None, help="leader-election identity (default: pod/host name + random)"
     )
     p.add_argument("--heartbeat-timeout", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument(
+        "--trust-gpg-key",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="apply only commits signed by this GPG public key (repeatable)",
+    )
+    p.add_argument(
+        "--trust-ssh-signers",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="apply only commits signed by a key of this SSH allowed-signers file",
+    )
     p.add_argument(
         "--resync", type=float, default=10.0, metavar="SECONDS", help="pass interval without changes"
     )
@@ -223,8 +253,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         view=not args.no_view,
         exit_when_ready_s=args.exit_when_ready,
         heartbeat_timeout_s=args.heartbeat_timeout,
+        trusted_gpg_keys=tuple(args.trust_gpg_key),
+        trusted_ssh_signers=args.trust_ssh_signers,
     )
-    return asyncio.run(run_up(opts))
+    try:
+        return asyncio.run(run_up(opts))
+    except GitSpecError as exc:
+        print(f"flyslice up: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -41,6 +41,9 @@ class UpOptions:
     #: Exit 0 once every slice is Ready (1 on timeout); None = run until interrupted.
     exit_when_ready_s: float | None = None
     heartbeat_timeout_s: float = 30.0
+    #: Apply only commits signed by one of these keys (GPG public key files / an SSH allowed-signers file).
+    trusted_gpg_keys: tuple[Path, ...] = ()
+    trusted_ssh_signers: Path | None = None
 
 
 def is_git_source(source: str) -> bool:
@@ -51,7 +54,7 @@ def build_source(opts: UpOptions) -> tuple[DesiredSource, Any]:
     """A plain directory source, or a git source with its fetch loop (second item, else None)."""
     if not is_git_source(opts.source):
         return DirectorySource(Path(opts.source)), None
-    from .git_spec import GitRef, GitSourceSpec
+    from .git_spec import GitRef, GitSourceSpec, SignaturePolicy
     from .git_watch import SourceWatcher
     from .gitsource import GitSource
 
@@ -61,7 +64,12 @@ def build_source(opts: UpOptions) -> tuple[DesiredSource, Any]:
         ref = GitRef("commit", opts.commit)
     else:
         ref = GitRef("branch", opts.branch or "main")
-    spec = GitSourceSpec(url=opts.source, ref=ref, path=opts.path, interval_s=opts.interval_s or 60.0)
+    verify = SignaturePolicy()
+    if opts.trusted_gpg_keys or opts.trusted_ssh_signers:
+        verify = SignaturePolicy.from_files("required", opts.trusted_gpg_keys, opts.trusted_ssh_signers)
+    spec = GitSourceSpec(
+        url=opts.source, ref=ref, path=opts.path, interval_s=opts.interval_s or 60.0, verify=verify
+    )
     cache = opts.state_dir / "git" / _slug(opts.source)
     watcher = SourceWatcher(GitSource(spec, cache))
     return watcher, watcher

@@ -121,3 +121,26 @@ def test_up_exit_when_ready_and_bad_arguments(tmp_path):
         env={"PATH": __import__("os").environ["PATH"]},
     )
     assert hook.returncode == 2 and "FLYSLICE_WEBHOOK_SECRET" in hook.stderr
+
+
+def test_up_refuses_unreadable_trusted_keys(tmp_path):
+    repo = tmp_path / "repo.git"
+    out = subprocess.run(
+        [
+            "flyslice",
+            "up",
+            f"file://{repo}",
+            "--trust-gpg-key",
+            str(tmp_path / "missing.asc"),
+            "--no-view",
+            "--status-addr",
+            "127.0.0.1:0",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert f"cannot read trusted keys {tmp_path / 'missing.asc'}" in out.stderr
