@@ -1,0 +1,123 @@
+"""A GitSource object syncs a real git repository (file://) into the cluster with the GitOps engine:
+valid objects applied, per-object errors in its status, pruning limited to what it created."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubeenv
+import pytest
+import yaml
+
+from .operator_harness import (
+    OperatorProcess,
+    kubectl_items,
+    operator_kubeconfig,
+    operators,
+    wait_for,
+    wildfire_docs,
+)
+
+pytestmark = [pytest.mark.kube, pytest.mark.timeout(120)]
+
+BAD_SLICE = """\
+apiVersion: flyslice.io/v1alpha1
+kind: Slice
+metadata:
+  name: bad
+spec:
+  services: [data-collection]
+  qos:
+    maxLatencyMs: fast
+  attachments:
+    - node: nowhere
+"""
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        cwd=repo, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def _write(repo: Path, name: str, docs: list[dict[str, Any]]) -> None:
+    (repo / name).write_text("---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs))
+
+
+def _status(env: kubeenv.KubeEnv, ns: str) -> dict[str, Any]:
+    status: dict[str, Any] = env.kubectl_json("-n", ns, "get", "gitsource", "lab").get("status", {})
+    return status
+
+
+def test_gitsource_applies_valid_objects_reports_errors_and_prunes_only_its_own(
+    kube_env: kubeenv.KubeEnv, crds_installed: list[str], namespace: str, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    docs = wildfire_docs(namespace)
+    _write(repo, "nodes.yaml", [d for d in docs if d["kind"] == "EdgeNode"])
+    _write(repo, "catalog.yaml", [d for d in docs if d["kind"] in ("NFPackage", "NetworkService")])
+    _write(repo, "slice.yaml", [d for d in docs if d["kind"] == "Slice"])
+    (repo / "bad.yaml").write_text(BAD_SLICE)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "lab")
+    first = _git(repo, "rev-parse", "HEAD")
+    # Made by hand, not from git: pruning must never touch it.
+    handmade = next(d for d in docs if d["kind"] == "NFPackage")
+    handmade = {**handmade, "metadata": {"name": "handmade"}}
+    kube_env.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(handmade))
+    source = {
+        "apiVersion": "flyslice.io/v1alpha1",
+        "kind": "GitSource",
+        "metadata": {"name": "lab"},
+        "spec": {"url": f"file://{repo}", "ref": {"branch": "main"}, "interval": "1s", "prune": True},
+    }
+    kube_env.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(source))
+
+    op = OperatorProcess(
+        operator_kubeconfig(kube_env), namespace, tmp_path, identity="git", lease_name=f"lease-{namespace}"
+    )
+    with operators(op):
+        status = wait_for(
+            lambda: (s := _status(kube_env, namespace)).get("lastAppliedRevision") == first and s,
+            60,
+            "first revision applied",
+        )
+        (error,) = status["errors"]
+        assert (error["file"], error["object"], error["path"]) == (
+            "bad.yaml",
+            f"Slice/{namespace}/bad",
+            "spec.qos.maxLatencyMs",
+        )
+        assert error["line"] == 8
+        assert "Slice/" + namespace + "/wildfire" in status["inventory"]
+        assert f"EdgeNode/{namespace}-gw-1" in status["inventory"]
+        assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+        wildfire = kube_env.kubectl_json("-n", namespace, "get", "slice", "wildfire")
+        assert wildfire["metadata"]["labels"]["flyslice.io/gitsource"] == f"{namespace}.lab"
+        assert wildfire["metadata"]["annotations"]["flyslice.io/revision"] == first
+        assert kube_env.kubectl("-n", namespace, "get", "slice", "bad", check=False).returncode != 0
+        # The synced objects are reconciled like any other: the slice is placed.
+        wait_for(lambda: len(kubectl_items(kube_env, namespace, "nfinstances")) == 9, 30, "9 NFInstances")
+
+        (repo / "slice.yaml").unlink()
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-q", "-m", "retire the slice")
+        second = _git(repo, "rev-parse", "HEAD")
+        status = wait_for(
+            lambda: (s := _status(kube_env, namespace)).get("lastAppliedRevision") == second and s,
+            30,
+            "second revision",
+        )
+        assert f"Slice/{namespace}/wildfire" not in status["inventory"]
+        wait_for(
+            lambda: kube_env.kubectl("-n", namespace, "get", "slice", "wildfire", check=False).returncode != 0,
+            30, "the pruned slice to go (after its teardown)",
+        )  # fmt: skip
+        wait_for(lambda: not kubectl_items(kube_env, namespace, "nfinstances"), 20, "its NFInstances to go")
+        assert kube_env.kubectl("-n", namespace, "get", "nfpackage", "handmade", check=False).returncode == 0
+        assert kube_env.kubectl("-n", namespace, "get", "nfpackage", "broker", check=False).returncode == 0
