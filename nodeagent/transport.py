@@ -22,6 +22,7 @@ from .message import EnvelopeError, Message, check_envelope
 log = logging.getLogger("flyslice.nodeagent.transport")
 
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_loads = json.JSONDecoder().decode
 MAX_LINE = 16 * 2**20  # one message may not exceed 16 MiB
 
 
@@ -60,7 +61,7 @@ class TcpSender(Sender):
                 msgs = self.queue.get_batch(self.batch, 0.2)
                 if not msgs:
                     continue
-                pending = b"".join([_dumps(m).encode() + b"\n" for m in msgs])
+                pending = ("\n".join(map(_dumps, msgs)) + "\n").encode()
                 count = len(msgs)
             if sock is None:
                 try:
@@ -120,11 +121,13 @@ class _Handler(socketserver.StreamRequestHandler):
                 )
                 return
             msgs = []
+            loads = _loads
             for line in lines:
                 if not line.strip():
                     continue
                 try:
-                    msgs.append(check_envelope(json.loads(line)))
+                    # str parses faster than bytes; invalid UTF-8 is a ValueError like bad JSON
+                    msgs.append(check_envelope(loads(line.decode())))
                 except (ValueError, EnvelopeError) as exc:
                     ingress.errors += 1
                     ingress.last_error = f"{self.client_address[0]}: {exc}"
