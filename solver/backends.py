@@ -32,6 +32,9 @@ class SolveOutcome:
     gap: float | None
     seconds: float
     solver: str
+    #: The incumbent's objective and the proven lower bound, as the model states them.
+    objective: float | None = None
+    bound: float | None = None
 
 
 def highs_available() -> bool:
@@ -45,12 +48,15 @@ def solve(prob: pulp.LpProblem, options: SolveOptions, warm_start: bool) -> Solv
             raise RuntimeError(
                 "SolveOptions.solver='highs' but highspy is not installed (pip install highspy)"
             )
-        kind, gap = _solve_highs(prob, options, warm_start)
+        kind, gap, bound = _solve_highs(prob, options, warm_start)
         name = "HiGHS"
     else:
-        kind, gap = _solve_cbc(prob, options, warm_start)
+        kind, gap, bound = _solve_cbc(prob, options, warm_start)
         name = "CBC"
-    return SolveOutcome(kind, gap, time.perf_counter() - start, name)
+    objective = pulp.value(prob.objective) if kind != "none" else None
+    return SolveOutcome(
+        kind, gap, time.perf_counter() - start, name, None if objective is None else float(objective), bound
+    )
 
 
 def _incumbent_kind(prob: pulp.LpProblem) -> str:
@@ -80,7 +86,9 @@ class _WarmHiGHS(pulp.HiGHS):  # type: ignore[misc]
         lp.solverModel.run()
 
 
-def _solve_highs(prob: pulp.LpProblem, options: SolveOptions, warm_start: bool) -> tuple[str, float | None]:
+def _solve_highs(
+    prob: pulp.LpProblem, options: SolveOptions, warm_start: bool
+) -> tuple[str, float | None, float | None]:
     solver = _WarmHiGHS(
         msg=False, timeLimit=options.time_limit_s, gapRel=options.gap_rel, threads=options.threads
     )
@@ -90,14 +98,16 @@ def _solve_highs(prob: pulp.LpProblem, options: SolveOptions, warm_start: bool) 
     _run_highs(solver, prob)
     kind = _incumbent_kind(prob)
     if kind == "none":
-        return kind, None
+        return kind, None, None
     info: Any = prob.solverModel.getInfo()
     objective = float(info.objective_function_value)
-    bound = float(info.mip_dual_bound)
-    gap = _relative_gap(objective, bound) if abs(bound) < 1e300 else None
+    bound: float | None = float(info.mip_dual_bound)
+    if bound is not None and abs(bound) >= 1e300:
+        bound = objective if kind == "optimal" else None
+    gap = _relative_gap(objective, bound) if bound is not None else None
     if kind == "optimal" and gap is not None and gap > options.gap_rel + 1e-9:
         kind = "feasible"
-    return kind, gap
+    return kind, gap, bound
 
 
 def _run_highs(solver: _WarmHiGHS, prob: pulp.LpProblem) -> None:
@@ -114,7 +124,9 @@ def _run_highs(solver: _WarmHiGHS, prob: pulp.LpProblem) -> None:
 _LOG_NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 
 
-def _solve_cbc(prob: pulp.LpProblem, options: SolveOptions, warm_start: bool) -> tuple[str, float | None]:
+def _solve_cbc(
+    prob: pulp.LpProblem, options: SolveOptions, warm_start: bool
+) -> tuple[str, float | None, float | None]:
     with warnings.catch_warnings():
         # PuLP 3.3 flags the bundled CBC as deprecated for 4.0; it is still the bundled solver.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -136,19 +148,24 @@ def _solve_cbc(prob: pulp.LpProblem, options: SolveOptions, warm_start: bool) ->
         solver.delete_tmp_files(log_path)
     kind = _incumbent_kind(prob)
     if kind == "none":
-        return kind, None
+        return kind, None, None
     obj = re.search(r"^Objective value:\s+" + _LOG_NUMBER, log, re.M)
     bound = re.search(r"^Lower bound:\s+" + _LOG_NUMBER, log, re.M)
     stopped_early = re.search(r"^Result - Stopped", log, re.M) is not None
+    value = pulp.value(prob.objective)
+    lower: float | None = None
     if obj and bound:
-        gap: float | None = _relative_gap(float(obj.group(1)), float(bound.group(1)))
-    elif kind == "optimal" and not stopped_early:
-        gap = 0.0
-    else:
-        gap = None
+        lower = float(bound.group(1))
+    elif kind == "optimal" and not stopped_early and value is not None:
+        lower = float(value)
+    gap = (
+        _relative_gap(float(obj.group(1)) if obj else float(value or 0.0), lower)
+        if lower is not None
+        else None
+    )
     if stopped_early and (gap is None or gap > options.gap_rel + 1e-9):
         kind = "feasible"
-    return kind, gap
+    return kind, gap, lower
 
 
 def _read_text(path: str) -> str:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from functools import partial
 
-from .candidates import Option, fitting, static_options
+from .candidates import flavor_allowed, tier_allowed
 from .distances import Distances
-from .evaluation import slice_usage, violations
+from .evaluation import violations
 from .model import Assignment, Flavor, Host, Problem, Resources, SliceDemand, Tier
 
 #: Toward the cloud: the fallback order when two hosts are equally close to the user.
@@ -45,37 +44,65 @@ def user_anchors(s: SliceDemand) -> dict[str, list[str]]:
 
 
 def _closeness(
-    o: Option, users: list[str], hosts: Mapping[str, Host], dist: Distances
+    host: Host, flavor: Flavor, users: tuple[str, ...], dist: Distances
 ) -> tuple[float, int, int, float]:
     """Closest to the user first; then toward the cloud; then the lighter flavour; then the cheaper host."""
-    far = sum(dist.get(u, o.host) for u in users)
-    lighter = 0 if o.flavor is Flavor.FNF else 1
-    return (far, _TIER_ORDER[hosts[o.host].tier], lighter, hosts[o.host].cost)
+    far = sum(dist.row(u).get(host.name, dist.cap) for u in users)
+    lighter = 0 if flavor is Flavor.FNF else 1
+    return (far, _TIER_ORDER[host.tier], lighter, host.cost)
+
+
+#: Sorted (host, flavour) preference lists, shared by NFs with the same users and eligibility.
+Preferences = dict[tuple[object, ...], list[tuple[Host, Flavor]]]
+
+
+def _preference(
+    problem: Problem, s: SliceDemand, nf_id: str, users: tuple[str, ...], dist: Distances, cache: Preferences
+) -> list[tuple[Host, Flavor]]:
+    nf = s.nf_by_id[nf_id]
+    key = (users, nf.allowed_tiers, tuple(nf.flavors), s.isolation_required)
+    found = cache.get(key)
+    if found is None:
+        pairs = [
+            (h, f)
+            for h in problem.topology.hosts
+            for f in nf.flavors
+            if tier_allowed(nf, h) and flavor_allowed(s, h, f)
+        ]
+        found = cache[key] = sorted(pairs, key=lambda hf: _closeness(hf[0], hf[1], users, dist))
+    return found
 
 
 def greedy_slice(
-    problem: Problem, s: SliceDemand, free: dict[str, Resources], dist: Distances
+    problem: Problem,
+    s: SliceDemand,
+    free: dict[str, Resources],
+    dist: Distances,
+    cache: Preferences | None = None,
 ) -> tuple[dict[str, Assignment] | None, str]:
     """Place one slice greedily into ``free`` (updated in place when it is admitted)."""
-    hosts = problem.topology.host_by_name
+    cache = {} if cache is None else cache
     anchors = user_anchors(s)
-    left = dict(free)
+    used: dict[str, Resources] = {}
     chosen: dict[str, Assignment] = {}
     for nf_id in nf_order(s):
         nf = s.nf_by_id[nf_id]
-        opts = fitting(static_options(s, nf, problem.topology), left)
-        if not opts:
+        users = tuple(anchors.get(nf_id, ()))
+        pick = None
+        for host, flavor in _preference(problem, s, nf_id, users, dist, cache):
+            need = nf.flavors[flavor].resources
+            if (used.get(host.name, Resources()) + need).fits_in(free[host.name]):
+                pick = (host.name, flavor, need)
+                break
+        if pick is None:
             return None, f"baseline: no host with room and a suitable runtime for NF {nf_id}"
-
-        users = anchors.get(nf_id, [])
-        best = min(opts, key=partial(_closeness, users=users, hosts=hosts, dist=dist))
-        chosen[nf_id] = Assignment(best.host, best.flavor)
-        left[best.host] = left[best.host] - best.resources
+        chosen[nf_id] = Assignment(pick[0], pick[1])
+        used[pick[0]] = used.get(pick[0], Resources()) + pick[2]
     broken = violations(problem, s, chosen, free, dist)
     if broken:
         return None, "baseline: greedy placement rejected: " + "; ".join(broken)
-    for host, used in slice_usage(s, chosen).items():
-        free[host] = free[host] - used
+    for host_name, r in used.items():
+        free[host_name] = free[host_name] - r
     return chosen, ""
 
 
@@ -86,8 +113,9 @@ def greedy(
     left = dict(free)
     admitted: dict[str, dict[str, Assignment]] = {}
     rejected: dict[str, str] = {}
+    cache: Preferences = {}
     for s in priority_order(slices):
-        chosen, why = greedy_slice(problem, s, left, dist)
+        chosen, why = greedy_slice(problem, s, left, dist, cache)
         if chosen is None:
             rejected[s.key] = why
         else:

@@ -11,6 +11,7 @@ infeasible anyway.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,7 +19,9 @@ from .distances import Distances
 from .model import Flavor, Host, NFDemand, Resources, SliceDemand, Topology
 
 #: Forward/backward refinement only where a path step has at most this many host pairs.
-_PAIR_LIMIT = 2500
+_PAIR_LIMIT = 400
+#: The "reach the path's last NF" bound only when that NF has at most this many hosts.
+_LAST_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -37,16 +40,32 @@ def tier_allowed(nf: NFDemand, host: Host) -> bool:
     return nf.allowed_tiers is None or host.tier in nf.allowed_tiers
 
 
+_ELIGIBLE: weakref.WeakKeyDictionary[Topology, dict[tuple[object, ...], list[tuple[Host, Flavor]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _eligible(topology: Topology, slice_: SliceDemand, nf: NFDemand) -> list[tuple[Host, Flavor]]:
+    """(host, flavour) pairs allowed by tier, runtime and isolation, cached per topology."""
+    cache = _ELIGIBLE.setdefault(topology, {})
+    key = (nf.allowed_tiers, tuple(nf.flavors), slice_.isolation_required)
+    found = cache.get(key)
+    if found is None:
+        found = [
+            (host, flavor)
+            for host in topology.hosts
+            if tier_allowed(nf, host)
+            for flavor in nf.flavors
+            if flavor_allowed(slice_, host, flavor)
+        ]
+        cache[key] = found
+    return found
+
+
 def static_options(slice_: SliceDemand, nf: NFDemand, topology: Topology) -> list[Option]:
     """Options allowed by runtime, isolation and tier alone."""
-    out = []
-    for host in topology.hosts:
-        if not tier_allowed(nf, host):
-            continue
-        for flavor, demand in nf.flavors.items():
-            if flavor_allowed(slice_, host, flavor):
-                out.append(Option(host.name, flavor, demand.resources, demand.processing_latency_ms))
-    return out
+    demands = {f: (d.resources, d.processing_latency_ms) for f, d in nf.flavors.items()}
+    return [Option(h.name, f, *demands[f]) for h, f in _eligible(topology, slice_, nf)]
 
 
 def fitting(options: list[Option], free: Mapping[str, Resources]) -> list[Option]:
@@ -67,9 +86,12 @@ def path_slack(
     """For each NF on a budgeted path, each host's smallest slack (budget minus a latency lower bound).
 
     A negative slack means no placement of the path through that host meets the budget.
-    NFs on no path are absent.
+    NFs on no path are absent. The bound is the triangle inequality (attachment -> host ->
+    nearest host of the path's last NF) plus the least processing of the other NFs, tightened by
+    an exact forward/backward pass over path steps with few host pairs.
     """
     slack: dict[str, dict[str, float]] = {}
+    cap = dist.cap
     for path in slice_.paths:
         steps = [_min_proc(options[nf_id]) for nf_id in path.nfs]
         if not steps:
@@ -79,43 +101,44 @@ def path_slack(
             for i, nf_id in enumerate(path.nfs):
                 slack.setdefault(nf_id, {}).update(dict.fromkeys(steps[i], -math.inf))
             continue
-        # Forward: smallest latency from the attachment to (and through) NF i on host h.
+        k = len(steps)
+        least = [min(mp.values()) for mp in steps]
+        before = [sum(least[:i]) for i in range(k)]
+        after = [sum(least[i + 1 :]) for i in range(k)]
+        att_row = dist.row(path.attachment)
+        last_rows = [dist.row(g) for g in steps[-1]] if len(steps[-1]) <= _LAST_LIMIT else []
+        # fwd[i][h]: latency from the attachment through NF i on h; bwd[i][h]: from h to the end.
         fwd: list[dict[str, float]] = []
-        prev: dict[str, float] = {path.attachment: 0.0}
-        proc_before = 0.0
-        for mp in steps:
-            cur: dict[str, float] = {}
-            exact = len(prev) * len(mp) <= _PAIR_LIMIT
-            for h, p in mp.items():
-                if exact:
-                    best = min(e + dist.get(g, h) for g, e in prev.items())
-                else:
-                    best = dist.get(path.attachment, h) + proc_before
-                cur[h] = best + p
-            fwd.append(cur)
-            proc_before += min(mp.values(), default=0.0)
-            prev = cur
-        # Backward: smallest latency from NF i on host h (excluding its processing) to the end.
-        last = steps[-1]
-        bwd: list[dict[str, float]] = [dict.fromkeys(last, 0.0)]
-        for i in range(len(steps) - 2, -1, -1):
-            nxt = steps[i + 1]
-            after = bwd[0]
-            cur = {}
-            exact = len(steps[i]) * len(nxt) <= _PAIR_LIMIT
-            proc_after = sum(min(s.values(), default=0.0) for s in steps[i + 1 :])
-            for h in steps[i]:
-                if exact:
-                    cur[h] = min((dist.get(h, g) + nxt[g] + after[g] for g in nxt), default=math.inf)
-                else:
-                    reach = min((dist.get(h, g) for g in last), default=math.inf)
-                    cur[h] = reach + proc_after
-            bwd.insert(0, cur)
+        bwd: list[dict[str, float]] = []
+        for i, mp in enumerate(steps):
+            fwd.append({h: att_row.get(h, cap) + before[i] + p for h, p in mp.items()})
+            if i == k - 1 or not last_rows:
+                bwd.append(dict.fromkeys(mp, after[i]))
+            else:
+                bwd.append({h: min(r.get(h, cap) for r in last_rows) + after[i] for h in mp})
+        for i in range(1, k):
+            prev, mp = fwd[i - 1], steps[i]
+            if len(prev) * len(mp) <= _PAIR_LIMIT:
+                rows = {g: dist.row(g) for g in prev}
+                for h, p in mp.items():
+                    exact = min(e + (0.0 if g == h else rows[g].get(h, cap)) for g, e in prev.items()) + p
+                    fwd[i][h] = max(fwd[i][h], exact)
+        for i in range(k - 2, -1, -1):
+            nxt, later = steps[i + 1], bwd[i + 1]
+            if len(steps[i]) * len(nxt) <= _PAIR_LIMIT:
+                rows = {g: dist.row(g) for g in nxt}
+                for h in steps[i]:
+                    exact = min(
+                        (0.0 if g == h else rows[g].get(h, cap)) + p + later[g] for g, p in nxt.items()
+                    )
+                    bwd[i][h] = max(bwd[i][h], exact)
         for i, nf_id in enumerate(path.nfs):
             per_host = slack.setdefault(nf_id, {})
+            f, b = fwd[i], bwd[i]
             for h in steps[i]:
-                s = path.budget_ms - (fwd[i][h] + bwd[i][h])
-                per_host[h] = min(s, per_host.get(h, math.inf))
+                value = path.budget_ms - (f[h] + b[h])
+                if value < per_host.get(h, math.inf):
+                    per_host[h] = value
     return slack
 
 

@@ -79,11 +79,17 @@ def cheap_reasons(
             if best < 0 and p.nfs:
                 proc = sum(min(o.processing_ms for o in static[n]) for n in p.nfs)
                 need = p.budget_ms - best
-                need_txt = f"{need:.3g} ms" if math.isfinite(need) else "a connected route"
-                reasons.append(
-                    f"path {p.name}: no placement meets its {p.budget_ms:g} ms budget from {p.attachment}; "
-                    f"the fastest needs at least {need_txt} ({proc:.3g} ms of it NF processing)"
-                )
+                if need >= dist.cap:
+                    # Distances are capped just above the largest budget: this is "out of reach".
+                    reasons.append(
+                        f"path {p.name}: from {p.attachment}, no route of at most {p.budget_ms:g} ms "
+                        "reaches hosts that can run its NFs in order; link the attachment closer to them"
+                    )
+                else:
+                    reasons.append(
+                        f"path {p.name}: no placement meets its {p.budget_ms:g} ms budget from {p.attachment}; "
+                        f"the fastest needs at least {need:.3g} ms ({proc:.3g} ms of it NF processing)"
+                    )
         if not reasons:
             bad = [n for n, o in reach.items() if not o]
             reasons.append(
@@ -143,7 +149,15 @@ def relaxation_reasons(
         if any(not o for o in opts.values()):
             return None
         built = ilp.build(
-            problem, [s], {s.key: opts}, cap_free, link_free, dist, enforce=enforce, force_admit=True
+            problem,
+            [s],
+            {s.key: opts},
+            cap_free,
+            link_free,
+            dist,
+            enforce=enforce,
+            force_admit=True,
+            exact_latency=True,
         )
         out = solve(built.prob, options, warm_start=False)
         if out.kind == "none":

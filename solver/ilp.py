@@ -2,7 +2,8 @@
 
 Variables
   ``x[s,n,h,f]`` binary   NF ``n`` of slice ``s`` runs on host ``h`` as flavour ``f`` (pruned options only)
-  ``a[s]``       binary   slice ``s`` is admitted
+  ``r[s]``       binary   slice ``s`` is rejected (each NF: sum of its x + r = 1)
+  ``m[s,n]``     [0, 1]   already-running NF ``n`` moves: m >= 1 - r - x[current option]
   ``d[s,n,m]``   >= 0     latency between the hosts of consecutive path NFs ``n -> m``
   ``u[s,h]``     [0, 1]   slice ``s`` uses host ``h`` (availability)
   ``z[e,g,h]``   [0, 1]   service edge ``e`` runs from host ``g`` to host ``h`` (link bandwidth)
@@ -50,10 +51,16 @@ class Enforce:
 @dataclass
 class Built:
     prob: pulp.LpProblem
-    admit: dict[str, pulp.LpVariable]
+    #: The rejection variable of every modelled slice.
+    reject: dict[str, pulp.LpVariable]
     x: dict[str, dict[str, list[tuple[Option, pulp.LpVariable]]]]
-    #: (variable, slice key, from NF, to NF) of every consecutive-latency variable.
-    dist_vars: list[tuple[pulp.LpVariable, str, str, str]] = field(default_factory=list)
+    names: _Names = field(default_factory=lambda: _Names())
+    #: Cut every pivot up front instead of lazily (small models, diagnosis).
+    exact_latency: bool = False
+    #: Consecutive path NFs (slice key, src, dst) with a latency variable.
+    pairs: dict[tuple[str, str, str], Pair] = field(default_factory=dict)
+    #: (variable, slice key, NF id) of every move variable.
+    move_vars: list[tuple[pulp.LpVariable, str, str]] = field(default_factory=list)
     #: (variable, slice key, host) of every host-use variable.
     use_vars: list[tuple[pulp.LpVariable, str, str]] = field(default_factory=list)
     #: (variable, slice key, src NF, dst NF, src host, dst host) of every edge-routing variable.
@@ -62,8 +69,8 @@ class Built:
     def assignments(self) -> dict[str, dict[str, Assignment]]:
         """Admitted slices and where their NFs go, read from the solved variables."""
         out: dict[str, dict[str, Assignment]] = {}
-        for key, a in self.admit.items():
-            if (a.varValue or 0.0) < 0.5:
+        for key, r in self.reject.items():
+            if (r.varValue or 0.0) > 0.5:
                 continue
             chosen: dict[str, Assignment] = {}
             for nf_id, opts in self.x[key].items():
@@ -72,9 +79,11 @@ class Built:
             out[key] = chosen
         return out
 
-    def set_start(self, start: Mapping[str, Mapping[str, Assignment]], dist: Distances) -> None:
+    def set_start(
+        self, start: Mapping[str, Mapping[str, Assignment]], slices: Iterable[SliceDemand], dist: Distances
+    ) -> None:
         """Initial values from a known placement (a MIP start)."""
-        for key, a in self.admit.items():
+        for key, r in self.reject.items():
             chosen = start.get(key)
             usable = chosen is not None and all(
                 any((o.host, o.flavor) == (chosen[n].host, chosen[n].flavor) for o, _ in opts)
@@ -82,7 +91,7 @@ class Built:
                 if n in chosen
             )
             usable = usable and chosen is not None and set(chosen) >= set(self.x[key])
-            a.setInitialValue(1.0 if usable else 0.0)
+            r.setInitialValue(0.0 if usable else 1.0)
             for nf_id, opts in self.x[key].items():
                 for o, v in opts:
                     on = (
@@ -95,17 +104,22 @@ class Built:
                         )
                     )
                     v.setInitialValue(1.0 if on else 0.0)
-        for v, key, src, dst in self.dist_vars:
+        for (key, src, dst), pair in self.pairs.items():
             chosen = start.get(key)
-            ok = chosen is not None and self.admit[key].varValue == 1.0
-            v.setInitialValue(dist.get(chosen[src].host, chosen[dst].host) if ok and chosen else 0.0)
+            ok = chosen is not None and self.reject[key].varValue == 0.0
+            pair.var.setInitialValue(dist.get(chosen[src].host, chosen[dst].host) if ok and chosen else 0.0)
+        running = {(s.key, n): s.current[n] for s in slices for n in s.current}
+        for v, key, nf_id in self.move_vars:
+            chosen = start.get(key)
+            ok = chosen is not None and self.reject[key].varValue == 0.0
+            v.setInitialValue(1.0 if ok and chosen and chosen[nf_id] != running[(key, nf_id)] else 0.0)
         for v, key, host in self.use_vars:
             chosen = start.get(key)
-            ok = chosen is not None and self.admit[key].varValue == 1.0
+            ok = chosen is not None and self.reject[key].varValue == 0.0
             v.setInitialValue(1.0 if ok and chosen and any(c.host == host for c in chosen.values()) else 0.0)
         for v, key, src, dst, g, h in self.route_vars:
             chosen = start.get(key)
-            ok = chosen is not None and self.admit[key].varValue == 1.0
+            ok = chosen is not None and self.reject[key].varValue == 0.0
             v.setInitialValue(
                 1.0 if ok and chosen and (chosen[src].host, chosen[dst].host) == (g, h) else 0.0
             )
@@ -146,36 +160,34 @@ def build(
     enforce: Enforce = Enforce(),
     force_admit: bool = False,
     migration_budget: int | None = None,
+    exact_latency: bool = False,
 ) -> Built:
     """The MILP over ``slices`` (each with pruned ``options``) against ``free`` host capacity."""
     prob = pulp.LpProblem("flyslice_placement", pulp.LpMinimize)
-    name = _Names()
     w = problem.weights
     topo = problem.topology
     ref = reference_capacity(topo)
     scale = rejection_scale(problem)
     objective: Terms = {}
-    constant = 0.0
-    built = Built(prob, {}, {})
+    built = Built(prob, {}, {}, exact_latency=exact_latency)
+    name = built.names
     cpu_rows: dict[str, list[tuple[pulp.LpVariable, float]]] = defaultdict(list)
     mem_rows: dict[str, list[tuple[pulp.LpVariable, float]]] = defaultdict(list)
-    moved_terms: Terms = {}
+    moved: list[pulp.LpVariable] = []
 
     for s in slices:
-        # A binary always gets bounds [0, 1]; forcing admission needs an integer fixed at 1.
-        a = prob.add_variable(
-            name("a"), 1 if force_admit else 0, 1, pulp.LpInteger if force_admit else pulp.LpBinary
+        # A binary always gets bounds [0, 1]; forcing admission needs an integer fixed at 0.
+        r = prob.add_variable(
+            name("r"), 0, 0 if force_admit else 1, pulp.LpInteger if force_admit else pulp.LpBinary
         )
-        built.admit[s.key] = a
-        reject_cost = w.rejection * scale[s.key]
-        constant += reject_cost
-        objective[a] = objective.get(a, 0.0) - reject_cost
+        built.reject[s.key] = r
+        objective[r] = w.rejection * scale[s.key]
         xs: dict[str, list[tuple[Option, pulp.LpVariable]]] = {}
         # by_host[nf][host] -> the NF's option variables on that host (X_n[host] is their sum).
         by_host: dict[str, dict[str, list[pulp.LpVariable]]] = {}
         for nf in s.nfs:
             opts = options[s.key][nf.id]
-            row: list[tuple[pulp.LpVariable, float]] = [(a, -1.0)]
+            row: list[tuple[pulp.LpVariable, float]] = [(r, 1.0)]
             pairs = []
             hosts: dict[str, list[pulp.LpVariable]] = defaultdict(list)
             for o in opts:
@@ -190,14 +202,19 @@ def build(
                     objective[v] = objective.get(v, 0.0) + cost
             xs[nf.id] = pairs
             by_host[nf.id] = dict(hosts)
-            _add(prob, row, pulp.LpConstraintEQ, 0.0, name("assign"))
+            _add(prob, row, pulp.LpConstraintEQ, 1.0, name("assign"))
             current = s.current.get(nf.id)
             if current is not None:
-                # moved = a - x[current option]: staying costs nothing, rejection is not a move.
-                moved_terms[a] = moved_terms.get(a, 0.0) + 1.0
-                for o, v in pairs:
-                    if (o.host, o.flavor) == (current.host, current.flavor):
-                        moved_terms[v] = moved_terms.get(v, 0.0) - 1.0
+                # m >= 1 - r - x[current option]: staying costs nothing, rejection is not a move.
+                m = prob.add_variable(name("m"), 0, 1)
+                moved.append(m)
+                built.move_vars.append((m, s.key, nf.id))
+                objective[m] = w.migration
+                keep: list[tuple[pulp.LpVariable, float]] = [(m, 1.0), (r, 1.0)]
+                keep.extend(
+                    (v, 1.0) for o, v in pairs if (o.host, o.flavor) == (current.host, current.flavor)
+                )
+                _add(prob, keep, pulp.LpConstraintGE, 1.0, name("move"))
         built.x[s.key] = xs
 
         if enforce.latency or w.latency:
@@ -218,16 +235,66 @@ def build(
             cap = free[host]
             if sum(c for _, c in row) > cap.memory_bytes:
                 _add(prob, row, pulp.LpConstraintLE, float(cap.memory_bytes), name("mem"))
-    if moved_terms:
-        _acc(objective, moved_terms.items(), w.migration)
-        if migration_budget is not None:
-            _add(prob, moved_terms, pulp.LpConstraintLE, float(migration_budget), name("migr"))
-    prob.setObjective(pulp.LpAffineExpression(objective, constant=constant))
+    if moved and migration_budget is not None:
+        _add(prob, [(m, 1.0) for m in moved], pulp.LpConstraintLE, float(migration_budget), name("migr"))
+    prob.setObjective(pulp.LpAffineExpression(objective))
     return built
 
 
+#: A consecutive pair whose smaller side has at most this many hosts gets every pivot at once (exact).
+EXACT_PIVOTS = 12
+
+
+@dataclass
+class Pair:
+    """The latency variable of consecutive path NFs ``src -> dst`` and the pivots cut so far."""
+
+    var: pulp.LpVariable
+    key: str
+    src: str
+    dst: str
+    src_hosts: Mapping[str, list[pulp.LpVariable]]
+    dst_hosts: Mapping[str, list[pulp.LpVariable]]
+    pivots: set[str] = field(default_factory=set)
+
+
+def add_pivot_cut(built: Built, pair: Pair, pivot: str, dist: Distances) -> bool:
+    """``d >= sum_h' dist(p, h') X_dst[h'] - sum_g dist(p, g) X_src[g]`` for pivot host ``p``.
+
+    Valid for any ``p`` by the triangle inequality, exact when ``p`` is where ``src`` runs.
+    Returns False when the pivot was already cut.
+    """
+    if pivot in pair.pivots:
+        return False
+    pair.pivots.add(pivot)
+    row: list[tuple[pulp.LpVariable, float]] = [(pair.var, 1.0)]
+    for h, vs in pair.dst_hosts.items():
+        d = dist.get(pivot, h)
+        if d:
+            row.extend((v, -d) for v in vs)
+    for g, vs in pair.src_hosts.items():
+        d = dist.get(pivot, g)
+        if d:
+            row.extend((v, d) for v in vs)
+    if len(row) > 1:
+        _add(built.prob, row, pulp.LpConstraintGE, 0.0, built.names("lat"))
+    return True
+
+
+def violated_pairs(built: Built, found: Mapping[str, Mapping[str, Assignment]], dist: Distances) -> int:
+    """Cut every pair whose latency variable sits below the true distance of ``found``; count them."""
+    added = 0
+    for (key, src, dst), pair in built.pairs.items():
+        chosen = found.get(key)
+        if chosen is None:
+            continue
+        true = dist.get(chosen[src].host, chosen[dst].host)
+        if (pair.var.varValue or 0.0) < true - 1e-6:
+            added += add_pivot_cut(built, pair, chosen[src].host, dist)
+    return added
+
+
 def _pair_latency(
-    prob: pulp.LpProblem,
     built: Built,
     key: str,
     src: str,
@@ -235,12 +302,16 @@ def _pair_latency(
     hs: Mapping[str, list[pulp.LpVariable]],
     hd: Mapping[str, list[pulp.LpVariable]],
     dist: Distances,
-    name: _Names,
+    attachment: str,
     cache: dict[tuple[str, str], list[tuple[pulp.LpVariable, float]]],
 ) -> list[tuple[pulp.LpVariable, float]]:
-    """Linear terms equal (at the optimum, at least) to the latency between ``src``'s and ``dst``'s hosts."""
+    """Linear terms that equal (at the optimum, once the needed pivots are cut) the latency between
+    ``src``'s and ``dst``'s hosts."""
     found = cache.get((src, dst))
     if found is not None:
+        pair = built.pairs.get((key, src, dst))
+        if pair is not None and len(pair.pivots) > 0:
+            add_pivot_cut(built, pair, attachment, dist)
         return found
     terms: list[tuple[pulp.LpVariable, float]]
     if len(hs) == 1 or len(hd) == 1:
@@ -257,25 +328,16 @@ def _pair_latency(
                 d = dist.get(h, h2)
                 terms.extend((v, d) for v in vs if d)
     else:
-        dv = prob.add_variable(name("d"), 0, dist.cap)
-        built.dist_vars.append((dv, key, src, dst))
-        # Cut from the smaller side: one row per candidate host of that side.
-        if len(hs) <= len(hd):
-            pivots, near, far = hs, hs, hd
+        dv = built.prob.add_variable(built.names("d"), 0, dist.cap)
+        pair = Pair(dv, key, src, dst, hs, hd)
+        built.pairs[(key, src, dst)] = pair
+        if len(hs) <= EXACT_PIVOTS or built.exact_latency:
+            for h in hs:
+                add_pivot_cut(built, pair, h, dist)
         else:
-            pivots, near, far = hd, hd, hs
-        for h in pivots:
-            row: list[tuple[pulp.LpVariable, float]] = [(dv, 1.0)]
-            for g, vs in far.items():
-                d = dist.get(h, g)
-                if d:
-                    row.extend((v, -d) for v in vs)
-            for g, vs in near.items():
-                d = dist.get(h, g)
-                if d:
-                    row.extend((v, d) for v in vs)
-            if len(row) > 1:
-                _add(prob, row, pulp.LpConstraintGE, 0.0, name("lat"))
+            # The attachment as pivot is exact whenever src lies on a shortest route from the
+            # user to dst (chains that move away from the user); other cases are cut lazily.
+            add_pivot_cut(built, pair, attachment, dist)
         terms = [(dv, 1.0)]
     cache[(src, dst)] = terms
     return terms
@@ -308,7 +370,9 @@ def _latency(
                 continue
             _acc(
                 terms,
-                _pair_latency(prob, built, s.key, src, dst, by_host[src], by_host[dst], dist, name, cache),
+                _pair_latency(
+                    built, s.key, src, dst, by_host[src], by_host[dst], dist, path.attachment, cache
+                ),
             )
         for nf_id in path.nfs:
             _acc(terms, ((v, o.processing_ms) for o, v in xs[nf_id] if o.processing_ms))
@@ -328,18 +392,23 @@ def _availability(
 ) -> None:
     if s.availability_target <= 0:
         return
-    hosts = {h for per in by_host.values() for h in per}
-    cost = {h: _downtime_weight(topo.host_by_name[h].availability) for h in hosts}
+    cost = {h: _downtime_weight(topo.host_by_name[h].availability) for per in by_host.values() for h in per}
     limit = _downtime_weight(min(s.availability_target, 1.0))
-    if sum(cost.values()) <= limit + 1e-12:
-        return  # even using every candidate host meets the target
+    # The slice uses at most one host per NF: if even the least available choice per NF meets
+    # the target, the constraint cannot bind.
+    worst = sum(max(cost[h] for h in per) for per in by_host.values() if per)
+    if worst <= limit + 1e-12:
+        return
     row: list[tuple[pulp.LpVariable, float]] = []
-    for h, c in cost.items():
+    for h in sorted({h for per in by_host.values() for h in per}):
+        c = cost[h]
         if c <= 0:
             continue
         u = prob.add_variable(name("u"), 0, 1)
         built.use_vars.append((u, s.key, h))
         row.append((u, c))
+        # One row per NF (X_n[h] <= u) keeps u continuous and the LP relaxation tight; an
+        # aggregated row would need u binary.
         for per in by_host.values():
             vs = per.get(h)
             if vs:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import ilp
-from .backends import solve
+from .backends import SolveOutcome, solve
 from .baseline import greedy, priority_order
 from .candidates import Option, prune
 from .diagnosis import cheap_reasons, relaxation_reasons
@@ -18,12 +19,15 @@ from .evaluation import (
     max_budget,
     objective_terms,
     path_latency,
+    rejection_scale,
     slice_usage,
     violations,
 )
 from .model import Assignment, Placement, Problem, Resources, SliceDemand, SlicePlacement, SolverStatus
 from .options import SolveOptions
 from .validation import current_is_usable, slice_errors
+
+log = logging.getLogger(__name__)
 
 #: Rejected slices that may get a relaxation solve each; the rest get the cheap checks' reasons.
 MAX_RELAXATION_DIAGNOSES = 10
@@ -106,17 +110,15 @@ def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
         ctx.dist,
         migration_budget=opts.migration_budget if opts.mode == "full" else None,
     )
-    if opts.warm_start:
-        built.set_start(start_point, ctx.dist)
     build_seconds = time.perf_counter() - start
-    outcome = solve(built.prob, opts, warm_start=opts.warm_start and bool(start_point))
+    outcome, found = _solve_with_cuts(ctx, built, modelled, fixed, start_point, opts)
 
     admitted: dict[str, dict[str, Assignment]] = dict(fixed)
-    if outcome.kind == "none":
+    if found is None:
         admitted.update(start_point)
         method, status, gap = "baseline", SolverStatus.NOT_SOLVED, None
     else:
-        admitted.update(_checked(ctx, built.assignments(), fixed))
+        admitted.update(found)
         method, gap = "ilp", outcome.gap
         everyone = len(admitted) == len(problem.slices)
         if outcome.kind == "optimal":
@@ -137,6 +139,95 @@ def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
         seconds=time.perf_counter() - start,
         build_seconds=build_seconds,
     )
+
+
+#: Latency cut rounds stop after this many re-solves even when time is left.
+MAX_CUT_ROUNDS = 30
+
+
+def _solve_with_cuts(
+    ctx: _Context,
+    built: ilp.Built,
+    modelled: list[SliceDemand],
+    fixed: Mapping[str, dict[str, Assignment]],
+    start_point: dict[str, dict[str, Assignment]],
+    opts: SolveOptions,
+) -> tuple[SolveOutcome, dict[str, dict[str, Assignment]] | None]:
+    """Solve, add the latency pivot cuts the answer violates, re-solve until none is violated.
+
+    Each round's model is a relaxation of the true problem, so its bound stays valid; when time
+    runs out first, the best truly feasible answer seen so far is returned with that bound.
+    """
+    deadline = time.perf_counter() + opts.time_limit_s
+    best = start_point
+    best_value = _true_objective(ctx, {**fixed, **best})
+    outcome = SolveOutcome("none", None, 0.0, "CBC" if opts.solver == "cbc" else "HiGHS")
+    seen_incumbent = False
+    for _ in range(MAX_CUT_ROUNDS):
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0.01:
+            break
+        if opts.warm_start and best:
+            built.set_start(best, modelled, ctx.dist)
+        outcome = solve(
+            built.prob, replace(opts, time_limit_s=remaining), warm_start=opts.warm_start and bool(best)
+        )
+        if outcome.kind == "none":
+            break
+        seen_incumbent = True
+        found = built.assignments()
+        cuts = ilp.violated_pairs(built, found, ctx.dist)
+        log.debug(
+            "cut round: %s in %.3fs, objective %s, bound %s, %d new latency cuts",
+            outcome.kind,
+            outcome.seconds,
+            outcome.objective,
+            outcome.bound,
+            cuts,
+        )
+        if cuts == 0:
+            done = _checked(ctx, found, fixed)
+            return _in_true_units(
+                ctx, modelled, fixed, outcome, _true_objective(ctx, {**fixed, **done})
+            ), done
+        usable = _checked(ctx, found, fixed)
+        value = _true_objective(ctx, {**fixed, **usable})
+        if value < best_value:
+            best, best_value = usable, value
+    if not seen_incumbent:
+        return outcome, None
+    return _in_true_units(ctx, modelled, fixed, replace(outcome, kind="feasible"), best_value), best
+
+
+def _in_true_units(
+    ctx: _Context,
+    modelled: list[SliceDemand],
+    fixed: Mapping[str, Mapping[str, Assignment]],
+    outcome: SolveOutcome,
+    value: float,
+) -> SolveOutcome:
+    """The gap of a placement worth ``value`` (whole objective) against the model's bound.
+
+    The model leaves out fixed slices (incremental mode) and slices rejected before modelling;
+    both are constants, taken out of ``value`` here.
+    """
+    if outcome.bound is None:
+        return replace(outcome, gap=None)
+    scale = rejection_scale(ctx.problem)
+    offset = _true_objective(ctx, fixed) - sum(ctx.problem.weights.rejection * scale[s.key] for s in modelled)
+    # Relative to the part of the objective the decisions can change, like the solver's own gap.
+    decided = value - offset
+    gap = max(0.0, (decided - outcome.bound) / max(abs(decided), 1e-9))
+    return replace(outcome, gap=gap)
+
+
+def _true_objective(ctx: _Context, admitted: Mapping[str, Mapping[str, Assignment]]) -> float:
+    by_key = {s.key: s for s in ctx.problem.slices}
+    latencies = {
+        k: {p.name: path_latency(p, by_key[k], a, ctx.dist) for p in by_key[k].paths}
+        for k, a in admitted.items()
+    }
+    return sum(objective_terms(ctx.problem, admitted, latencies).values())
 
 
 def baseline(problem: Problem) -> Placement:

@@ -7,6 +7,8 @@ budgets, availability and link bandwidth. Returns every broken rule.
 
 from __future__ import annotations
 
+import itertools
+
 import networkx as nx
 
 from flyslice.solver import Flavor, Placement, Problem
@@ -83,7 +85,7 @@ def check(problem: Problem, placement: Placement) -> list[str]:
             if src == dst:
                 continue
             route = nx.dijkstra_path(g, src, dst, weight="w")
-            for a_, b_ in zip(route, route[1:], strict=False):
+            for a_, b_ in itertools.pairwise(route):
                 link = frozenset((a_, b_))
                 link_use[link] = link_use.get(link, 0.0) + e.bandwidth_mbps
     for h, host in hosts.items():
