@@ -185,6 +185,8 @@ class SliceWorker:
             self.current = None
             if epoch != self.epoch:
                 return
+            if inst.memory_budget is not None:  # state can grow from timers alone
+                self._check_memory(inst)
             if inst.running and not timer.cancelled:
                 heapq.heappush(self._timers, (now + timer.interval_s, next(self._seq), timer, inst))
             if outs:
