@@ -255,3 +255,25 @@ def test_bounded_queue_put_many_waits_for_the_consumer_then_drops_the_rest() -> 
     assert q.put_many(list(range(100, 110)), timeout=5.0) == 0  # waits as the consumer drains
     t.join(5)
     assert got == [0, 1, 2, 3, *range(100, 110)] and q.dropped == 2
+
+
+TIMER_HOARDER = """
+from flyslice.nodeagent.sdk import NetworkFunction
+class NF(NetworkFunction):
+    def start(self):
+        self.hoard = []
+        self.ctx.every(0.01, lambda: self.hoard.append("y" * 10_000))
+"""
+
+
+def test_memory_growing_from_timers_alone_is_caught(tmp_path: Path) -> None:
+    plane = DataPlane("n1", memory_check_interval_s=0.0)
+    try:
+        platform = ModularPlatform(plane, ModuleLoader())
+        platform.install(make_spec("quiet", module(tmp_path, "timer_hoarder", TIMER_HOARDER), memory="64Ki"))
+        platform.start("quiet")
+        inst = platform.instances["quiet"]
+        wait_for(lambda: inst.lifecycle.state is State.FAILED, timeout=5)
+        assert "memory budget exceeded" in inst.lifecycle.message and inst.counters.in_ == 0
+    finally:
+        plane.stop()
