@@ -13,7 +13,8 @@
 #   --kubeconfig FILE   credentials for the API server (required)
 #   --source SPEC       what to pip-install: a source directory, a wheel, or a requirement
 #                       (default: the repository this script is in)
-#   --agent-args ARGS   extra arguments for `flyslice agent` (for example "--mqtt 127.0.0.1:1883")
+#   --agent-args ARGS   extra arguments for `flyslice agent`, for example "--mqtt 127.0.0.1:1883"
+#                       (it always gets --no-pods: a gateway without a kubelet runs fNFs only)
 #   --prefix DIR        where the virtualenv goes (default /opt/flyslice)
 #   --root DIR          install into DIR as if it were / (packaging and tests); skips users and systemctl
 #   --pip-args ARGS     extra pip arguments (for example "--no-index --find-links /media/usb/wheels")
@@ -84,7 +85,7 @@ umask 077
 {
   echo "# flyslice agent settings (read by flyslice-agent.service)"
   echo "FLYSLICE_NODE=$node"
-  echo "FLYSLICE_AGENT_ARGS=$agent_args"
+  echo "FLYSLICE_AGENT_ARGS=--no-pods${agent_args:+ $agent_args}"
 } >"$etc/agent.env"
 install -d -m 0700 "$state"
 if [[ -z "$root" ]]; then

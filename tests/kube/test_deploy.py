@@ -57,7 +57,7 @@ def test_operator_and_agent_run_the_flyslice_commands(kube_env: kubeenv.KubeEnv)
 
     agent = _workload(docs, "DaemonSet", "flyslice-agent")["spec"]["template"]["spec"]
     (ag,) = agent["containers"]
-    assert [*ag["command"], *ag["args"][:2]] == ["flyslice", "agent", "--node", "$(NODE_NAME)"]
+    assert [*ag["command"], *ag["args"][:3]] == ["flyslice", "agent", "--node", "$(NODE_NAME)", "--kube"]
     env = {e["name"]: e for e in ag["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert agent["serviceAccountName"] == "flyslice-agent"
@@ -161,11 +161,11 @@ def test_gateway_install_script_installs_a_working_agent_service(tmp_path: Path)
     venv_flyslice = root / "opt" / "flyslice" / "venv" / "bin" / "flyslice"
     assert _run([str(venv_flyslice), "--help"]).returncode == 0
     env = (root / "etc" / "flyslice" / "agent.env").read_text()
-    assert "FLYSLICE_NODE=gw-1\n" in env and "FLYSLICE_AGENT_ARGS=--mqtt 127.0.0.1:1883\n" in env
+    assert "FLYSLICE_NODE=gw-1\n" in env and "FLYSLICE_AGENT_ARGS=--no-pods --mqtt 127.0.0.1:1883\n" in env
     installed = root / "etc" / "flyslice" / "kubeconfig"
     assert stat.S_IMODE(installed.stat().st_mode) == 0o600
     unit = (root / "etc" / "systemd" / "system" / "flyslice-agent.service").read_text()
-    assert "ExecStart=/opt/flyslice/venv/bin/flyslice agent --node ${FLYSLICE_NODE}" in unit
+    assert "ExecStart=/opt/flyslice/venv/bin/flyslice agent --node ${FLYSLICE_NODE} --kube" in unit
 
 
 @pytest.mark.parametrize(

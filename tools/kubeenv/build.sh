@@ -48,6 +48,8 @@ fi
 command -v go >/dev/null || { echo "kubeenv: 'go' is not installed; cannot build the test API server" >&2; exit 1; }
 mkdir -p "$BIN"
 export CGO_ENABLED=0
+# Never fetch another Go toolchain: a version this Go cannot build should fail here, clearly.
+export GOTOOLCHAIN=local
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 start=$(date +%s)
 
