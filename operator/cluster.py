@@ -290,8 +290,9 @@ class ClusterClient:
         from kubernetes import client
 
         self.api = api_client
-        self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
+        # Typed Any: the client's generated stubs return ``object`` for custom objects (plain dicts).
+        self.custom: Any = client.CustomObjectsApi(api_client)
+        self.core: Any = client.CoreV1Api(api_client)
         self.requests = 0
         self._count_lock = threading.Lock()
         original = api_client.call_api
@@ -351,7 +352,7 @@ class ClusterClient:
             ref = f"{key[0]}/{key[1]}"
             uid = owners.get((action.namespace, str(action.spec["slice"])))
             body = instance_object(action, uid)
-            current = have.get(key)
+            current: Any = have.get(key)
             try:
                 if current is None:
                     try:

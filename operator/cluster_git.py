@@ -130,11 +130,10 @@ class GitSourceSync:
         from kubernetes.client.exceptions import ApiException
 
         custom = self.cluster.custom
+        obj: dict[str, Any]
         try:
             if is_namespaced(kind):
-                obj: dict[str, Any] = custom.get_namespaced_custom_object(
-                    GROUP, VERSION, ns, PLURALS[kind], name
-                )
+                obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURALS[kind], name)
             else:
                 obj = custom.get_cluster_custom_object(GROUP, VERSION, PLURALS[kind], name)
         except ApiException as exc:

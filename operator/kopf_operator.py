@@ -347,13 +347,13 @@ def build_registry(loop: ReconcileLoop, gitsources: Any = None) -> kopf.Operator
 
     for plural in WATCHED:
 
-        @kopf.on.event("flyslice.io", "v1alpha1", plural, registry=registry)  # type: ignore[arg-type]
+        @kopf.on.event("flyslice.io", "v1alpha1", plural, registry=registry)
         async def changed(**_: Any) -> None:
             loop.trigger()
 
-    @kopf.on.delete("flyslice.io", "v1alpha1", "slices", registry=registry)  # type: ignore[arg-type]
-    async def slice_deleted(namespace: str, name: str, logger: Any, **_: Any) -> None:
-        remaining = await asyncio.to_thread(loop.teardown, namespace, name)
+    @kopf.on.delete("flyslice.io", "v1alpha1", "slices", registry=registry)
+    async def slice_deleted(namespace: str | None, name: str, logger: Any, **_: Any) -> None:
+        remaining = await asyncio.to_thread(loop.teardown, namespace or "", name)
         loop.trigger()
         if remaining:
             logger.info(f"deleting {remaining} NFInstance(s) of slice {namespace}/{name}")
@@ -361,7 +361,7 @@ def build_registry(loop: ReconcileLoop, gitsources: Any = None) -> kopf.Operator
 
     if gitsources is not None:
 
-        @kopf.on.event("flyslice.io", "v1alpha1", "gitsources", registry=registry)  # type: ignore[arg-type]
+        @kopf.on.event("flyslice.io", "v1alpha1", "gitsources", registry=registry)
         async def gitsource_changed(type: str | None, body: Any, **_: Any) -> None:
             gitsources.observe(type, dict(body))
 
@@ -458,7 +458,7 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
             return 0
         gitsources = GitSourceManager(cluster, opts.git_cache, on_applied=loop.trigger)
         registry = build_registry(loop, gitsources)
-        kopf.on.login(registry=registry)(kopf_login(opts.kubeconfig))  # type: ignore[arg-type]
+        kopf.on.login(registry=registry)(kopf_login(opts.kubeconfig))
         kopf_stop = asyncio.Event()
         tasks = [
             asyncio.create_task(
