@@ -47,8 +47,8 @@ class ClusterAgent:
         from .k8s_driver import KubernetesPodDriver
 
         self.node = config.node
-        self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
+        self.custom: Any = client.CustomObjectsApi(api_client)
+        self.core: Any = client.CoreV1Api(api_client)
         self.api_client = api_client
         self.source = KubeSource(self.custom, config.node, instance_namespace)
         self.pods = (
@@ -162,15 +162,15 @@ class ClusterAgent:
 
         selector = f"flyslice.io/node={self.node}"
         while not self._stop.is_set():
-            w = watch.Watch()
+            w = watch.Watch()  # type: ignore[no-untyped-call]
             try:
                 ns = self.source.namespace
-                if ns:
-                    stream = w.stream(self.custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL,
-                                      label_selector=selector, timeout_seconds=10)  # fmt: skip
-                else:
-                    stream = w.stream(self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL,
-                                      label_selector=selector, timeout_seconds=10)  # fmt: skip
+                args: tuple[Any, ...] = (
+                    (self.custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL)
+                    if ns
+                    else (self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+                )
+                stream = w.stream(*args, label_selector=selector, timeout_seconds=10)  # type: ignore[no-untyped-call]
                 for _event in stream:
                     self._wake.set()
                     if self._stop.is_set():
@@ -179,7 +179,7 @@ class ClusterAgent:
                 log.debug("NFInstance watch of %s interrupted: %s", self.node, exc)
                 self._stop.wait(1.0)
             finally:
-                w.stop()
+                w.stop()  # type: ignore[no-untyped-call]
 
     def run(self, stop: threading.Event | None = None, interval_s: float = 5.0) -> None:
         """Sync on every change to this node's NFInstances, and at least every ``interval_s``."""
