@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from .candidates import flavor_allowed, tier_allowed
+from .candidates import eligible
 from .distances import Distances
 from .evaluation import violations
 from .model import Assignment, Flavor, Host, Problem, Resources, SliceDemand, Tier
@@ -63,12 +63,7 @@ def _preference(
     key = (users, nf.allowed_tiers, tuple(nf.flavors), s.isolation_required)
     found = cache.get(key)
     if found is None:
-        pairs = [
-            (h, f)
-            for h in problem.topology.hosts
-            for f in nf.flavors
-            if tier_allowed(nf, h) and flavor_allowed(s, h, f)
-        ]
+        pairs = eligible(problem.topology, s, nf)
         found = cache[key] = sorted(pairs, key=lambda hf: _closeness(hf[0], hf[1], users, dist))
     return found
 

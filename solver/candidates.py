@@ -11,17 +11,14 @@ infeasible anyway.
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .distances import Distances
+from .distances import Distances, per_topology, remember
 from .model import Flavor, Host, NFDemand, Resources, SliceDemand, Topology
 
 #: Forward/backward refinement only where a path step has at most this many host pairs.
 _PAIR_LIMIT = 400
-#: The "reach the path's last NF" bound only when that NF has at most this many hosts.
-_LAST_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -40,14 +37,14 @@ def tier_allowed(nf: NFDemand, host: Host) -> bool:
     return nf.allowed_tiers is None or host.tier in nf.allowed_tiers
 
 
-_ELIGIBLE: weakref.WeakKeyDictionary[Topology, dict[tuple[object, ...], list[tuple[Host, Flavor]]]] = (
-    weakref.WeakKeyDictionary()
-)
+_ELIGIBLE: dict[int, dict[tuple[object, ...], list[tuple[Host, Flavor]]]] = {}
 
 
-def _eligible(topology: Topology, slice_: SliceDemand, nf: NFDemand) -> list[tuple[Host, Flavor]]:
+def eligible(topology: Topology, slice_: SliceDemand, nf: NFDemand) -> list[tuple[Host, Flavor]]:
     """(host, flavour) pairs allowed by tier, runtime and isolation, cached per topology."""
-    cache = _ELIGIBLE.setdefault(topology, {})
+    cache = per_topology(topology, _ELIGIBLE)
+    if cache is None:
+        cache = remember(topology, _ELIGIBLE, {})
     key = (nf.allowed_tiers, tuple(nf.flavors), slice_.isolation_required)
     found = cache.get(key)
     if found is None:
@@ -65,7 +62,7 @@ def _eligible(topology: Topology, slice_: SliceDemand, nf: NFDemand) -> list[tup
 def static_options(slice_: SliceDemand, nf: NFDemand, topology: Topology) -> list[Option]:
     """Options allowed by runtime, isolation and tier alone."""
     demands = {f: (d.resources, d.processing_latency_ms) for f, d in nf.flavors.items()}
-    return [Option(h.name, f, *demands[f]) for h, f in _eligible(topology, slice_, nf)]
+    return [Option(h.name, f, *demands[f]) for h, f in eligible(topology, slice_, nf)]
 
 
 def fitting(options: list[Option], free: Mapping[str, Resources]) -> list[Option]:
@@ -106,16 +103,16 @@ def path_slack(
         before = [sum(least[:i]) for i in range(k)]
         after = [sum(least[i + 1 :]) for i in range(k)]
         att_row = dist.row(path.attachment)
-        last_rows = [dist.row(g) for g in steps[-1]] if len(steps[-1]) <= _LAST_LIMIT else []
+        to_last = dist.nearest(frozenset(steps[-1]))
         # fwd[i][h]: latency from the attachment through NF i on h; bwd[i][h]: from h to the end.
         fwd: list[dict[str, float]] = []
         bwd: list[dict[str, float]] = []
         for i, mp in enumerate(steps):
             fwd.append({h: att_row.get(h, cap) + before[i] + p for h, p in mp.items()})
-            if i == k - 1 or not last_rows:
+            if i == k - 1:
                 bwd.append(dict.fromkeys(mp, after[i]))
             else:
-                bwd.append({h: min(r.get(h, cap) for r in last_rows) + after[i] for h in mp})
+                bwd.append({h: to_last.get(h, cap) + after[i] for h in mp})
         for i in range(1, k):
             prev, mp = fwd[i - 1], steps[i]
             if len(prev) * len(mp) <= _PAIR_LIMIT:

@@ -12,12 +12,28 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping
+from typing import TypeVar
 
 import networkx as nx
 
 from .model import Topology
 
-_CACHE: weakref.WeakKeyDictionary[Topology, dict[float, Distances]] = weakref.WeakKeyDictionary()
+_T = TypeVar("_T")
+
+#: Per topology object (by identity: hashing a 1000-host topology costs more than a lookup).
+_CACHE: dict[int, dict[float, Distances]] = {}
+
+
+def per_topology(topology: Topology, cache: dict[int, _T]) -> _T | None:
+    return cache.get(id(topology))
+
+
+def remember(topology: Topology, cache: dict[int, _T], value: _T) -> _T:
+    """Store ``value`` for this topology object until it is garbage-collected."""
+    if id(topology) not in cache:
+        weakref.finalize(topology, cache.pop, id(topology), None)
+    cache[id(topology)] = value
+    return value
 
 
 class Distances:
@@ -28,6 +44,7 @@ class Distances:
         self.cap = cutoff + 1.0
         self._graph = topology.graph
         self._rows: dict[str, Mapping[str, float]] = {}
+        self._nearest: dict[frozenset[str], Mapping[str, float]] = {}
         # Reuse the all-pairs table when someone already paid for it.
         self._all_pairs = topology.__dict__.get("latency_ms")
 
@@ -45,6 +62,21 @@ class Distances:
                 row = {}
             self._rows[src] = row
         return row
+
+    def nearest(self, targets: frozenset[str]) -> Mapping[str, float]:
+        """Distance from every host (within the cutoff) to the closest of ``targets``."""
+        found = self._nearest.get(targets)
+        if found is None:
+            sources = [t for t in targets if t in self._graph]
+            found = (
+                nx.multi_source_dijkstra_path_length(
+                    self._graph, sources, cutoff=self.cutoff, weight="latency_ms"
+                )
+                if sources
+                else {}
+            )
+            self._nearest[targets] = found
+        return found
 
     def get(self, a: str, b: str) -> float:
         if a == b:
@@ -67,7 +99,9 @@ class Distances:
 
 def distances_for(topology: Topology, cutoff: float) -> Distances:
     """A shared, cached :class:`Distances` for this topology and cutoff."""
-    by_cutoff = _CACHE.setdefault(topology, {})
+    by_cutoff = per_topology(topology, _CACHE)
+    if by_cutoff is None:
+        by_cutoff = remember(topology, _CACHE, {})
     found = by_cutoff.get(cutoff)
     if found is None:
         found = by_cutoff[cutoff] = Distances(topology, cutoff)
