@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -15,13 +16,19 @@ from .sources import FileSource
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--kube" in (sys.argv[1:] if argv is None else argv):
+        # Cluster mode has its own options (kubeconfig, pod namespace, --no-pods): see kube_agent.
+        from .kube_agent import main as cluster_main
+
+        return cluster_main(argv)
     p = argparse.ArgumentParser(prog="flyslice.nodeagent", description="flyslice node agent")
     p.add_argument("--node", required=True, help="EdgeNode name this agent serves")
     p.add_argument("--state-dir", type=Path, required=True, help="desired-state cache, VNF records")
     p.add_argument("--listen", default="127.0.0.1:0", help="data-plane TCP host:port")
     p.add_argument("--http", default=None, help="telemetry/ingress HTTP host:port")
     p.add_argument("--desired-file", type=Path, help="JSON/YAML desired instances (embedded/offline mode)")
-    p.add_argument("--kube", action="store_true", help="read NFInstances from the Kubernetes API")
+    p.add_argument("--kube", action="store_true", help="cluster mode: NFInstances from the Kubernetes API "
+                   "(see `flyslice agent --kube --help`)")  # fmt: skip
     p.add_argument("--namespace", default=None)
     p.add_argument("--peer", action="append", default=[], help="node=host:port of another agent")
     p.add_argument("--mqtt", default=None, help="host:port of the MQTT broker devices publish to")
@@ -45,19 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        if args.kube:
-            from kubernetes import client
-            from kubernetes import config as kconfig
-
-            from .kube_source import KubeSource
-
-            try:
-                kconfig.load_incluster_config()  # type: ignore[no-untyped-call]
-            except kconfig.ConfigException:
-                kconfig.load_kube_config()  # type: ignore[no-untyped-call]
-            source = KubeSource(client.CustomObjectsApi(), args.node, args.namespace)
-            agent.run(source, args.interval, stop)
-        elif args.desired_file:
+        if args.desired_file:
             agent.run(FileSource(args.desired_file), args.interval, stop)
         else:
             stop.wait()

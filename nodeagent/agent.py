@@ -424,7 +424,4 @@ class Agent:
                 for name in self.vnf.names():
                     self.vnf.remove(name)
             self.vnf.close()
-            for sender in self.plane.senders.values():
-                if isinstance(sender, TcpSender):
-                    sender.close()
             self.plane.stop()

@@ -238,6 +238,10 @@ class Sender:
         """Queue for sending, waiting up to ``timeout`` s for room; returns how many were dropped."""
         raise NotImplementedError
 
+    def close(self) -> list[Message]:
+        """Stop sending; returns what was not sent."""
+        return []
+
 
 class DataPlane:
     """Routes messages to local slice workers, local VNFs and other nodes' agents."""
@@ -295,9 +299,12 @@ class DataPlane:
         """Record a local instance (fNF, or VNF with its address) and recompute the slice's entries."""
         with self._lock:
             self._hops[name] = (slice_name, hops)
+            old = self.vnf_addresses.get(name)
             if vnf_address is not None:
                 self.vnf_addresses[name] = vnf_address
             self._recompute_entries()
+        if old is not None and old != vnf_address and vnf_address is not None:
+            self._retire_sender(old)
 
     def retire_if_empty(self, slice_name: str) -> None:
         """Stop the worker thread of a slice that has no local fNF left (its queue is dropped)."""
@@ -312,9 +319,23 @@ class DataPlane:
     def forget(self, name: str) -> None:
         with self._lock:
             self._hops.pop(name, None)
-            self.vnf_addresses.pop(name, None)
+            old = self.vnf_addresses.pop(name, None)
             self.where.pop(name, None)
             self._recompute_entries()
+        if old is not None:
+            self._retire_sender(old)
+
+    def _retire_sender(self, addr: str) -> None:
+        """Close the sender of an address nothing routes to any more (a replaced or removed VNF),
+        so its thread does not retry forever; what it had not sent is routed again by ``to``."""
+        with self._lock:
+            if addr in self.vnf_addresses.values() or addr in self.peers.values():
+                return
+            sender = self.senders.pop(addr, None)
+        if sender is not None:
+            unsent = sender.close()
+            if unsent:
+                self.deliver_many(unsent)
 
     def _recompute_entries(self) -> None:
         targets = {h.instance for _, hops in self._hops.values() for h in hops}
@@ -454,3 +475,6 @@ class DataPlane:
         self._stop.set()
         for w in list(self.workers.values()):
             w.stop()
+        for sender in list(self.senders.values()):
+            sender.close()
+        self.senders.clear()

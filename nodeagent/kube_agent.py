@@ -271,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, api_client_for(args.kubeconfig), pod_namespace=None if args.no_pods else args.pod_namespace,
         instance_namespace=args.namespace, kubernetes_node=args.kubernetes_node, heartbeat_s=args.heartbeat,
     )  # fmt: skip
+    from .gctune import tune_for_data_plane
+
+    tune_for_data_plane()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

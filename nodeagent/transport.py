@@ -44,6 +44,7 @@ class TcpSender(Sender):
         self.batch = batch
         self.sent = 0
         self.connected = False
+        self._unsent: list[Message] = []  # the batch being sent, until sendall succeeded
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"send-{self.address}", daemon=True)
         self._thread.start()
@@ -63,6 +64,7 @@ class TcpSender(Sender):
                     continue
                 pending = ("\n".join(map(_dumps, msgs)) + "\n").encode()
                 count = len(msgs)
+                self._unsent = msgs
             if sock is None:
                 try:
                     if not isinstance(self._address, str):
@@ -80,6 +82,7 @@ class TcpSender(Sender):
                 sock.sendall(pending)
                 self.sent += count
                 pending = b""
+                self._unsent = []
             except OSError:
                 # The batch is kept and resent on the next connection (at-least-once over reconnects).
                 self.connected = False
@@ -88,10 +91,15 @@ class TcpSender(Sender):
         if sock is not None:
             sock.close()
 
-    def close(self) -> None:
+    def close(self) -> list[Message]:
+        """Stop; returns the messages not handed to the kernel yet (the caller may re-route them)."""
         self._stop.set()
         self.queue.wake()
         self._thread.join(2.0)
+        rest = list(self._unsent)
+        while len(self.queue):
+            rest.extend(self.queue.get_batch(1 << 16, 0))
+        return rest
 
 
 class _Handler(socketserver.StreamRequestHandler):

@@ -100,11 +100,18 @@ def test_vnf_spec_change_replaces_the_process(agents: MakeAgent) -> None:
     agent.converge(vnf_chain())
     wait_for(lambda: agent.status()["sp"].state == "Running")
     old = agent.vnf.observe("sp").pid  # type: ignore[union-attr]
+    old_address = agent.status()["sp"].address
+    agent.plane.deliver(new_message("s1", "temp", {"t": 1}))  # opens a sender to the old runner
+    wait_for(lambda: old_address in agent.plane.senders)
     changed = vnf_chain()
     changed[1] = make_spec("sp", "stream_processor", {"passthrough": False}, ["out"], flavor="vnf")
     agent.converge(changed)
     wait_for(lambda: agent.status()["sp"].state == "Running")
     assert agent.vnf.observe("sp").pid != old  # type: ignore[union-attr]
+    new_address = agent.status()["sp"].address
+    wait_for(lambda: agent.plane.vnf_addresses.get("sp") == new_address)
+    assert old_address != new_address
+    assert old_address not in agent.plane.senders  # no thread left retrying the dead runner
     wait_for(lambda: not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE)  # type: ignore[arg-type]
     agent.converge(changed[:1])
     assert runners(agent.state_dir) == []
