@@ -241,6 +241,8 @@ def build(
     return built
 
 
+#: A pair found violated gets all its pivots when its source NF has at most this many hosts.
+LAZY_EXACT_PIVOTS = 64
 #: A consecutive pair whose smaller side has at most this many hosts gets every pivot at once (exact).
 EXACT_PIVOTS = 12
 
@@ -291,6 +293,11 @@ def violated_pairs(built: Built, found: Mapping[str, Mapping[str, Assignment]], 
         true = dist.get(chosen[src].host, chosen[dst].host)
         if (pair.var.varValue or 0.0) < true - 1e-6:
             added += add_pivot_cut(built, pair, chosen[src].host, dist)
+            # Equal-cost placements abound, so one pivot per round can chase ties for many
+            # rounds: make the pair exact at once when that stays small.
+            if len(pair.src_hosts) <= LAZY_EXACT_PIVOTS:
+                for h in pair.src_hosts:
+                    added += add_pivot_cut(built, pair, h, dist)
     return added
 
 
