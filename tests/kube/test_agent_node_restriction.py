@@ -4,6 +4,10 @@ real credentials: node A's agent is refused on node B's objects and allowed on i
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -225,3 +229,72 @@ def test_operator_rbac_is_least_privilege(lab: Lab) -> None:
         assert can(verb, resource, lab.ns) == "no", (verb, resource)
     assert can("get", "secrets", SYSTEM_NS) == "yes"  # GitSource credentials, in its own namespace only
     assert can("update", "leases", SYSTEM_NS) == "yes" and can("update", "leases", lab.ns) == "no"
+
+
+def _start_agent(
+    lab: Lab, node: str, kubeconfig: Path, workdir: Path
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """The real cluster-mode agent of a bare gateway, as its systemd unit runs it."""
+    log = workdir / f"agent-{node}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flyslice.nodeagent.kube_agent", "--node", node, "--kubeconfig", str(kubeconfig),
+             "--state-dir", str(workdir / f"state-{node}"), "--no-pods", "--namespace", lab.ns,
+             "--listen", "127.0.0.1:0", "--interval", "1", "--heartbeat", "1"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    return proc, log
+
+
+def _stop_agent(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def _wait(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.3)
+    pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def test_the_real_agent_works_under_the_policy_and_an_impostor_is_refused(lab: Lab, tmp_path: Path) -> None:
+    digest = subprocess.run(
+        ["flyslice", "digest", "builtin:broker"], capture_output=True, text=True, check=True
+    )
+    good = _nfinstance("nfi-a-real", lab.ns, lab.node_a)
+    good["spec"]["digest"] = digest.stdout.strip()
+    _apply(lab.env, good)
+
+    # Node A's agent, and an impostor: node A's credentials with --node B, which tries B's status
+    # and heartbeat. Both at once; the server lets the first do its work and refuses the second.
+    before = lab.env.kubectl_json("get", "edgenode", lab.node_b).get("status", {}).get("heartbeatTime")
+    agent, log = _start_agent(lab, lab.node_a, lab.cert_a, tmp_path)
+    impostor, impostor_log = _start_agent(lab, lab.node_b, lab.cert_a, tmp_path)
+    try:
+
+        def running() -> bool:
+            status = lab.env.kubectl_json("-n", lab.ns, "get", "nfinstance", "nfi-a-real").get("status", {})
+            return status.get("state") == "Running"
+
+        _wait(running, 30, f"the agent of {lab.node_a} to report its fNF Running:\n{log.read_text()[-2000:]}")
+        beat = _wait(lambda: lab.env.kubectl_json("get", "edgenode", lab.node_a).get("status", {}).get("heartbeatTime"),
+                     15, "the heartbeat of its EdgeNode")  # fmt: skip
+        assert beat
+        _wait(lambda: f"heartbeat of EdgeNode {lab.node_b}: Forbidden" in impostor_log.read_text(), 30,
+              "the impostor's heartbeat to be refused")  # fmt: skip
+        _wait(lambda: f"status of NFInstance {lab.ns}/{lab.nfi_b}: Forbidden" in impostor_log.read_text(), 30,
+              "the impostor's status write to be refused")  # fmt: skip
+    finally:
+        _stop_agent(agent)
+        _stop_agent(impostor)
+    assert (
+        lab.env.kubectl_json("get", "edgenode", lab.node_b).get("status", {}).get("heartbeatTime") == before
+    )
