@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +114,26 @@ def main(argv: list[str] | None = None) -> int:
                 },
             )
     ingress.close()
+    drain(plane, timeout_s=3.0)  # the local driver waits 5 s before SIGKILL
     platform.uninstall(spec.name)
     plane.stop()
     return 0
+
+
+def drain(plane: DataPlane, timeout_s: float) -> bool:
+    """Finish what was received before stopping: process the queues, then flush the senders."""
+    deadline = time.monotonic() + timeout_s
+
+    def idle() -> bool:
+        workers_idle = all(len(w.queue) == 0 and w.current is None for w in plane.workers.values())
+        senders_idle = all(s.idle() for s in plane.senders.values() if isinstance(s, TcpSender))
+        return workers_idle and senders_idle
+
+    while time.monotonic() < deadline:
+        if idle():
+            return True
+        time.sleep(0.01)
+    return idle()
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ class TcpSender(Sender):
         self.queue: BoundedQueue[Message] = BoundedQueue(queue_size)
         self.batch = batch
         self.sent = 0
+        self.accepted = 0
         self.connected = False
         self._unsent: list[Message] = []  # the batch being sent, until sendall succeeded
         self._stop = threading.Event()
@@ -50,7 +51,9 @@ class TcpSender(Sender):
         self._thread.start()
 
     def send_many(self, msgs: list[Message], timeout: float = 0.0) -> int:
-        return self.queue.put_many(msgs, timeout)
+        dropped = self.queue.put_many(msgs, timeout)
+        self.accepted += len(msgs) - dropped
+        return dropped
 
     def _run(self) -> None:
         sock: socket.socket | None = None
@@ -90,6 +93,10 @@ class TcpSender(Sender):
                 sock = None
         if sock is not None:
             sock.close()
+
+    def idle(self) -> bool:
+        """Everything accepted so far has been handed to the kernel."""
+        return self.sent >= self.accepted
 
     def close(self) -> list[Message]:
         """Stop; returns the messages not handed to the kernel yet (the caller may re-route them)."""

@@ -262,3 +262,31 @@ def test_runner_whose_record_is_removed_stops_by_itself(agents: MakeAgent) -> No
     (agent.state_dir / "vnf" / "sp" / "spec.json").unlink()
     proc.wait(10)
     assert not proc.is_running()
+
+
+SLOWISH = """
+import time
+from flyslice.nodeagent.sdk import NetworkFunction
+class NF(NetworkFunction):
+    def process(self, msg):
+        time.sleep(0.001)
+        return msg
+"""
+
+
+def test_removed_vnf_finishes_what_it_received_before_exiting(agents: MakeAgent, tmp_path: Path) -> None:
+    slow = tmp_path / "slowish.py"
+    slow.write_text(SLOWISH)
+    agent = agents()
+    sink = Sink()
+    agent.on_sink(sink)
+    specs = [make_spec("vnf", f"file:{slow}", {}, ["out"], flavor="vnf"), make_spec("out", "broker")]
+    agent.converge(specs)
+    wait_for(lambda: agent.status()["vnf"].state == "Running" and agent.plane.vnf_addresses.get("vnf"))
+    address = agent.plane.vnf_addresses["vnf"]
+    for i in range(600):  # more than one batch (256): some are still queued in the runner at SIGTERM
+        agent.plane.deliver({**new_message("s1", "t", i), "to": "vnf"})
+    wait_for(lambda: address in agent.plane.senders and agent.plane.senders[address].idle())
+    agent.converge(specs[1:])  # SIGTERM while ~0.5 s of work is still queued in the runner
+    wait_for(lambda: len(sink.messages) == 600, timeout=10)
+    assert sink.payloads() == list(range(600))
