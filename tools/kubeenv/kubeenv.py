@@ -606,6 +606,7 @@ def _file_safe(name: str) -> str:
 
 
 _shared: KubeEnv | None = None
+_shared_failure: KubeEnvError | None = None
 
 
 def shared_env() -> KubeEnv:
@@ -615,9 +616,19 @@ def shared_env() -> KubeEnv:
     so a test session starts etcd and kube-apiserver once. Tests sharing it use their own
     namespaces and object names. Raises ``KubeEnvUnavailable`` when the binaries are not built.
     """
-    global _shared
+    global _shared, _shared_failure
+    if _shared_failure is not None:  # do not make every test of a session wait for a broken start
+        raise _shared_failure
     if _shared is None or not _shared.running:
-        _shared = KubeEnv().start()  # start() registers the atexit stop
+        for attempt in (1, 2):  # a second try covers a free port taken between choice and bind
+            try:
+                _shared = KubeEnv().start()  # start() registers the atexit stop
+                break
+            except KubeEnvError as exc:
+                if attempt == 2:
+                    _shared_failure = exc
+                    raise
+    assert _shared is not None
     return _shared
 
 
