@@ -202,3 +202,27 @@ def test_systemd_unit_is_valid(tmp_path: Path) -> None:
     out = _run(["systemd-analyze", "verify", str(path)])
     problems = [line for line in (out.stdout + out.stderr).splitlines() if "flyslice-agent.service" in line]
     assert out.returncode == 0 and not problems, out.stdout + out.stderr
+
+
+@pytest.mark.kube
+def test_workload_pod_templates_are_admitted_as_pods(
+    kube_env: kubeenv.KubeEnv, crds_installed: list[str]
+) -> None:
+    """Pod-level rules (service account exists, priority class allowed, security context valid)
+    apply only when a controller creates the pods; no controller runs here, so create them in a
+    dry run directly from the templates."""
+    rendered = kube_env.kubectl("kustomize", str(DEPLOY / "k3s")).stdout
+    kube_env.kubectl("apply", "-f", "-", input=rendered)
+    for doc in _render(kube_env):
+        if doc["kind"] not in ("Deployment", "DaemonSet"):
+            continue
+        template = doc["spec"]["template"]
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"{doc['metadata']['name']}-probe", "namespace": doc["metadata"]["namespace"],
+                         "labels": template["metadata"]["labels"]},
+            "spec": template["spec"],
+        }  # fmt: skip
+        out = kube_env.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+        assert out.returncode == 0, f"{doc['kind']} {doc['metadata']['name']}: {out.stderr}"
