@@ -93,14 +93,25 @@ class LocalProcessDriver:
         proc = self.procs.get(spec.name)
         if proc is not None and proc.spec_fingerprint == spec.fingerprint and self._alive(proc):
             return
+        carried: bytes | None = None
         if proc is not None:
+            # A replaced runner writes its NF's exported state on a clean stop; the new one imports it.
+            was_alive = self._alive(proc)
+            self._terminate(proc)
+            saved = proc.dir / "state.json"
+            if was_alive and saved.exists():
+                carried = saved.read_bytes()
             self.remove(spec.name)
         if not spec.module:
             raise ValueError(f"instance {spec.name}: the local-process driver runs vnf.module; none given")
         d = self.root / spec.name
         d.mkdir(parents=True, exist_ok=True)
-        for stale in ("ready.json", "status.json"):
+        for stale in ("ready.json", "status.json", "state.json", "state-in.json"):
             (d / stale).unlink(missing_ok=True)
+        state_args = ["--state-out", str(d / "state.json")]
+        if carried is not None:
+            (d / "state-in.json").write_bytes(carried)
+            state_args += ["--state-in", str(d / "state-in.json")]
         (d / "spec.json").write_text(json.dumps(spec.to_dict()))
         cmd = [
             self.python, "-m", "flyslice.nodeagent.runner",
@@ -109,6 +120,7 @@ class LocalProcessDriver:
             "--ready-file", str(d / "ready.json"),
             "--status-file", str(d / "status.json"),
             "--uplink-file", str(self.uplink_file),
+            *state_args,
         ]  # fmt: skip
         log = open(d / "runner.log", "ab")  # noqa: SIM115 -- handed to the child
         # A new session: the runner survives the agent (kill -9 included) and is re-adopted.
@@ -125,7 +137,13 @@ class LocalProcessDriver:
     def remove(self, name: str) -> None:
         proc = self.procs.pop(name, None)
         d = proc.dir if proc else self.root / name
-        if proc is not None and proc.pid is not None and self._alive(proc):
+        if proc is not None:
+            self._terminate(proc)
+        shutil.rmtree(d, ignore_errors=True)
+
+    def _terminate(self, proc: _Proc) -> None:
+        """SIGTERM (the runner drains and saves its state), SIGKILL after 5 s."""
+        if proc.pid is not None and self._alive(proc):
             try:
                 os.kill(proc.pid, signal.SIGTERM)
                 if proc.popen is not None:
@@ -139,7 +157,6 @@ class LocalProcessDriver:
                 subprocess.TimeoutExpired,
             ):
                 _force_kill(proc.pid)
-        shutil.rmtree(d, ignore_errors=True)
 
     def observe(self, name: str) -> VnfObservation | None:
         proc = self.procs.get(name)

@@ -93,12 +93,15 @@ class ModularPlatform:
         self.plane.set_topology(spec.name, spec.slice, spec.next_hops)
         return inst
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, state: Any = None) -> None:
+        """Start; ``state`` (if not None) is imported first, as on an update (a replaced VNF's state)."""
         inst = self._get(name)
         worker = self._worker(inst)
 
         def start() -> None:
             try:
+                if state is not None:
+                    inst.nf.import_state(state)
                 inst.nf.start()
             except Exception as exc:
                 inst.fail(f"start raised: {_describe(exc)}")

@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--trusted-key", action="append", default=[], help="ed25519 public key file (PEM)")
     parser.add_argument("--deadline-s", type=float, default=1.0)
+    parser.add_argument(
+        "--state-in", type=Path, help="JSON state to import before start (a replaced runner's)"
+    )
+    parser.add_argument(
+        "--state-out", type=Path, help="where to write the NF's exported state on a clean stop"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -80,8 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     plane.default_route = "uplink" if uplink else None
     platform = ModularPlatform(plane, ModuleLoader(keys), deadline_s=args.deadline_s)
     try:
+        state = json.loads(args.state_in.read_text()) if args.state_in and args.state_in.exists() else None
         platform.install(spec)
-        platform.start(spec.name)
+        platform.start(spec.name, state)
+        if platform.instances[spec.name].lifecycle.state != "Running":
+            raise RuntimeError(platform.instances[spec.name].lifecycle.message)
     except Exception as exc:
         print(f"runner: instance {spec.name} failed to load: {exc}", file=sys.stderr)
         return 3
@@ -115,9 +124,22 @@ def main(argv: list[str] | None = None) -> int:
             )
     ingress.close()
     drain(plane, timeout_s=3.0)  # the local driver waits 5 s before SIGKILL
+    if args.state_out:
+        save_state(platform, spec.name, args.state_out)
     platform.uninstall(spec.name)
     plane.stop()
     return 0
+
+
+def save_state(platform: ModularPlatform, name: str, path: Path) -> None:
+    inst = platform.instances[name]
+    if not inst.running:
+        return  # a failed NF's state is not worth carrying into its replacement
+    try:
+        state = platform.plane.worker(inst.slice).call(inst.nf.export_state)
+        write_json_atomic(path, state)
+    except Exception as exc:  # the replacement then starts fresh; say why
+        log.error("instance %s: could not save its state: %s", name, exc)
 
 
 def drain(plane: DataPlane, timeout_s: float) -> bool:

@@ -290,3 +290,42 @@ def test_removed_vnf_finishes_what_it_received_before_exiting(agents: MakeAgent,
     agent.converge(specs[1:])  # SIGTERM while ~0.5 s of work is still queued in the runner
     wait_for(lambda: len(sink.messages) == 600, timeout=10)
     assert sink.payloads() == list(range(600))
+
+
+COUNTING = """
+from flyslice.nodeagent.sdk import NetworkFunction
+class NF(NetworkFunction):
+    config_schema = {"type": "object", "properties": {"tag": {"type": "string"}}}
+    def configure(self, config):
+        self.tag = config.get("tag", "")
+        self.count = 0
+    def process(self, msg):
+        self.count += 1
+        msg["payload"] = {"count": self.count, "tag": self.tag}
+        return msg
+    def export_state(self):
+        return {"count": self.count}
+    def import_state(self, state):
+        self.count = state["count"]
+"""
+
+
+def test_replaced_vnf_hands_its_state_to_the_new_process(agents: MakeAgent, tmp_path: Path) -> None:
+    counting = tmp_path / "counting.py"
+    counting.write_text(COUNTING)
+    agent = agents()
+    sink = Sink()
+    agent.on_sink(sink)
+    out = make_spec("out", "broker")
+    agent.converge([make_spec("c", f"file:{counting}", {"tag": "v1"}, ["out"], flavor="vnf"), out])
+    wait_for(lambda: agent.status()["c"].state == "Running" and agent.plane.vnf_addresses.get("c"))
+    for _ in range(5):
+        agent.plane.deliver({**new_message("s1", "t", None), "to": "c"})
+    wait_for(lambda: len(sink.messages) == 5)
+    old_pid = agent.vnf.observe("c").pid  # type: ignore[union-attr]
+    agent.converge([make_spec("c", f"file:{counting}", {"tag": "v2"}, ["out"], flavor="vnf"), out])
+    wait_for(lambda: agent.status()["c"].state == "Running" and agent.vnf.observe("c").pid != old_pid)  # type: ignore[union-attr]
+    wait_for(lambda: agent.plane.vnf_addresses.get("c") == agent.status()["c"].address)
+    agent.plane.deliver({**new_message("s1", "t", None), "to": "c"})
+    wait_for(lambda: len(sink.messages) == 6)
+    assert sink.payloads()[-1] == {"count": 6, "tag": "v2"}  # the count went over to the new process
