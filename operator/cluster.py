@@ -286,13 +286,14 @@ class ApplyResult:
 class ClusterClient:
     """Synchronous API access for the operator; call it from a worker thread, not the event loop."""
 
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, *, workers: int = 8) -> None:
         from kubernetes import client
 
         self.api = api_client
         # Typed Any: the client's generated stubs return ``object`` for custom objects (plain dicts).
         self.custom: Any = client.CustomObjectsApi(api_client)
         self.core: Any = client.CoreV1Api(api_client)
+        self.workers = max(1, workers)
         self.requests = 0
         self._count_lock = threading.Lock()
         original = api_client.call_api
@@ -338,64 +339,80 @@ class ClusterClient:
     ) -> ApplyResult:
         """Make the operator's NFInstances exactly ``desired``: create, patch the spec of, or delete
         only what differs. ``existing``: the NFInstances labelled as the operator's; ``owners``:
-        (namespace, slice) -> Slice uid. Idempotent; one failing object never stops the others."""
-        from kubernetes.client.exceptions import ApiException
+        (namespace, slice) -> Slice uid. Idempotent; one failing object never stops the others.
+        Writes go out ``workers`` at a time: a burst of new slices is thousands of small requests."""
+        from concurrent.futures import ThreadPoolExecutor
 
-        result = ApplyResult()
         have = {
             ((o.get("metadata") or {}).get("namespace", ""), (o.get("metadata") or {}).get("name", "")): o
             for o in existing
             if not (o.get("metadata") or {}).get("deletionTimestamp")
         }
-        want = {(a.namespace, a.name): a for a in desired}
-        for key, action in want.items():
-            ref = f"{key[0]}/{key[1]}"
-            uid = owners.get((action.namespace, str(action.spec["slice"])))
-            body = instance_object(action, uid)
-            current: Any = have.get(key)
-            try:
-                if current is None:
-                    try:
-                        self.custom.create_namespaced_custom_object(
-                            GROUP, VERSION, action.namespace, PLURALS["NFInstance"], body
-                        )
-                        result.created.append(ref)
-                        continue
-                    except ApiException as exc:
-                        if exc.status != 409:  # 409: it exists after all (a stale list): update it
-                            raise
-                        current = self.custom.get_namespaced_custom_object(
-                            GROUP, VERSION, action.namespace, PLURALS["NFInstance"], action.name
-                        )
-                if _instance_differs(current, body):
-                    patch = [
-                        {"op": "replace", "path": "/spec", "value": body["spec"]},
-                        {"op": "replace", "path": "/metadata/labels", "value": {
-                            **((current.get("metadata") or {}).get("labels") or {}), **body["metadata"]["labels"]}},
-                    ]  # fmt: skip
-                    if "ownerReferences" in body["metadata"]:
-                        patch.append(
-                            {
-                                "op": "replace" if current["metadata"].get("ownerReferences") else "add",
-                                "path": "/metadata/ownerReferences",
-                                "value": body["metadata"]["ownerReferences"],
-                            }
-                        )
-                    self.custom.patch_namespaced_custom_object(
-                        GROUP, VERSION, action.namespace, PLURALS["NFInstance"], action.name, patch,
-                        _content_type="application/json-patch+json",
-                    )  # fmt: skip
-                    result.updated.append(ref)
-            except ApiException as exc:
-                result.failed[ref] = _api_reason(exc)
-        for key in have.keys() - want.keys():
-            ref = f"{key[0]}/{key[1]}"
-            try:
-                self.delete_instance(*key)
-                result.deleted.append(ref)
-            except ApiException as exc:
-                result.failed[ref] = _api_reason(exc)
+        work: list[tuple[str, Any]] = []
+        for action in desired:
+            key = (action.namespace, action.name)
+            body = instance_object(action, owners.get((action.namespace, str(action.spec["slice"]))))
+            current = have.get(key)
+            if current is None or _instance_differs(current, body):
+                work.append(("write", (action, body, current)))
+        wanted = {(a.namespace, a.name) for a in desired}
+        work += [("delete", key) for key in sorted(have.keys() - wanted)]
+        result = ApplyResult()
+        if not work:
+            return result
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(work))) as pool:
+            for ref, outcome in pool.map(self._apply_one, work):
+                if outcome in ("created", "updated", "deleted"):
+                    getattr(result, outcome).append(ref)
+                else:
+                    result.failed[ref] = outcome
         return result
+
+    def _apply_one(self, item: tuple[str, Any]) -> tuple[str, str]:
+        """One NFInstance write: (namespace/name, created|updated|deleted or the API's refusal)."""
+        from kubernetes.client.exceptions import ApiException
+
+        what, arg = item
+        if what == "delete":
+            ref = f"{arg[0]}/{arg[1]}"
+            try:
+                self.delete_instance(*arg)
+            except ApiException as exc:
+                return ref, _api_reason(exc)
+            return ref, "deleted"
+        action, body, current = arg
+        ref = f"{action.namespace}/{action.name}"
+        plural = PLURALS["NFInstance"]
+        try:
+            if current is None:
+                try:
+                    self.custom.create_namespaced_custom_object(
+                        GROUP, VERSION, action.namespace, plural, body
+                    )
+                    return ref, "created"
+                except ApiException as exc:
+                    if exc.status != 409:  # 409: it exists after all (a stale list): update it
+                        raise
+                    current = self.custom.get_namespaced_custom_object(
+                        GROUP, VERSION, action.namespace, plural, action.name
+                    )
+                    if not _instance_differs(current, body):
+                        return ref, "unchanged"
+            labels = {**((current.get("metadata") or {}).get("labels") or {}), **body["metadata"]["labels"]}
+            patch = [
+                {"op": "replace", "path": "/spec", "value": body["spec"]},
+                {"op": "add", "path": "/metadata/labels", "value": labels},
+            ]
+            if "ownerReferences" in body["metadata"]:
+                refs = body["metadata"]["ownerReferences"]
+                patch.append({"op": "add", "path": "/metadata/ownerReferences", "value": refs})
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, action.namespace, plural, action.name, patch,
+                _content_type="application/json-patch+json",
+            )  # fmt: skip
+            return ref, "updated"
+        except ApiException as exc:
+            return ref, _api_reason(exc)
 
     def delete_instance(self, namespace: str, name: str) -> None:
         from kubernetes.client.exceptions import ApiException

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -88,6 +89,31 @@ def test_restart_adopts_what_runs_no_duplicates_no_moves(
         lease = kube_env.kubectl_json("-n", "flyslice-system", "get", "lease", f"lease-{namespace}")
         assert lease["spec"]["holderIdentity"] == "second"
         assert lease["spec"]["leaseTransitions"] >= 1
+
+        # A spec change updates the affected NFInstance in place (same object, new spec), nothing else.
+        alarm = {"alarm": {"field": "temperature", "above": 75, "topic": "alarms/fire"}}
+        kube_env.kubectl(
+            "-n", namespace, "patch", "slice", "wildfire", "--type=merge",
+            "-p", json.dumps({"spec": {"config": {"sp-cloud": alarm}}}),
+        )  # fmt: skip
+        updated = wait_for(
+            lambda: (i := _instances(kube_env, namespace)["wildfire-sp-cloud"])["spec"]["config"] == alarm and i,
+            20, "the new sp-cloud config",
+        )  # fmt: skip
+        assert updated["metadata"]["uid"] == before["wildfire-sp-cloud"]["metadata"]["uid"]
+        assert updated["metadata"]["generation"] == before["wildfire-sp-cloud"]["metadata"]["generation"] + 1
+        status = wait_for(
+            lambda: (s := second.status()) and s["nfinstances"]["updated"] >= 1 and s, 10, "update"
+        )
+        assert status["nfinstances"] == {"created": 0, "updated": 1, "deleted": 0}
+        generation = kube_env.kubectl_json("-n", namespace, "get", "slice", "wildfire")["metadata"][
+            "generation"
+        ]
+        wait_for(
+            lambda: kube_env.kubectl_json("-n", namespace, "get", "slice", "wildfire")["status"]["observedGeneration"]
+            == generation,
+            10, "observedGeneration to follow",
+        )  # fmt: skip
 
 
 def test_two_replicas_one_leader_and_handover(
