@@ -35,6 +35,8 @@ class SolveOutcome:
     #: The incumbent's objective and the proven lower bound, as the model states them.
     objective: float | None = None
     bound: float | None = None
+    #: The solver proved there is no solution (not a time-out).
+    proven_infeasible: bool = False
 
 
 def highs_available() -> bool:
@@ -54,9 +56,20 @@ def solve(prob: pulp.LpProblem, options: SolveOptions, warm_start: bool) -> Solv
         kind, gap, bound = _solve_cbc(prob, options, warm_start)
         name = "CBC"
     objective = pulp.value(prob.objective) if kind != "none" else None
+    infeasible = kind == "none" and prob.sol_status == pulp.LpSolutionInfeasible and not _stopped_early(prob)
     return SolveOutcome(
-        kind, gap, time.perf_counter() - start, name, None if objective is None else float(objective), bound
+        kind,
+        gap,
+        time.perf_counter() - start,
+        name,
+        None if objective is None else float(objective),
+        bound,
+        infeasible,
     )
+
+
+def _stopped_early(prob: pulp.LpProblem) -> bool:
+    return bool(getattr(prob, "_flyslice_stopped_early", False))
 
 
 def _incumbent_kind(prob: pulp.LpProblem) -> str:
@@ -96,6 +109,7 @@ def _solve_highs(
     solver.optionsDict = {}
     solver.optionsDict["warm_start"] = warm_start
     _run_highs(solver, prob)
+    prob._flyslice_stopped_early = prob.solverModel.getModelStatus() != highspy_status("kInfeasible")
     kind = _incumbent_kind(prob)
     if kind == "none":
         return kind, None, None
@@ -108,6 +122,12 @@ def _solve_highs(
     if kind == "optimal" and gap is not None and gap > options.gap_rel + 1e-9:
         kind = "feasible"
     return kind, gap, bound
+
+
+def highspy_status(name: str) -> Any:
+    import highspy
+
+    return getattr(highspy.HighsModelStatus, name)
 
 
 def _run_highs(solver: _WarmHiGHS, prob: pulp.LpProblem) -> None:
@@ -146,6 +166,8 @@ def _solve_cbc(
         log = _read_text(log_path)
     finally:
         solver.delete_tmp_files(log_path)
+    # CBC reports a time-out without incumbent as infeasible; its log tells them apart.
+    prob._flyslice_stopped_early = re.search(r"^Result - Stopped|Stopped on time", log, re.M) is not None
     kind = _incumbent_kind(prob)
     if kind == "none":
         return kind, None, None

@@ -143,7 +143,10 @@ def relaxation_reasons(
 
     topo = problem.topology
 
+    inconclusive = False
+
     def attempt(enforce: ilp.Enforce) -> dict[str, Assignment] | None:
+        nonlocal inconclusive
         cap_free = free if enforce.capacity else dict.fromkeys(topo.host_by_name, _UNLIMITED)
         opts = prune(s, topo, cap_free, dist) if enforce.latency else _unpruned(s, problem, cap_free)
         if any(not o for o in opts.values()):
@@ -161,11 +164,17 @@ def relaxation_reasons(
         )
         out = solve(built.prob, options, warm_start=False)
         if out.kind == "none":
+            inconclusive |= not out.proven_infeasible
             return None
         return dict(built.assignments().get(s.key, {}))
 
     if attempt(ilp.Enforce()) is not None:
         return None
+    if inconclusive:
+        return [
+            "the diagnosis ran out of time before it could tell which constraint blocks this slice; "
+            "call flyslice.solver.diagnose() with a longer time limit"
+        ]
     reasons: list[str] = []
     families = {
         "capacity": ilp.Enforce(capacity=False),
@@ -206,6 +215,11 @@ def relaxation_reasons(
             )
         else:
             reasons.append("the links on its routes lack the declared bandwidth for its service edges")
+    if not reasons and inconclusive:
+        reasons.append(
+            "the diagnosis ran out of time before it could tell which constraint blocks this slice; "
+            "call flyslice.solver.diagnose() with a longer time limit"
+        )
     if not reasons:
         reasons.append(
             "capacity, latency budgets and availability cannot all be met together; "

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 #: Rejected slices that may get a relaxation solve each; the rest get the cheap checks' reasons.
 MAX_RELAXATION_DIAGNOSES = 10
+#: Time limit of each relaxation solve (single-slice models: small).
+DIAGNOSIS_SOLVE_SECONDS = 2.0
+#: Wall-clock budget of the per-slice diagnosis (at least; or 20% of the solve time limit).
+DIAGNOSIS_SECONDS = 2.0
 
 
 @dataclass
@@ -312,6 +316,7 @@ def _explain(
     admitted: Mapping[str, Mapping[str, Assignment]],
     options: SolveOptions,
     use_ilp: bool,
+    budget: list[int] | None = None,
 ) -> list[str] | None:
     if s.key in ctx.errors:
         return ctx.errors[s.key]
@@ -325,6 +330,8 @@ def _explain(
         return [prefix + r for r in shared]
     if not use_ilp:
         return None
+    if budget is not None:
+        budget[0] -= 1
     relaxed = relaxation_reasons(ctx.problem, s, free, links, ctx.dist, options)
     # None: it fits in what is left, so it lost to the objective or to the time limit.
     return None if relaxed is None else [prefix + r for r in relaxed]
@@ -339,16 +346,21 @@ def _reasons(
     use_ilp: bool = True,
 ) -> dict[str, tuple[str, ...]]:
     out: dict[str, tuple[str, ...]] = {}
-    budget = MAX_RELAXATION_DIAGNOSES if use_ilp else 0
-    diag_opts = SolveOptions(
-        solver=options.solver, time_limit_s=min(options.time_limit_s, 5.0), warm_start=False
-    )
+    budget = [MAX_RELAXATION_DIAGNOSES if use_ilp else 0]
+    diag_opts = SolveOptions(solver=options.solver, time_limit_s=DIAGNOSIS_SOLVE_SECONDS, warm_start=False)
+    stop_at = time.perf_counter() + max(DIAGNOSIS_SECONDS, 0.2 * options.time_limit_s)
     for s in priority_order(list(ctx.problem.slices)):
         if s.key in admitted:
             continue
-        found = _explain(ctx, s, admitted, diag_opts, use_ilp=budget > 0)
-        if found is None and s.key not in ctx.errors and use_ilp and budget > 0:
-            budget -= 1
+        if time.perf_counter() > stop_at:
+            out[s.key] = (
+                fallback.get(s.key)
+                or "not admitted: the capacity within its latency reach went to admitted slices of equal or "
+                "higher priority, or the solver ran out of time (per-slice diagnosis skipped for time; "
+                "call flyslice.solver.diagnose() for details)",
+            )
+            continue
+        found = _explain(ctx, s, admitted, diag_opts, use_ilp=budget[0] > 0, budget=budget)
         if not found:
             found = _fallback_reason(s, proven, fallback)
         out[s.key] = tuple(found)
