@@ -108,8 +108,17 @@ def idle_agent_rss(n: int) -> dict[str, Any]:
         agent.converge(specs)
         time.sleep(0.5)
         value = rss()
+        # The whole SCi path for one more fNF on this loaded agent: desired list in, cache written
+        # (fsync), diff, install, start, status out.
+        times = []
+        for i in range(20):
+            specs.append(spec(f"extra{i}", NFS[i % 4], "extra"))
+            t0 = time.perf_counter()
+            status = agent.converge(specs)
+            times.append((time.perf_counter() - t0) * 1000)
+            assert status[f"extra{i}"].state == "Running"
         agent.stop()
-    return {"n": n, "rss_bytes": value}
+    return {"n": n, "rss_bytes": value, "converge_one_more_ms_p50": statistics.median(times)}
 
 
 def chain(n: int) -> dict[str, Any]:

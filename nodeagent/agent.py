@@ -101,6 +101,7 @@ class Agent:
         self._stop = threading.Event()
         self.connected: bool | None = None  # None: no source in use
         self._reported: dict[str, tuple[Any, ...]] = {}
+        self._saved_key: tuple[tuple[str, int], ...] | None = None
         self.last_sync: float | None = None
         self.http: TelemetryServer | None = None
         if config.http_listen:
@@ -148,8 +149,10 @@ class Agent:
                     self.errors[spec.name] = f"instance {spec.name} is listed twice; using the first"
                     continue
                 by_name[spec.name] = spec
-            if _save:
+            saved_key = tuple((s.fingerprint, s.generation) for s in by_name.values())
+            if _save and saved_key != self._saved_key:  # no fsync when nothing changed
                 self.cache.save(self.node, list(by_name.values()))
+                self._saved_key = saved_key
             self.desired = by_name
             for name in [n for n in self._running_names() if n not in by_name]:
                 self._remove(name)

@@ -23,8 +23,9 @@ class DesiredCache:
     def save(self, node: str, desired: Sequence[InstanceSpec]) -> None:
         tmp = self.path.with_name("desired.json.tmp")
         data = {"node": node, "savedAt": time.time(), "instances": [s.to_dict() for s in desired]}
+        text = json.dumps(data, sort_keys=True)  # the C encoder: json.dump to a file is pure Python
         with open(tmp, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)

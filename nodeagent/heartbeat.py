@@ -9,6 +9,9 @@ from typing import Any
 import psutil
 
 _PROC = psutil.Process()
+# cpu_percent(None) reports usage since the previous call: prime both so the first heartbeat means something.
+psutil.cpu_percent(None)
+_PROC.cpu_percent(None)
 
 
 def heartbeat(node: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:

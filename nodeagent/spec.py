@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .quantity import parse_memory
@@ -84,7 +85,7 @@ class InstanceSpec:
             d["resources"] = {k: v for k, v in (("cpu", self.cpu), ("memory", self.memory)) if v}
         return d
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         d = self.to_dict()
         d.pop("generation")

@@ -6,6 +6,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +189,7 @@ def test_next_hop_with_explicit_address(agents: MakeAgent) -> None:
     b.converge([make_spec("b-broker", "broker", node="b")])
     hop = NextHop("b-broker", "b", b.address)
     spec = make_spec("a-fw", "firewall", {"default": "allow"}, node="a")
-    a.converge([InstanceSpec(**{**spec.__dict__, "next_hops": (hop,)})])
+    a.converge([replace(spec, next_hops=(hop,))])
     a.plane.deliver(new_message("s1", "t", 1))
     wait_for(lambda: sink.payloads() == [1])
 
@@ -289,7 +290,7 @@ def test_status_is_reported_back_to_the_source_only_on_change(agents: MakeAgent)
     assert sorted(reports) == [("fw", "Running", 0), ("rl", "Running", 0), ("sp", "Running", 0)]
     agent.sync_once(source)
     assert len(reports) == 3  # nothing changed: nothing sent
-    source.specs = [*chain()[:2], InstanceSpec(**{**chain()[2].__dict__, "generation": 2})]
+    source.specs = [*chain()[:2], replace(chain()[2], generation=2)]
     agent.sync_once(source)
     assert reports[3:] == [("sp", "Running", 2)]
 
@@ -339,3 +340,15 @@ def test_status_shows_updating_while_the_new_version_loads(agents: MakeAgent, tm
     t.join(10)
     assert agent.status()["x"].state == "Running"
     assert agent.platform.instances["x"].spec.module == f"file:{slow}"
+
+
+def test_unchanged_desired_state_is_not_rewritten_to_disk(agents: MakeAgent) -> None:
+    agent = agents(resync_s=60)
+    agent.converge(chain())
+    cache = agent.state_dir / "desired.json"
+    first = cache.stat().st_ino  # every save is a new file renamed over the old one
+    agent.converge(chain())
+    assert cache.stat().st_ino == first
+    agent.converge(chain()[:2])
+    assert cache.stat().st_ino != first
+    assert [s.name for s in agent.cache.load() or []] == ["fw", "rl"]

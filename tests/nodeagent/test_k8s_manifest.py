@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from flyslice.nodeagent.k8s_driver import label_value, observe_pod, pod_manifest, pod_name
 from flyslice.nodeagent.kube_source import status_body
@@ -20,7 +21,7 @@ def vnf() -> InstanceSpec:
         flavor="vnf",
         node="cloud",
     )
-    return InstanceSpec(**{**spec.__dict__, "cpu": "250m", "memory": "128Mi", "namespace": "fire"})
+    return replace(spec, cpu="250m", memory="128Mi", namespace="fire")
 
 
 def test_pod_is_pinned_to_the_node_and_labelled_with_its_instance() -> None:
@@ -47,7 +48,7 @@ def test_pod_is_pinned_to_the_node_and_labelled_with_its_instance() -> None:
 
 def test_a_changed_spec_gets_a_new_pod_name() -> None:
     spec = vnf()
-    other = InstanceSpec(**{**spec.__dict__, "config": {"passthrough": False}})
+    other = replace(spec, config={"passthrough": False})
     assert pod_name(spec) != pod_name(other) and len(pod_name(spec)) <= 63
 
 
@@ -79,7 +80,7 @@ def test_pod_states_map_to_instance_states() -> None:
 
 
 def test_status_body_uses_the_crd_field_names() -> None:
-    spec = InstanceSpec(**{**vnf().__dict__, "generation": 7})
+    spec = replace(vnf(), generation=7)
     st = InstanceStatus(
         name=spec.name,
         state="Running",

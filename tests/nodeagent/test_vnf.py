@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -227,7 +228,7 @@ def test_runner_refuses_a_bad_spec_or_a_tampered_module_with_a_clear_error(tmp_p
 def test_image_only_vnf_is_failed_by_the_local_driver_with_a_reason(agents: MakeAgent) -> None:
     agent = agents()
     spec = make_spec("img", "broker", flavor="vnf")
-    image_only = spec.__class__(**{**spec.__dict__, "module": "", "digest": ""})
+    image_only = replace(spec, module="", digest="")
     status = agent.converge([image_only, make_spec("ok", "broker", slice_="s2")])
     assert status["img"].state == "Failed" and "runs vnf.module" in status["img"].message
     assert status["ok"].state == "Running"
