@@ -102,6 +102,7 @@ class Agent:
         self.connected: bool | None = None  # None: no source in use
         self._reported: dict[str, tuple[Any, ...]] = {}
         self._saved_key: tuple[tuple[str, int], ...] | None = None
+        self.cache_error = ""
         self.last_sync: float | None = None
         self.http: TelemetryServer | None = None
         if config.http_listen:
@@ -151,8 +152,13 @@ class Agent:
                 by_name[spec.name] = spec
             saved_key = tuple((s.fingerprint, s.generation) for s in by_name.values())
             if _save and saved_key != self._saved_key:  # no fsync when nothing changed
-                self.cache.save(self.node, list(by_name.values()))
-                self._saved_key = saved_key
+                try:
+                    self.cache.save(self.node, list(by_name.values()))
+                    self._saved_key = saved_key
+                    self.cache_error = ""
+                except OSError as exc:  # a full or read-only disk costs offline autonomy, not the slices
+                    self.cache_error = f"cannot write {self.cache.path}: {exc}"
+                    log.error("%s", self.cache_error)
             self.desired = by_name
             for name in [n for n in self._running_names() if n not in by_name]:
                 self._remove(name)
@@ -372,6 +378,7 @@ class Agent:
                 "fnfs": len(self.platform.instances),
                 "vnfs": len(self.vnf.names()),
                 "connected": self.connected,
+                "cacheError": self.cache_error,
                 "lastSync": self.last_sync,
                 "address": self.address,
             },

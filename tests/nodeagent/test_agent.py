@@ -352,3 +352,15 @@ def test_unchanged_desired_state_is_not_rewritten_to_disk(agents: MakeAgent) -> 
     agent.converge(chain()[:2])
     assert cache.stat().st_ino != first
     assert [s.name for s in agent.cache.load() or []] == ["fw", "rl"]
+
+
+def test_unwritable_cache_is_reported_and_does_not_block_converge(agents: MakeAgent) -> None:
+    agent = agents(resync_s=60)
+    agent.cache.path.unlink(missing_ok=True)
+    agent.cache.path.mkdir()  # a directory where the file should be: every save fails
+    status = agent.converge(chain())
+    assert all(s.state == "Running" for s in status.values())
+    assert "cannot write" in agent.heartbeat()["cacheError"]
+    agent.cache.path.rmdir()
+    agent.converge(chain()[:1])
+    assert agent.heartbeat()["cacheError"] == "" and agent.cache.path.is_file()
