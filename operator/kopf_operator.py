@@ -244,7 +244,26 @@ class ReconcileLoop:
                 self.client.patch_status("Slice", meta["namespace"], meta["name"], wanted)
             except Exception as exc:
                 log.warning("status of Slice %s: %s", key, exc)
+                continue
+            self._post_transition(obj, current, wanted, apply_failures)
         return phases
+
+    def _post_transition(
+        self,
+        obj: Mapping[str, Any],
+        current: Mapping[str, Any],
+        wanted: Mapping[str, Any],
+        failures: Sequence[str],
+    ) -> None:
+        """Events for what went wrong or right since the last status: Ready, Degraded, ApplyFailed."""
+        phase, before = wanted.get("phase"), current.get("phase")
+        detail = "; ".join(wanted.get("reasons", []))
+        if phase != before and phase == "Ready":
+            self._event(obj, "Ready", "every NF instance is running", "Normal")
+        elif phase != before and phase == "Degraded":
+            self._event(obj, "Degraded", detail or "degraded", "Warning")
+        if failures and failures != [r for r in current.get("reasons", []) if r.startswith("NFInstance ")]:
+            self._event(obj, "ApplyFailed", "; ".join(failures), "Warning")
 
     def _post_decisions(
         self, events: Sequence[str], by_ref: Mapping[tuple[str, str, str], Mapping[str, Any]]

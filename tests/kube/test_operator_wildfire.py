@@ -136,6 +136,11 @@ def test_wildfire_placed_run_ready_and_torn_down(
                 "Degraded": "False",
             }
             assert {p["state"] for p in ready["placement"]} == {"Running"}
+            wait_for(
+                lambda: any(e["reason"] == "Ready" for e in kubectl_items(
+                    kube_env, namespace, "events", "--field-selector", "involvedObject.name=wildfire")),
+                10, "a Ready Event",
+            )  # fmt: skip
             table = kube_env.kubectl("-n", namespace, "get", "slices").stdout.splitlines()
             assert table[0].split() == ["NAME", "PHASE", "LATENCY-MS", "BUDGET-MS", "NODES", "AGE"]
             row = table[1].split()
