@@ -105,7 +105,9 @@ def idle_agent_rss(n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         agent = Agent(AgentConfig("n1", Path(d), resync_s=3600, http_listen="127.0.0.1:0"))
         specs = [spec(f"i{i}", NFS[i % 4], f"slice{i // 5}") for i in range(n)]
-        agent.converge(specs)
+        t0 = time.perf_counter()
+        agent.converge(specs)  # GNF's figure: 50 containers in 10 s
+        converge_all_ms = (time.perf_counter() - t0) * 1000
         time.sleep(0.5)
         value = rss()
         # The whole SCi path for one more fNF on this loaded agent: desired list in, cache written
@@ -118,7 +120,12 @@ def idle_agent_rss(n: int) -> dict[str, Any]:
             times.append((time.perf_counter() - t0) * 1000)
             assert status[f"extra{i}"].state == "Running"
         agent.stop()
-    return {"n": n, "rss_bytes": value, "converge_one_more_ms_p50": statistics.median(times)}
+    return {
+        "n": n,
+        "rss_bytes": value,
+        "converge_all_ms": converge_all_ms,
+        "converge_one_more_ms_p50": statistics.median(times),
+    }
 
 
 def chain(n: int) -> dict[str, Any]:
