@@ -15,10 +15,10 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flyslice.crds import is_namespaced
 from flyslice.solver.model import Assignment, Flavor
@@ -29,6 +29,8 @@ from .manifests import Manifest
 from .reconcile import ControllerState, InstanceObservation, NodeObservation, Observation, SliceRecord
 
 log = logging.getLogger("flyslice.operator.cluster")
+T = TypeVar("T")
+R = TypeVar("R")
 
 GROUP, VERSION = "flyslice.io", "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -341,8 +343,6 @@ class ClusterClient:
         only what differs. ``existing``: the NFInstances labelled as the operator's; ``owners``:
         (namespace, slice) -> Slice uid. Idempotent; one failing object never stops the others.
         Writes go out ``workers`` at a time: a burst of new slices is thousands of small requests."""
-        from concurrent.futures import ThreadPoolExecutor
-
         have = {
             ((o.get("metadata") or {}).get("namespace", ""), (o.get("metadata") or {}).get("name", "")): o
             for o in existing
@@ -358,15 +358,21 @@ class ClusterClient:
         wanted = {(a.namespace, a.name) for a in desired}
         work += [("delete", key) for key in sorted(have.keys() - wanted)]
         result = ApplyResult()
-        if not work:
-            return result
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(work))) as pool:
-            for ref, outcome in pool.map(self._apply_one, work):
-                if outcome in ("created", "updated", "deleted"):
-                    getattr(result, outcome).append(ref)
-                else:
-                    result.failed[ref] = outcome
+        for ref, outcome in self.parallel(self._apply_one, work):
+            if outcome in ("created", "updated", "deleted"):
+                getattr(result, outcome).append(ref)
+            elif outcome != "unchanged":
+                result.failed[ref] = outcome
         return result
+
+    def parallel(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``fn`` over ``items`` with up to ``workers`` requests in flight; results in order."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if len(items) <= 1:
+            return [fn(i) for i in items]
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(items))) as pool:
+            return list(pool.map(fn, items))
 
     def _apply_one(self, item: tuple[str, Any]) -> tuple[str, str]:
         """One NFInstance write: (namespace/name, created|updated|deleted or the API's refusal)."""

@@ -117,6 +117,7 @@ class ReconcileLoop:
         #: Held by a pass and by a Slice's teardown, so a pass never re-creates what a teardown deletes.
         self.lock = threading.Lock()
         self._wake: asyncio.Event | None = None
+        self._events: list[tuple[Mapping[str, Any], str, str, str]] = []
 
     # -- trigger ----------------------------------------------------------------------------
 
@@ -161,6 +162,7 @@ class ReconcileLoop:
 
     def _run_once(self) -> PassReport:
         started = time.monotonic()
+        self._events = []
         objects = {kind: self._list(kind) for kind in DESIRED_KINDS}
         instances = self._list("NFInstance", f"{MANAGED_BY}={OPERATOR}")
         result = validate(manifests_from_objects(o for kind in DESIRED_KINDS for o in objects[kind]))
@@ -173,6 +175,7 @@ class ReconcileLoop:
                 len(self.state.slices),
                 len(instances),
             )
+        read_s = time.monotonic() - started
         outcome = reconcile(
             catalog,
             self.state,
@@ -182,6 +185,7 @@ class ReconcileLoop:
             heartbeat_timeout_s=self.heartbeat_timeout_s,
         )
         self.state = outcome.state
+        plan_s = time.monotonic() - started - read_s
         by_ref = {object_ref(o): o for kind in DESIRED_KINDS for o in objects[kind]}
         owners = {
             (o["metadata"]["namespace"], o["metadata"]["name"]): o["metadata"]["uid"]
@@ -189,6 +193,7 @@ class ReconcileLoop:
             if not o["metadata"].get("deletionTimestamp")
         }
         applied = self.client.apply_instances(outcome.actions, instances, owners)
+        apply_s = time.monotonic() - started - read_s - plan_s
         for ref, why in applied.failed.items():
             log.warning("NFInstance %s: %s", ref, why)
         self._post_decisions(outcome.events, by_ref)
@@ -196,6 +201,7 @@ class ReconcileLoop:
         phases = self._write_slice_status(
             objects["Slice"], outcome.slice_status, result.errors, applied.failed
         )
+        self._flush_events()
         r = self.report
         r.passes += 1
         r.last_pass_at = self._clock()
@@ -207,9 +213,10 @@ class ReconcileLoop:
         r.slices = phases
         if applied.created or applied.updated or applied.deleted or outcome.replanned:
             log.info(
-                "pass %d: %s; NFInstances +%d ~%d -%d (%.2fs)", r.passes,
-                "re-planned" if outcome.replanned else "no re-plan",
+                "pass %d: %s; NFInstances +%d ~%d -%d (%.2fs: read %.2f, plan %.2f, apply %.2f, status %.2f)",
+                r.passes, "re-planned" if outcome.replanned else "no re-plan",
                 len(applied.created), len(applied.updated), len(applied.deleted), r.last_pass_s,
+                read_s, plan_s, apply_s, r.last_pass_s - read_s - plan_s - apply_s,
             )  # fmt: skip
         return r
 
@@ -222,6 +229,7 @@ class ReconcileLoop:
     ) -> dict[str, str]:
         now = self._clock()
         phases = {}
+        writes: list[tuple[Mapping[str, Any], Mapping[str, Any], dict[str, Any], list[str]]] = []
         for obj in slices:
             meta = obj["metadata"]
             if meta.get("deletionTimestamp"):
@@ -238,14 +246,21 @@ class ReconcileLoop:
                 wanted.get("conditions", []), current.get("conditions", []), now, generation
             )
             phases[key] = str(wanted.get("phase", ""))
-            if not status_changed(current, wanted):
-                continue
+            if status_changed(current, wanted):
+                writes.append((obj, current, wanted, apply_failures))
+
+        def write(item: tuple[Mapping[str, Any], Mapping[str, Any], dict[str, Any], list[str]]) -> bool:
+            meta = item[0]["metadata"]
             try:
-                self.client.patch_status("Slice", meta["namespace"], meta["name"], wanted)
+                self.client.patch_status("Slice", meta["namespace"], meta["name"], item[2])
+                return True
             except Exception as exc:
-                log.warning("status of Slice %s: %s", key, exc)
-                continue
-            self._post_transition(obj, current, wanted, apply_failures)
+                log.warning("status of Slice %s/%s: %s", meta["namespace"], meta["name"], exc)
+                return False
+
+        for item, ok in zip(writes, self.client.parallel(write, writes), strict=True):
+            if ok:
+                self._post_transition(*item)
         return phases
 
     def _post_transition(
@@ -298,10 +313,18 @@ class ReconcileLoop:
         self._reported_errors = now
 
     def _event(self, involved: Mapping[str, Any], reason: str, message: str, type_: str) -> None:
-        try:
-            self.client.post_event(involved, reason, message, type_)
-        except Exception as exc:  # an Event is informative: never fail a pass for it
-            log.warning("could not post event %s on %s: %s", reason, object_ref(involved), exc)
+        """Queue an Event; they are posted together at the end of the pass."""
+        self._events.append((involved, reason, message, type_))
+
+    def _flush_events(self) -> None:
+        def post(item: tuple[Mapping[str, Any], str, str, str]) -> None:
+            try:
+                self.client.post_event(*item)
+            except Exception as exc:  # an Event is informative: never fail a pass for it
+                log.warning("could not post event %s on %s: %s", item[1], object_ref(item[0]), exc)
+
+        self.client.parallel(post, self._events)
+        self._events = []
 
     # -- slice teardown (finalizer) ---------------------------------------------------------
 
