@@ -71,6 +71,7 @@ class LocalProcessDriver:
         self.uplink_file = uplink_file
         self.python = python
         self.procs: dict[str, _Proc] = {}
+        self._replacing: set[str] = set()
         self._adopt()
 
     # -- adoption after an agent restart -----------------------------------------------------------
@@ -93,15 +94,23 @@ class LocalProcessDriver:
         proc = self.procs.get(spec.name)
         if proc is not None and proc.spec_fingerprint == spec.fingerprint and self._alive(proc):
             return
-        carried: bytes | None = None
-        if proc is not None:
-            # A replaced runner writes its NF's exported state on a clean stop; the new one imports it.
+        if proc is None:
+            self._start(spec, None)
+            return
+        # A replaced runner writes its NF's exported state on a clean stop; the new one imports it.
+        # Meanwhile observe() says Updating, not the old runner's exit as a failure.
+        self._replacing.add(spec.name)
+        try:
             was_alive = self._alive(proc)
             self._terminate(proc)
             saved = proc.dir / "state.json"
-            if was_alive and saved.exists():
-                carried = saved.read_bytes()
+            carried = saved.read_bytes() if was_alive and saved.exists() else None
             self.remove(spec.name)
+            self._start(spec, carried)
+        finally:
+            self._replacing.discard(spec.name)
+
+    def _start(self, spec: InstanceSpec, carried: bytes | None) -> None:
         if not spec.module:
             raise ValueError(f"instance {spec.name}: the local-process driver runs vnf.module; none given")
         d = self.root / spec.name
@@ -159,6 +168,8 @@ class LocalProcessDriver:
                 _force_kill(proc.pid)
 
     def observe(self, name: str) -> VnfObservation | None:
+        if name in self._replacing:
+            return VnfObservation("Updating", "replacing the runner")
         proc = self.procs.get(name)
         if proc is None:
             return None

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -324,7 +325,20 @@ def test_replaced_vnf_hands_its_state_to_the_new_process(agents: MakeAgent, tmp_
         agent.plane.deliver({**new_message("s1", "t", None), "to": "c"})
     wait_for(lambda: len(sink.messages) == 5)
     old_pid = agent.vnf.observe("c").pid  # type: ignore[union-attr]
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:  # what a controller polling the status sees during the replacement
+        while not done.is_set():
+            seen.add(agent.status()["c"].state)
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     agent.converge([make_spec("c", f"file:{counting}", {"tag": "v2"}, ["out"], flavor="vnf"), out])
+    done.set()
+    watcher.join(5)
+    assert "Updating" in seen and "Failed" not in seen
     wait_for(lambda: agent.status()["c"].state == "Running" and agent.vnf.observe("c").pid != old_pid)  # type: ignore[union-attr]
     wait_for(lambda: agent.plane.vnf_addresses.get("c") == agent.status()["c"].address)
     agent.plane.deliver({**new_message("s1", "t", None), "to": "c"})
