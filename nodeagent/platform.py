@@ -176,6 +176,7 @@ class ModularPlatform:
             new.lifecycle.to(State.STOPPED)
             new.counters = old.counters  # counters are the instance's, not the version's
             worker.instances[spec.name] = new
+            self.instances[spec.name] = new  # before the old one is retired: readers never see a gap
             if was_running:
                 new.lifecycle.to(State.RUNNING)
                 for timer in new.ctx.timers:
