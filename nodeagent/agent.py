@@ -96,6 +96,7 @@ class Agent:
         self.desired: dict[str, InstanceSpec] = {}
         self.actual: dict[str, InstanceSpec] = {}  # what was last applied successfully, by name
         self.errors: dict[str, str] = {}  # why the last attempt on an instance failed
+        self.notes: dict[str, str] = {}  # remarks on the last desired list (duplicates)
         self._retries: dict[str, _Retry] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -141,15 +142,17 @@ class Agent:
         with self._lock:
             by_name: dict[str, InstanceSpec] = {}
             refused: dict[str, InstanceStatus] = {}
+            dups: set[str] = set()
             for spec in desired:
                 if spec.node and spec.node != self.node:
                     msg = f"instance {spec.name} is for node {spec.node}, this agent serves {self.node}"
                     refused[spec.name] = InstanceStatus(spec.name, str(State.FAILED), msg, flavor=spec.flavor)
                     continue
                 if spec.name in by_name:
-                    self.errors[spec.name] = f"instance {spec.name} is listed twice; using the first"
+                    dups.add(spec.name)
                     continue
                 by_name[spec.name] = spec
+            self.notes = {n: f"instance {n} is listed twice; using the first" for n in dups}
             saved_key = tuple((s.fingerprint, s.generation) for s in by_name.values())
             if _save and saved_key != self._saved_key:  # no fsync when nothing changed
                 try:
@@ -221,6 +224,7 @@ class Agent:
                 self._install_fnf(spec, keep_retry=True)
             return
         if cur.fingerprint == spec.fingerprint:
+            self.errors.pop(spec.name, None)  # e.g. a failed update the control plane took back
             return
         if cur.slice != spec.slice:
             self.platform.uninstall(spec.name)
@@ -256,6 +260,7 @@ class Agent:
         healthy = obs is not None and obs.state in ("Running", "Installing")
         if cur is not None and cur.fingerprint == spec.fingerprint and healthy:
             # Already converged: skip ensure, which for the pod driver is an API round trip.
+            self.errors.pop(spec.name, None)
             if obs is not None and obs.address and self.plane.vnf_addresses.get(spec.name) != obs.address:
                 self.plane.set_topology(spec.name, spec.slice, spec.next_hops, vnf_address=obs.address)
             return
@@ -359,7 +364,7 @@ class Agent:
                     self.plane.set_topology(name, spec.slice, spec.next_hops, vnf_address=obs.address)
             elif name in self.platform.failures or name in self.errors:
                 base.state = str(State.FAILED)
-        error = self.errors.get(name)
+        error = self.errors.get(name) or self.notes.get(name)
         if error and (base.state in (str(State.PENDING), str(State.FAILED)) or not base.message):
             if base.state == str(State.PENDING):
                 base.state = str(State.FAILED)

@@ -368,3 +368,19 @@ def test_unwritable_cache_is_reported_and_does_not_block_converge(agents: MakeAg
     agent.cache.path.rmdir()
     agent.converge(chain()[:1])
     assert agent.heartbeat()["cacheError"] == "" and agent.cache.path.is_file()
+
+
+def test_failed_update_taken_back_clears_the_error(agents: MakeAgent, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('release 2 is broken')\n")
+    agent = agents(resync_s=60)
+    agent.converge(chain())
+    specs = chain()
+    specs[2] = make_spec("sp", f"file:{broken}")
+    status = agent.converge(specs)
+    assert status["sp"].state == "Running" and "release 2 is broken" in status["sp"].message  # old one serves
+    status = agent.converge(chain())  # the control plane rolls back
+    assert status["sp"].state == "Running" and status["sp"].message == ""
+    dup = agent.converge([*chain(), make_spec("fw", "broker")])
+    assert "listed twice" in dup["fw"].message and agent.platform.instances["fw"].spec.package == "firewall"
+    assert agent.converge(chain())["fw"].message == ""
