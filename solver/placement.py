@@ -280,33 +280,43 @@ def diagnose(
 
 def _fixed_slices(ctx: _Context) -> dict[str, dict[str, Assignment]]:
     """Incremental mode: slices whose current placement is complete and still valid, by priority."""
-    fixed: dict[str, dict[str, Assignment]] = {}
-    for s in priority_order(ctx.valid()):
-        if not current_is_usable(ctx.problem, s):
-            continue
-        free, links = ctx.remaining(fixed)
-        current = dict(s.current)
-        if violations(ctx.problem, s, current, free, ctx.dist):
-            continue
-        if ctx.link_cap and any(
-            mbps > links.get(link, float("inf")) + 1e-9
-            for link, mbps in link_load(ctx.problem, s, current, ctx.dist).items()
-        ):
-            continue
-        fixed[s.key] = {nf.id: current[nf.id] for nf in s.nfs}
-    return fixed
+    running = [
+        (s, {nf.id: s.current[nf.id] for nf in s.nfs})
+        for s in priority_order(ctx.valid())
+        if current_is_usable(ctx.problem, s)
+    ]
+    return _admit_in_order(ctx, running, {})
 
 
 def _checked(
     ctx: _Context, found: Mapping[str, dict[str, Assignment]], fixed: Mapping[str, dict[str, Assignment]]
 ) -> dict[str, dict[str, Assignment]]:
     """Re-check the solver's answer independently of the model; drop a slice that breaks a rule."""
-    kept: dict[str, dict[str, Assignment]] = {}
     by_key = {s.key: s for s in ctx.problem.slices}
-    for key in sorted(found, key=lambda k: (-by_key[k].priority, k)):
-        free, _ = ctx.remaining({**fixed, **kept})
-        if not violations(ctx.problem, by_key[key], found[key], free, ctx.dist):
-            kept[key] = found[key]
+    ordered = [(by_key[k], found[k]) for k in sorted(found, key=lambda k: (-by_key[k].priority, k))]
+    return _admit_in_order(ctx, ordered, fixed)
+
+
+def _admit_in_order(
+    ctx: _Context,
+    candidates: list[tuple[SliceDemand, dict[str, Assignment]]],
+    already: Mapping[str, Mapping[str, Assignment]],
+) -> dict[str, dict[str, Assignment]]:
+    """Keep each candidate placement that still fits (capacity, bandwidth, budgets, availability)."""
+    free, links = ctx.remaining(already)
+    kept: dict[str, dict[str, Assignment]] = {}
+    for s, assignments in candidates:
+        if violations(ctx.problem, s, assignments, free, ctx.dist):
+            continue
+        load = link_load(ctx.problem, s, assignments, ctx.dist) if ctx.link_cap else {}
+        if any(mbps > links.get(link, float("inf")) + 1e-6 for link, mbps in load.items()):
+            continue
+        kept[s.key] = assignments
+        for host, used in slice_usage(s, assignments).items():
+            free[host] = free[host] - used
+        for link, mbps in load.items():
+            if link in links:
+                links[link] -= mbps
     return kept
 
 
