@@ -210,6 +210,7 @@ def measure(n_slices: int, n_nodes: int, timeout_s: float) -> dict[str, Any]:
                     proc.wait(5)
             time.sleep(1)  # the audit backend flushes the watches that ended with the operator
             requests = _audit_count(audit, OPERATOR_USER)
+            passes = [line for line in log.read_text(errors="replace").splitlines() if " pass " in line]
     if placed != n_slices:
         raise RuntimeError(f"only {placed}/{n_slices} slices placed after {timeout_s}s; see {log}")
     return {
@@ -224,7 +225,16 @@ def measure(n_slices: int, n_nodes: int, timeout_s: float) -> dict[str, Any]:
         "operator_idle_rss_mb": round(idle_rss / 2**20, 1),
         "api_requests": requests,
         "api_requests_per_slice": round(requests / n_slices, 2),
+        "reconcile_passes_with_changes": len(passes),
+        "slowest_pass": max(passes, key=_pass_seconds).split("flyslice.operator: ", 1)[-1] if passes else "",
     }
+
+
+def _pass_seconds(line: str) -> float:
+    try:
+        return float(line.split("(", 1)[1].split("s", 1)[0])
+    except (IndexError, ValueError):
+        return 0.0
 
 
 def run(quick: bool) -> dict[str, Any]:
