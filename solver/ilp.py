@@ -9,14 +9,15 @@ Variables
   ``z[e,g,h]``   [0, 1]   service edge ``e`` runs from host ``g`` to host ``h`` (link bandwidth)
 
 Consecutive-host latency uses triangle-inequality cuts instead of big-M or pair variables:
-for every candidate host ``h`` of ``n``,
+for a pivot host ``p``,
 
-    d >= sum_h' dist(h, h') X_m[h'] - sum_g dist(h, g) X_n[g]
+    d >= sum_h' dist(p, h') X_m[h'] - sum_g dist(p, g) X_n[g]
 
 where ``X_n[g]`` is 1 when ``n`` runs on ``g``. If ``n`` is on ``g`` and ``m`` on ``h*`` the right side
-is ``dist(h, h*) - dist(h, g) <= dist(g, h*)`` (triangle inequality), with equality for ``h = g``:
-valid for every ``h`` and exact for the true one, with ``|C_n|`` rows instead of ``|C_n| x |C_m|``
-pair variables.
+is ``dist(p, h*) - dist(p, g) <= dist(g, h*)`` (triangle inequality), with equality for ``p = g``:
+valid for every pivot and exact for the true host. Pairs with few candidates get every pivot up
+front; the others start from the attachment as pivot and get the pivots their solutions violate
+(``violated_pairs``), which the caller adds between solves.
 """
 
 from __future__ import annotations
