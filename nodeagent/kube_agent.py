@@ -203,12 +203,16 @@ class ClusterAgent:
         finally:
             self._stop.set()
 
+    def wake(self) -> None:
+        """Run the next round now (a change, or a stop request)."""
+        self._wake.set()
+
     def stop(self, *, stop_vnfs: bool = False) -> None:
         """Stop the loop and the agent; VNF pods keep running unless ``stop_vnfs`` (an agent upgrade)."""
         self._stop.set()
         self._wake.set()
         if self._watcher is not None:
-            self._watcher.join(5)
+            self._watcher.join(1)  # a daemon thread; its watch ends by itself within 10 s
         self.agent.stop(stop_vnfs=stop_vnfs)
 
     def instances(self) -> Sequence[str]:
@@ -275,8 +279,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tune_for_data_plane()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    def request_stop(*_: object) -> None:
+        stop.set()
+        agent.wake()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     try:
         agent.run(stop, args.interval)
     finally:
