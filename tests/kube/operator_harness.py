@@ -137,7 +137,7 @@ class OperatorProcess:
             sys.executable, "-m", "flyslice.operator.cli", "operator",
             "--kubeconfig", str(kubeconfig), "--namespace", namespace,
             "--lease-namespace", "flyslice-system", "--lease-name", lease_name, "--identity", identity,
-            "--liveness", f"127.0.0.1:{self.port}", "--debounce", "0.2", "--resync", "2",
+            "--liveness", f"127.0.0.1:{self.port}", "--debounce", "0.2", "--resync", "1",
             "--lease-duration", "4", "--renew", "1", "--git-cache", str(workdir / f"git-{identity}"), *extra,
         ]  # fmt: skip
         with self.log.open("wb") as out:
