@@ -20,6 +20,9 @@ from typing import Any, TypeVar
 import kubeenv
 import yaml
 
+from flyslice.nodeagent.agent import AgentConfig
+from flyslice.nodeagent.kube_agent import ClusterAgent, api_client_for
+
 REPO = Path(__file__).resolve().parents[2]
 WILDFIRE = REPO / "examples" / "wildfire"
 WILDFIRE_NODES = ("cloud", "fog-1", "gw-1", "gw-2")
@@ -115,6 +118,33 @@ def agent_kubeconfig(env: kubeenv.KubeEnv, node: str, pod_namespace: str) -> Pat
         "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [role, binding]})
     )
     return env.user_kubeconfig(f"system:flyslice-agent:{node}", groups=["system:flyslice-agents"])
+
+
+@contextlib.contextmanager
+def cluster_agents(
+    env: kubeenv.KubeEnv, namespace: str, nodes: list[str], tmp: Path
+) -> Iterator[dict[str, ClusterAgent]]:
+    """One cluster-mode agent per node, in threads, each with only its own node's credentials."""
+    agents: dict[str, ClusterAgent] = {}
+    stop = threading.Event()
+    threads = []
+    try:
+        for node in nodes:
+            api = api_client_for(str(agent_kubeconfig(env, node, namespace)))
+            agents[node] = ClusterAgent(
+                AgentConfig(node=node, state_dir=tmp / node), api, pod_namespace=namespace,
+                instance_namespace=namespace, heartbeat_s=1.0, report_load=False,
+            )  # fmt: skip
+            t = threading.Thread(target=agents[node].run, args=(stop, 2.0), daemon=True)
+            t.start()
+            threads.append(t)
+        yield agents
+    finally:
+        stop.set()
+        for a in agents.values():
+            a.stop()
+        for t in threads:
+            t.join(10)
 
 
 class OperatorProcess:

@@ -3,16 +3,12 @@ service account) -> NFInstances -> one cluster-mode agent per node -> Slice Read
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import kubeenv
 import pytest
 
-from flyslice.nodeagent.agent import AgentConfig
-from flyslice.nodeagent.kube_agent import ClusterAgent, api_client_for
+from flyslice.nodeagent.kube_agent import api_client_for
 from flyslice.operator.manifests import Manifest
 from flyslice.operator.planning import plan
 from flyslice.operator.validation import validate
@@ -20,8 +16,8 @@ from flyslice.operator.validation import validate
 from .fake_kubelet import FakeKubelet
 from .operator_harness import (
     OperatorProcess,
-    agent_kubeconfig,
     apply_docs,
+    cluster_agents,
     kubectl_items,
     operator_kubeconfig,
     wait_for,
@@ -43,33 +39,6 @@ def expected_plan(docs: list[dict]) -> dict[str, tuple[str, str]]:
         instance_name(sp.slice.name, nf): (a.host, str(a.flavor))
         for nf, a in sp.placement.assignments.items()
     }
-
-
-@contextlib.contextmanager
-def cluster_agents(
-    env: kubeenv.KubeEnv, namespace: str, nodes: list[str], tmp: Path
-) -> Iterator[dict[str, ClusterAgent]]:
-    """One cluster-mode agent per node, in threads, each with only its own node's credentials."""
-    agents: dict[str, ClusterAgent] = {}
-    stop = threading.Event()
-    threads = []
-    try:
-        for node in nodes:
-            api = api_client_for(str(agent_kubeconfig(env, node, namespace)))
-            agents[node] = ClusterAgent(
-                AgentConfig(node=node, state_dir=tmp / node), api, pod_namespace=namespace,
-                instance_namespace=namespace, heartbeat_s=1.0, report_load=False,
-            )  # fmt: skip
-            t = threading.Thread(target=agents[node].run, args=(stop, 2.0), daemon=True)
-            t.start()
-            threads.append(t)
-        yield agents
-    finally:
-        stop.set()
-        for a in agents.values():
-            a.stop()
-        for t in threads:
-            t.join(10)
 
 
 def test_wildfire_placed_run_ready_and_torn_down(
