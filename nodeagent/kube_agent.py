@@ -69,6 +69,7 @@ class ClusterAgent:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._stopped = False
 
     # -- one round ----------------------------------------------------------------------------
 
@@ -209,6 +210,9 @@ class ClusterAgent:
 
     def stop(self, *, stop_vnfs: bool = False) -> None:
         """Stop the loop and the agent; VNF pods keep running unless ``stop_vnfs`` (an agent upgrade)."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._stop.set()
         self._wake.set()
         if self._watcher is not None:
