@@ -77,7 +77,7 @@ def run_case(case: Case) -> dict[str, Any]:
     except ImportError:
         return {"hosts": case.hosts, "topology": case.topology, "skipped": "pip install topohub"}
     solver = case.solver if case.solver == "cbc" or highs_available() else "cbc"
-    opts = SolveOptions(solver=solver, time_limit_s=case.time_limit_s, max_candidates=case.max_candidates)  # type: ignore[arg-type]
+    opts = SolveOptions(solver=solver, time_limit_s=case.time_limit_s, max_candidates=case.max_candidates)
     seconds, build, base_seconds = [], [], []
     result = base = None
     for _ in range(case.repeats):
@@ -122,11 +122,11 @@ def incremental(hosts: int, slices: int, solver: str, repeats: int) -> dict[str,
     """One new slice into a loaded state: incremental mode against the fixed placement of the rest."""
     problem = instance(hosts, slices + 1, 5, "tree", seed=7)
     loaded = Problem(problem.topology, problem.slices[:-1])
-    opts = SolveOptions(solver=solver, max_candidates=6, time_limit_s=30)  # type: ignore[arg-type]
+    opts = SolveOptions(solver=solver, max_candidates=6, time_limit_s=30)
     first = place(loaded, opts)
     placed = {k: dict(sp.assignments) for k, sp in first.slices.items() if sp.admitted}
     state = with_current(problem, placed)
-    inc = SolveOptions(solver=solver, mode="incremental", time_limit_s=10)  # type: ignore[arg-type]
+    inc = SolveOptions(solver=solver, mode="incremental", time_limit_s=10)
     times = []
     result = None
     for _ in range(repeats):
@@ -146,7 +146,7 @@ def incremental(hosts: int, slices: int, solver: str, repeats: int) -> dict[str,
 def churn(hosts: int, slices: int, solver: str) -> dict[str, Any]:
     """10% of the slices replaced: how many NFs of the other 90% move when re-planning."""
     problem = instance(hosts, slices, 5, "tree", seed=3)
-    opts = SolveOptions(solver=solver, max_candidates=6, time_limit_s=30)  # type: ignore[arg-type]
+    opts = SolveOptions(solver=solver, max_candidates=6, time_limit_s=30)
     first = place(problem, opts)
     placed = {k: dict(sp.assignments) for k, sp in first.slices.items() if sp.admitted}
     changed, gone = change_load(with_current(problem, placed), 0.10)

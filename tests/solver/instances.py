@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from flyslice.solver import (
     BudgetedPath,
@@ -97,5 +98,5 @@ def wildfire_slice(
     )
 
 
-def wildfire_problem(**slice_args: object) -> Problem:
-    return Problem(wildfire_topology(), (wildfire_slice(**slice_args),))  # type: ignore[arg-type]
+def wildfire_problem(**slice_args: Any) -> Problem:
+    return Problem(wildfire_topology(), (wildfire_slice(**slice_args),))

@@ -35,7 +35,7 @@ def market_split(m: int = 4, n: int = 40, seed: int = 1) -> pulp.LpProblem:
 
 @pytest.mark.parametrize("solver", ["cbc", "highs"])
 def test_timeout_without_incumbent_is_not_solved_not_infeasible(solver: str) -> None:
-    out = solve(market_split(), SolveOptions(solver=solver, time_limit_s=1.0), warm_start=False)  # type: ignore[arg-type]
+    out = solve(market_split(), SolveOptions(solver=solver, time_limit_s=1.0), warm_start=False)
     assert out.kind == "none"
     assert not out.proven_infeasible
     assert out.gap is None
@@ -47,7 +47,7 @@ def test_proven_infeasible_is_reported_as_such(solver: str) -> None:
     x = prob.add_variable("x", 0, 1, pulp.LpBinary)
     prob.addConstraint(pulp.LpConstraint(pulp.LpAffineExpression([(x, 1.0)]), pulp.LpConstraintGE, "c", 2.0))
     prob.setObjective(pulp.LpAffineExpression([(x, 1.0)]))
-    out = solve(prob, SolveOptions(solver=solver, time_limit_s=5.0), warm_start=False)  # type: ignore[arg-type]
+    out = solve(prob, SolveOptions(solver=solver, time_limit_s=5.0), warm_start=False)
     assert out.kind == "none"
     assert out.proven_infeasible
 
@@ -71,7 +71,7 @@ def test_timeout_incumbent_is_feasible_with_a_gap(solver: str) -> None:
     prob.setObjective(pulp.LpAffineExpression([(d, 1.0) for d in dev]))
     for v in x:
         v.setInitialValue(0.0)
-    out = solve(prob, SolveOptions(solver=solver, time_limit_s=1.0, gap_rel=0.0), warm_start=False)  # type: ignore[arg-type]
+    out = solve(prob, SolveOptions(solver=solver, time_limit_s=1.0, gap_rel=0.0), warm_start=False)
     assert out.kind in ("feasible", "optimal")
     if out.kind == "feasible":
         assert out.gap is None or out.gap > 0
@@ -81,7 +81,7 @@ def test_timeout_incumbent_is_feasible_with_a_gap(solver: str) -> None:
 def test_place_falls_back_to_the_baseline_when_the_solver_has_nothing_in_time(solver: str) -> None:
     slices = tuple(wildfire_slice(key=f"ns/s{i:03d}", priority=i % 3) for i in range(150))
     problem = Problem(wildfire_topology(), slices)
-    result = place(problem, SolveOptions(solver=solver, time_limit_s=0.001, warm_start=False))  # type: ignore[arg-type]
+    result = place(problem, SolveOptions(solver=solver, time_limit_s=0.001, warm_start=False))
     assert result.status is SolverStatus.NOT_SOLVED
     assert result.method == "baseline"
     assert result.gap is None

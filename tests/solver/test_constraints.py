@@ -32,13 +32,13 @@ KEY = "default/wildfire"
 
 
 def refused(problem: Problem, solver: str = "cbc") -> tuple[str, ...]:
-    result = place(problem, SolveOptions(solver=solver))  # type: ignore[arg-type]
+    result = place(problem, SolveOptions(solver=solver))
     assert check(problem, result) == []
     sp = result.slices[KEY]
     assert not sp.admitted
     assert result.status is SolverStatus.INFEASIBLE
     assert sp.reasons and all(r and r != "Infeasible" for r in sp.reasons)
-    return sp.reasons
+    return tuple(str(r) for r in sp.reasons)
 
 
 def admitted(problem: Problem) -> None:
@@ -50,7 +50,7 @@ def admitted(problem: Problem) -> None:
 def with_hosts(problem: Problem, **changes: dict[str, object]) -> Problem:
     hosts = tuple(
         dataclasses.replace(h, **changes.get(h.name.replace("-", "_"), {})) for h in problem.topology.hosts
-    )  # type: ignore[arg-type]
+    )
     return dataclasses.replace(problem, topology=Topology(hosts, problem.topology.links))
 
 
@@ -202,7 +202,7 @@ def test_diagnose_explains_each_slice_alone(solver: str) -> None:
         wildfire_topology(),
         (wildfire_slice(key="a/fine"), wildfire_slice(key="b/slow", budget_ms=5.0)),
     )
-    found = diagnose(problem, options=SolveOptions(solver=solver))  # type: ignore[arg-type]
+    found = diagnose(problem, options=SolveOptions(solver=solver))
     assert found["a/fine"] == ()
     assert found["b/slow"] and "5 ms budget" in found["b/slow"][0]
 

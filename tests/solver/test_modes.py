@@ -97,7 +97,7 @@ def test_incremental_mode_replaces_a_running_slice_that_no_longer_fits() -> None
 def test_solvers_and_warm_start_agree_on_the_optimum(solver: str, warm: bool) -> None:
     slices = tuple(wildfire_slice(key=f"ns/s{i}", priority=i % 2) for i in range(4))
     problem = Problem(wildfire_topology(), slices, background={"gw-1": Resources(600, 0)})
-    result = place(problem, SolveOptions(solver=solver, warm_start=warm, gap_rel=0.0))  # type: ignore[arg-type]
+    result = place(problem, SolveOptions(solver=solver, warm_start=warm, gap_rel=0.0))
     assert result.status is SolverStatus.INFEASIBLE  # gw-1 has room for two slices only
     assert check(problem, result) == []
     assert sum(sp.admitted for sp in result.slices.values()) == 2
@@ -108,9 +108,9 @@ def test_solvers_and_warm_start_agree_on_the_optimum(solver: str, warm: bool) ->
 
 def test_solve_options_reject_bad_values() -> None:
     with pytest.raises(ValueError, match=r"SolveOptions\.solver"):
-        SolveOptions(solver="gurobi")  # type: ignore[arg-type]
+        SolveOptions(solver="gurobi")
     with pytest.raises(ValueError, match=r"SolveOptions\.mode"):
-        SolveOptions(mode="partial")  # type: ignore[arg-type]
+        SolveOptions(mode="partial")
     with pytest.raises(ValueError, match="time_limit_s"):
         SolveOptions(time_limit_s=0)
     with pytest.raises(ValueError, match="migration_budget"):

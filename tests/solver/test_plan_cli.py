@@ -17,7 +17,17 @@ EXAMPLE = REPO / "examples" / "wildfire"
 @pytest.mark.parametrize("solver", ["cbc", "highs"])
 def test_flyslice_plan_places_the_wildfire_example_with_the_ilp(solver: str) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "flyslice.operator.cli", "plan", str(EXAMPLE), "-o", "json", "--solver", solver],
+        [
+            sys.executable,
+            "-m",
+            "flyslice.operator.cli",
+            "plan",
+            str(EXAMPLE),
+            "-o",
+            "json",
+            "--solver",
+            solver,
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -194,7 +194,7 @@ def test_every_baseline_placement_passes_the_independent_checker(problem: Proble
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems(max_nfs=3), st.sampled_from(["cbc", "highs"]))
 def test_ilp_optimum_equals_brute_force(problem: Problem, solver: str) -> None:
-    result = place(problem, SolveOptions(solver=solver, gap_rel=0.0))  # type: ignore[arg-type]
+    result = place(problem, SolveOptions(solver=solver, gap_rel=0.0))
     expected = brute_force(problem)
     assert result.objective is not None
     assert math.isclose(result.objective, expected, rel_tol=1e-6, abs_tol=1e-6), (result.objective, expected)

@@ -28,7 +28,7 @@ PAPER = {
 @pytest.mark.parametrize("solver", ["cbc", "highs"])
 def test_wildfire_placement_matches_the_paper_except_the_fog_stream_processor(solver: str) -> None:
     problem = wildfire_problem()
-    result = place(problem, SolveOptions(solver=solver))  # type: ignore[arg-type]
+    result = place(problem, SolveOptions(solver=solver))
     assert result.status is SolverStatus.OPTIMAL
     assert result.method == "ilp"
     assert result.gap == pytest.approx(0.0, abs=1e-6)
