@@ -77,6 +77,8 @@ def test_gitsource_applies_valid_objects_reports_errors_and_prunes_only_its_own(
         "spec": {"url": f"file://{repo}", "ref": {"branch": "main"}, "interval": "1s", "prune": True},
     }
     kube_env.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(source))
+    wrong = {**source, "metadata": {"name": "wrong"}, "spec": {"url": "ftp://example.org/lab.git"}}
+    kube_env.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(wrong))
 
     op = OperatorProcess(
         operator_kubeconfig(kube_env), namespace, tmp_path, identity="git", lease_name=f"lease-{namespace}"
@@ -101,6 +103,15 @@ def test_gitsource_applies_valid_objects_reports_errors_and_prunes_only_its_own(
         assert wildfire["metadata"]["labels"]["flyslice.io/gitsource"] == f"{namespace}.lab"
         assert wildfire["metadata"]["annotations"]["flyslice.io/revision"] == first
         assert kube_env.kubectl("-n", namespace, "get", "slice", "bad", check=False).returncode != 0
+        # A GitSource the engine cannot use says why in its own status; the good one is unaffected.
+        bad = wait_for(
+            lambda: kube_env.kubectl_json("-n", namespace, "get", "gitsource", "wrong").get("status"),
+            20,
+            "status",
+        )
+        (ready,) = bad["conditions"]
+        assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "InvalidSpec")
+        assert "spec.url" in ready["message"] and "ftp" in ready["message"]
         # The synced objects are reconciled like any other: the slice is placed.
         wait_for(lambda: len(kubectl_items(kube_env, namespace, "nfinstances")) == 9, 30, "9 NFInstances")
 
