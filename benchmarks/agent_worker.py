@@ -110,6 +110,10 @@ def idle_agent_rss(n: int) -> dict[str, Any]:
         converge_all_ms = (time.perf_counter() - t0) * 1000
         time.sleep(0.5)
         value = rss()
+        cpu0, t0 = PROC.cpu_times(), time.perf_counter()
+        time.sleep(2.0)  # idle: only the NFs' own timers (rate limiter refills, firewall expiry) run
+        cpu1, t1 = PROC.cpu_times(), time.perf_counter()
+        idle_cpu = ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / (t1 - t0) * 100
         # The whole SCi path for one more fNF on this loaded agent: desired list in, cache written
         # (fsync), diff, install, start, status out.
         times = []
@@ -124,6 +128,7 @@ def idle_agent_rss(n: int) -> dict[str, Any]:
         "n": n,
         "rss_bytes": value,
         "converge_all_ms": converge_all_ms,
+        "idle_cpu_percent": idle_cpu,
         "converge_one_more_ms_p50": statistics.median(times),
     }
 

@@ -197,6 +197,7 @@ def run(quick: bool) -> dict[str, Any]:
         "agent_idle_rss_mib_50_fnfs": round(idle["rss_bytes"] / 2**20, 1),
         "fnf_converge_one_more_ms_p50_at_50": round(idle["converge_one_more_ms_p50"], 2),
         "fnf_50_from_nothing_ms": round(idle["converge_all_ms"], 1),
+        "agent_idle_cpu_percent_50_fnfs": round(idle["idle_cpu_percent"], 2),
         "fnf_footprint": fnf_rows,
     }
     if not quick:

@@ -102,7 +102,7 @@ class SliceWorker:
                 timeout = None
                 if self._timers:
                     timeout = max(0.0, self._timers[0][0] - time.monotonic())
-                batch = self.queue.get_batch(BATCH, timeout if timeout is not None else 0.5)
+                batch = self.queue.get_batch(BATCH, timeout)  # None: sleep until a message or a wake()
                 if epoch != self.epoch:
                     self.queue.put_many(batch)  # a newer worker owns the slice now
                     return
