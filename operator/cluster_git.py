@@ -236,28 +236,40 @@ class GitSourceManager:
         applied = ""
         while True:
             try:
-                snap = await asyncio.to_thread(source.fetch)
-            except FetchError:
-                snap = None
-            if snap is not None and snap.revision != applied:
-                inventory, errors = await asyncio.to_thread(sync.apply, snap, spec.prune)
-                source.mark_applied(
-                    snap.revision,
-                    inventory=inventory,
-                    errors=[_error_dict(e) for e in errors if e.severity == "error"],
-                )
-                applied = snap.revision
-                self.applied[(ns, name)] = applied
-                log.info(
-                    "%s: applied %s (%d object(s), %d error(s))",
-                    where,
-                    applied[:12],
-                    len(inventory),
-                    len(errors),
-                )
-                self.on_applied()
-            await self._status(ns, name, source.status.as_crd_status(generation))
+                applied = await self._round(ns, name, source, sync, spec, applied, generation)
+            except Exception:  # the API server or git misbehaved: retry on the next interval
+                log.exception("%s: sync round failed", where)
             await asyncio.sleep(spec.interval_s)
+
+    async def _round(
+        self, ns: str, name: str, source: GitSource, sync: GitSourceSync, spec: GitSourceSpec,
+        applied: str, generation: int,
+    ) -> str:  # fmt: skip
+        """One fetch (and apply, when the revision is new); the revision applied afterwards."""
+        where = f"GitSource {ns}/{name}"
+        try:
+            snap = await asyncio.to_thread(source.fetch)
+        except FetchError:
+            snap = None
+        if snap is not None and snap.revision != applied:
+            inventory, errors = await asyncio.to_thread(sync.apply, snap, spec.prune)
+            source.mark_applied(
+                snap.revision,
+                inventory=inventory,
+                errors=[_error_dict(e) for e in errors if e.severity == "error"],
+            )
+            applied = snap.revision
+            self.applied[(ns, name)] = applied
+            log.info(
+                "%s: applied %s (%d object(s), %d error(s))",
+                where,
+                applied[:12],
+                len(inventory),
+                len(errors),
+            )
+            self.on_applied()
+        await self._status(ns, name, source.status.as_crd_status(generation))
+        return applied
 
     def _credentials(self, obj: Mapping[str, Any]) -> GitCredentials | None:
         ref = ((obj.get("spec") or {}).get("secretRef") or {}).get("name")

@@ -395,11 +395,15 @@ def build_registry(loop: ReconcileLoop, gitsources: Any = None) -> kopf.Operator
 
     @kopf.on.delete("flyslice.io", "v1alpha1", "slices", registry=registry)
     async def slice_deleted(namespace: str | None, name: str, logger: Any, **_: Any) -> None:
-        remaining = await asyncio.to_thread(loop.teardown, namespace or "", name)
-        loop.trigger()
-        if remaining:
-            logger.info(f"deleting {remaining} NFInstance(s) of slice {namespace}/{name}")
-            raise kopf.TemporaryError(f"waiting for {remaining} NFInstance(s) to go", delay=1)
+        # NFInstances without finalizers go at once: wait here briefly rather than retry the handler.
+        remaining = 0
+        for _attempt in range(40):
+            remaining = await asyncio.to_thread(loop.teardown, namespace or "", name)
+            loop.trigger()
+            if not remaining:
+                return
+            await asyncio.sleep(0.25)
+        raise kopf.TemporaryError(f"waiting for {remaining} NFInstance(s) of the slice to go", delay=5)
 
     if gitsources is not None:
 
