@@ -206,6 +206,15 @@ def test_kubectl_get_slices_prints_the_budget(
     assert row["NAME"] == slice_doc["metadata"]["name"]
     assert row["PHASE"] == ""  # no status until the operator places it
     assert float(row["BUDGET-MS"]) == float(slice_doc["spec"]["qos"]["maxLatencyMs"])
+    # Once placed, the status fills the other columns (their jsonPaths point at real fields).
+    status = {"phase": "Ready", "predictedLatencyMs": 7.5, "observedLatencyMs": 6.25, "nodeCount": 4,
+              "networkService": "iot-data-pipeline"}  # fmt: skip
+    name = slice_doc["metadata"]["name"]
+    kube_env.kubectl("-n", namespace, "patch", "slice", name, "--subresource=status", "--type=merge",
+                     "-p", json.dumps({"status": status}))  # fmt: skip
+    (row,) = _table(kube_env.kubectl("get", "slices", "-n", namespace, "-o", "wide").stdout)
+    assert (row["PHASE"], row["LATENCY-MS"], row["NODES"]) == ("Ready", "7.5", "4")
+    assert (row["OBSERVED-MS"], row["SERVICE"]) == ("6.25", "iot-data-pipeline")
 
 
 def test_kubectl_explain_slice_qos_is_helpful(kube_env: kubeenv.KubeEnv, crds_installed: list[str]) -> None:
