@@ -41,6 +41,11 @@ class AgentCollector(Collector):
         latency = GaugeMetricFamily(
             "flyslice_instance_processing_latency_seconds", "Mean processing time per message", labels=labels
         )
+        e2e = GaugeMetricFamily(
+            "flyslice_instance_e2e_latency_seconds",
+            "Mean end-to-end latency of messages whose path ended at the instance (sinks)",
+            labels=labels,
+        )
         state = GaugeMetricFamily(
             "flyslice_instance_state",
             "1 for the instance's current state",
@@ -52,9 +57,12 @@ class AgentCollector(Collector):
                 fam.add_metric(lv, float(st.counters.get(key, 0)))
             if st.latency_ms is not None:
                 latency.add_metric(lv, st.latency_ms / 1000)
+            if st.e2e_latency_ms is not None:
+                e2e.add_metric(lv, st.e2e_latency_ms / 1000)
             state.add_metric([*lv, st.state, st.flavor], 1.0)
         yield from fams.values()
         yield latency
+        yield e2e
         yield state
         for key, value in self.extra().items():
             yield GaugeMetricFamily(

@@ -236,6 +236,7 @@ def test_http_ingress_health_metrics_and_status(agents: MakeAgent) -> None:
         in metrics
     )
     assert "flyslice_agent_rss_bytes" in metrics and "flyslice_agent_unroutable_messages 1.0" in metrics
+    assert 'flyslice_instance_e2e_latency_seconds{instance="sp",node="n1",slice="s1"}' in metrics
     with urllib.request.urlopen(f"{base}/status", timeout=5) as r:
         doc = json.loads(r.read())
     assert doc["heartbeat"]["node"] == "n1" and doc["heartbeat"]["agentRssBytes"] > 0
