@@ -207,6 +207,23 @@ def test_daemonset_agent_pins_vnf_pods_to_its_own_node_only(lab: Lab) -> None:
     assert can.stdout.strip() == "no"
 
 
+@pytest.mark.parametrize(
+    "escalation",
+    [
+        {"hostNetwork": True},
+        {"hostPID": True},
+        {"volumes": [{"name": "root", "hostPath": {"path": "/"}}]},
+        {"containers": [{"name": "nf", "image": "nf-runner", "securityContext": {"privileged": True}}]},
+    ],
+    ids=["hostNetwork", "hostPID", "hostPath", "privileged"],
+)
+def test_daemonset_agent_cannot_escalate_through_pods(lab: Lab, escalation: dict[str, Any]) -> None:
+    pod = _pod(f"nf-escalate-{uuid.uuid4().hex[:6]}", lab.node_a)
+    pod["spec"].update(escalation)
+    out = lab.env.kubectl("apply", "-f", "-", input=json.dumps(pod), kubeconfig=lab.sa_a, check=False)
+    _refused_by_policy(out, "may not create privileged pods")
+
+
 def test_users_and_the_operator_are_not_subject_to_the_agent_policy(lab: Lab) -> None:
     assert lab.patch_status(lab.env.kubeconfig, "nfinstance", lab.nfi_b, {"message": "admin"}).returncode == 0
 
