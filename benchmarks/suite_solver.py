@@ -62,6 +62,12 @@ def _admitted(p: Placement) -> int:
     return sum(1 for sp in p.slices.values() if sp.admitted)
 
 
+def _weighted_admitted(problem: Problem, p: Placement) -> float:
+    """Admitted slices weighted by the objective's rejection scale (1 + priority - lowest)."""
+    low = min(s.priority for s in problem.slices)
+    return sum(1 + s.priority - low for s in problem.slices if p.slices[s.key].admitted)
+
+
 def _moves(before: Placement, after: Placement, keys: set[str]) -> int:
     moved = 0
     for key in keys:
@@ -101,6 +107,8 @@ def run_case(case: Case) -> dict[str, Any]:
         "admitted": admitted,
         "baseline_admitted": base_admitted,
         "acceptance_gain": (admitted - base_admitted) / case.slices,
+        "weighted_gain": (_weighted_admitted(problem, result) - _weighted_admitted(problem, base))
+        / sum(1 + s.priority - min(t.priority for t in problem.slices) for s in problem.slices),
         "objective": result.objective,
         "baseline_objective": base.objective,
         "baseline_seconds": statistics.median(base_seconds),
