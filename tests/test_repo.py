@@ -38,3 +38,16 @@ def test_resource_reference_is_generated_from_the_crds():
 def test_console_script_is_installed():
     out = subprocess.run(["flyslice", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "validate" in out.stdout and "plan" in out.stdout
+
+
+def test_operator_dir_on_sys_path_still_yields_the_standard_library():
+    # `python -m pip` / `python -m pytest` from a checkout put the repository root first on sys.path;
+    # with -S nothing imports the real `operator` before it (as in a fresh virtualenv).
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO)!r}); import operator; "
+        "from collections import deque; import contextlib; print(operator.__file__, operator.add(2, 3))"
+    )
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    path, total = out.stdout.split()
+    assert Path(path).parent != REPO / "operator" and path.endswith("operator.py") and total == "5"
