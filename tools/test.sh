@@ -27,9 +27,13 @@ fi
 
 ruff check .
 ruff format --check crds operator solver nodeagent benchmarks tools tests
-# mypy --strict on the pure solver and on the control plane's public modules.
-mypy solver crds operator/catalog.py operator/errors.py operator/planning.py operator/reconcile.py \
-  operator/actions.py operator/expansion.py operator/service_choice.py operator/embedded.py \
-  operator/validation.py operator/manifests.py operator/plan_format.py operator/sources.py \
-  operator/cel_rules.py operator/up.py operator/agent_runtime.py operator/status_api.py
+# mypy --strict on every flyslice package. mypy cannot follow setuptools' package-dir mapping, so
+# it reads the packages through a throw-away tree of links laid out as they install.
+typeroot=$(mktemp -d)
+trap 'rm -rf "$typeroot"' EXIT
+mkdir "$typeroot/flyslice"
+ln -s "$PWD/flyslice_pkg/__init__.py" "$typeroot/flyslice/__init__.py"
+for d in crds operator solver nodeagent; do ln -s "$PWD/$d" "$typeroot/flyslice/$d"; done
+MYPYPATH="$typeroot" mypy -p flyslice.solver -p flyslice.crds -p flyslice.operator -p flyslice.nodeagent
+
 python3 -m pytest "$@"
