@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,23 +13,7 @@ from flyslice.nodeagent.dataplane import DataPlane
 from flyslice.nodeagent.modules import ModuleLoader, module_digest
 from flyslice.nodeagent.platform import ModularPlatform
 from flyslice.nodeagent.spec import InstanceSpec, NextHop
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import free_port, wait_for  # noqa: F401 - re-exported for the agent tests
 
 
 def make_spec(
@@ -107,28 +87,3 @@ def agents(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
     yield make
     for a in made:
         a.stop()
-
-
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[int]:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(binary).exists():
-        pytest.skip("mosquitto binary not installed (apt-get install -y mosquitto)")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-
-        def up() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                return True
-            except OSError:
-                return False
-
-        wait_for(up, 10)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(5)
