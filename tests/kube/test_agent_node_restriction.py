@@ -240,7 +240,8 @@ def test_operator_rbac_is_least_privilege(lab: Lab) -> None:
     ]:  # fmt: skip
         assert can(verb, resource, lab.ns) == "yes", (verb, resource)
     for verb, resource in [
-        ("patch", "nfinstances/status"), ("create", "pods"), ("get", "secrets"), ("delete", "namespaces"),
+        ("patch", "nfinstances/status"), ("patch", "edgenodes/status"), ("create", "pods"), ("get", "secrets"),
+        ("delete", "namespaces"),
         ("create", "customresourcedefinitions"),
     ]:  # fmt: skip
         assert can(verb, resource, lab.ns) == "no", (verb, resource)
