@@ -19,6 +19,12 @@ from .errors import ManifestError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["agent"]:
+        # The agent has its own options (and --kube mode); argparse cannot forward "--..." verbatim.
+        from flyslice.nodeagent.__main__ import main as agent_main
+
+        return agent_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -106,9 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("module", help="builtin:<name> or file:/absolute/path.py")
     p.set_defaults(func=cmd_digest)
 
-    p = sub.add_parser("agent", help="run a node agent (see `flyslice agent --help`)", add_help=False)
-    p.add_argument("agent_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_agent)
+    # Listed for `flyslice --help`; main() hands `flyslice agent ...` to the agent's own parser.
+    sub.add_parser("agent", help="run a node agent (see `flyslice agent --help`)", add_help=False)
 
     p = sub.add_parser("operator", help="run the Kubernetes operator (kopf) against a cluster")
     p.add_argument(
@@ -289,12 +294,6 @@ def cmd_digest(args: argparse.Namespace) -> int:
         print(f"flyslice digest: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def cmd_agent(args: argparse.Namespace) -> int:
-    from flyslice.nodeagent.__main__ import main as agent_main
-
-    return agent_main(args.agent_args)
 
 
 def cmd_operator(args: argparse.Namespace) -> int:

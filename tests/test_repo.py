@@ -51,3 +51,10 @@ def test_operator_dir_on_sys_path_still_yields_the_standard_library():
     assert out.returncode == 0, out.stderr
     path, total = out.stdout.split()
     assert Path(path).parent != REPO / "operator" and path.endswith("operator.py") and total == "5"
+
+
+def test_flyslice_agent_forwards_every_option_to_the_agent():
+    out = subprocess.run(["flyslice", "agent", "--kube", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--no-pods" in out.stdout and "--kubeconfig" in out.stdout
+    out = subprocess.run(["flyslice", "agent", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--desired-file" in out.stdout
