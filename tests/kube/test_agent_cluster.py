@@ -146,7 +146,7 @@ def test_bare_gateway_agent_process_with_only_a_kubeconfig(
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     env["HOME"] = str(tmp_path)  # no ~/.kube/config to fall back on: the kubeconfig is all it has
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flyslice.nodeagent", "--kube", "--node", gw, "--state-dir", str(tmp_path / "s"),
+        [sys.executable, "-m", "flyslice.operator.cli", "agent", "--kube", "--node", gw, "--state-dir", str(tmp_path / "s"),
          "--kubeconfig", str(kubeconfig), "--no-pods", "--listen", "127.0.0.1:0", "--heartbeat", "1"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
