@@ -79,7 +79,12 @@ def cheap_reasons(
             if best < 0 and p.nfs:
                 proc = sum(min(o.processing_ms for o in static[n]) for n in p.nfs)
                 need = p.budget_ms - best
-                if need >= dist.cap:
+                if proc > p.budget_ms:
+                    reasons.append(
+                        f"path {p.name}: its NFs' processing alone takes at least {proc:.3g} ms, over its "
+                        f"{p.budget_ms:g} ms budget; raise the budget or use faster flavours"
+                    )
+                elif need >= dist.cap:
                     # Distances are capped just above the largest budget: this is "out of reach".
                     reasons.append(
                         f"path {p.name}: from {p.attachment}, no route of at most {p.budget_ms:g} ms "

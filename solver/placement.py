@@ -162,6 +162,9 @@ def _solve_with_cuts(
     Each round's model is a relaxation of the true problem, so its bound stays valid; when time
     runs out first, the best truly feasible answer seen so far is returned with that bound.
     """
+    if not modelled:
+        # Nothing to decide (an empty model is not a solver question; HiGHS calls it an error).
+        return SolveOutcome("optimal", 0.0, 0.0, "CBC" if opts.solver == "cbc" else "HiGHS", 0.0, 0.0), {}
     deadline = time.perf_counter() + opts.time_limit_s
     best = start_point
     best_value = _true_objective(ctx, {**fixed, **best})

@@ -218,3 +218,19 @@ def test_unreachable_attachment() -> None:
         "path gw-3:broker-gw->db: from gw-3, no route of at most 10 ms reaches hosts that can run "
         "its NFs in order; link the attachment closer to them",
     )
+
+
+@pytest.mark.parametrize("solver", ["cbc", "highs"])
+def test_nothing_to_place_is_optimal(solver: str) -> None:
+    result = place(Problem(wildfire_topology(), ()), SolveOptions(solver=solver))
+    assert result.status is SolverStatus.OPTIMAL
+    assert result.method == "ilp"
+    assert result.slices == {}
+
+
+def test_budget_below_the_processing_alone() -> None:
+    reasons = refused(wildfire_problem(budget_ms=3.0))
+    assert reasons[0] == (
+        "path gw-1:broker-gw->db: its NFs' processing alone takes at least 4.4 ms, over its 3 ms budget; "
+        "raise the budget or use faster flavours"
+    )
