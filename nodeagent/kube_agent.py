@@ -41,6 +41,7 @@ class ClusterAgent:
         heartbeat_s: float = 10.0,
         report_s: float = 30.0,
         report_load: bool = True,
+        advertise: str | None = None,
     ) -> None:
         from kubernetes import client
 
@@ -61,6 +62,9 @@ class ClusterAgent:
         self.agent = Agent(config, self.pods)
         if self.pods is not None:
             self.pods.agent_address = self.agent.address
+        #: host:port other agents reach this one at (published in the EdgeNode status).
+        self.advertise = advertise or self.agent.address
+        self._static_peers = dict(config.peers)
         self.heartbeat_s = heartbeat_s
         self.report_s = report_s
         self.report_load = report_load
@@ -136,6 +140,7 @@ class ClusterAgent:
         status: dict[str, Any] = {
             "heartbeatTime": now,
             "agentVersion": AGENT_VERSION,
+            "agentAddress": self.advertise,
             "instances": int(hb["instances"]),
         }
         if self.report_load:
@@ -153,7 +158,24 @@ class ClusterAgent:
             log.warning("heartbeat of EdgeNode %s: %s", self.node, getattr(exc, "reason", exc))
             return False
         self._last_beat = time.monotonic()
+        self.refresh_peers()
         return True
+
+    def refresh_peers(self) -> dict[str, str]:
+        """Learn where the other nodes' agents listen from their EdgeNode status (next hops name a node,
+        not an address); ``--peer`` flags win over what the API says."""
+        try:
+            nodes = self.custom.list_cluster_custom_object(GROUP, VERSION, "edgenodes")["items"]
+        except Exception as exc:
+            log.warning("listing EdgeNodes for peer addresses: %s", getattr(exc, "reason", exc))
+            return dict(self.agent.plane.peers)
+        learned = {
+            n["metadata"]["name"]: addr
+            for n in nodes
+            if (addr := (n.get("status") or {}).get("agentAddress")) and n["metadata"]["name"] != self.node
+        }
+        self.agent.plane.peers.update({**learned, **self._static_peers})
+        return dict(self.agent.plane.peers)
 
     # -- loop ---------------------------------------------------------------------------------
 
@@ -258,6 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-pods", action="store_true", help="fNF-only gateway: never create VNF pods")
     p.add_argument("--kubernetes-node", default=None, help="Node VNF pods are pinned to (default: --node)")
     p.add_argument("--listen", default="0.0.0.0:7000", help="data-plane TCP host:port")
+    p.add_argument(
+        "--advertise",
+        default=None,
+        help="host:port other agents reach this one at (default: the listen address)",
+    )
     p.add_argument("--http", default=None, help="telemetry/ingress HTTP host:port")
     p.add_argument("--peer", action="append", default=[], help="node=host:port of another agent")
     p.add_argument("--mqtt", default=None, help="host:port of the MQTT broker devices publish to")
@@ -278,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent = ClusterAgent(
         config, api_client_for(args.kubeconfig), pod_namespace=None if args.no_pods else args.pod_namespace,
         instance_namespace=args.namespace, kubernetes_node=args.kubernetes_node, heartbeat_s=args.heartbeat,
+        advertise=args.advertise,
     )  # fmt: skip
     from .gctune import tune_for_data_plane
 
