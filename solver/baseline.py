@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from .candidates import eligible
 from .distances import Distances
-from .evaluation import violations
+from .evaluation import link_load, violations
 from .model import Assignment, Flavor, Host, Problem, Resources, SliceDemand, Tier
 
 #: Toward the cloud: the fallback order when two hosts are equally close to the user.
@@ -72,10 +72,11 @@ def greedy_slice(
     problem: Problem,
     s: SliceDemand,
     free: dict[str, Resources],
+    links: dict[frozenset[str], float],
     dist: Distances,
     cache: Preferences | None = None,
 ) -> tuple[dict[str, Assignment] | None, str]:
-    """Place one slice greedily into ``free`` (updated in place when it is admitted)."""
+    """Place one slice greedily into ``free`` and ``links`` (updated in place when it is admitted)."""
     cache = {} if cache is None else cache
     anchors = user_anchors(s)
     used: dict[str, Resources] = {}
@@ -94,23 +95,37 @@ def greedy_slice(
         chosen[nf_id] = Assignment(pick[0], pick[1])
         used[pick[0]] = used.get(pick[0], Resources()) + pick[2]
     broken = violations(problem, s, chosen, free, dist)
+    load = link_load(problem, s, chosen, dist) if links else {}
+    broken += [
+        f"link {'-'.join(sorted(link))} lacks bandwidth ({mbps:g} Mbit/s needed, {links[link]:g} free)"
+        for link, mbps in load.items()
+        if link in links and mbps > links[link] + 1e-6
+    ]
     if broken:
         return None, "baseline: greedy placement rejected: " + "; ".join(broken)
     for host_name, r in used.items():
         free[host_name] = free[host_name] - r
+    for link, mbps in load.items():
+        if link in links:
+            links[link] -= mbps
     return chosen, ""
 
 
 def greedy(
-    problem: Problem, slices: list[SliceDemand], free: Mapping[str, Resources], dist: Distances
+    problem: Problem,
+    slices: list[SliceDemand],
+    free: Mapping[str, Resources],
+    link_free: Mapping[frozenset[str], float],
+    dist: Distances,
 ) -> tuple[dict[str, dict[str, Assignment]], dict[str, str]]:
     """Admitted slices' assignments and each rejected slice's reason."""
     left = dict(free)
+    links = dict(link_free)
     admitted: dict[str, dict[str, Assignment]] = {}
     rejected: dict[str, str] = {}
     cache: Preferences = {}
     for s in priority_order(slices):
-        chosen, why = greedy_slice(problem, s, left, dist, cache)
+        chosen, why = greedy_slice(problem, s, left, links, dist, cache)
         if chosen is None:
             rejected[s.key] = why
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -104,7 +105,7 @@ def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
             candidates[s.key] = c
     modelled = [s for s in to_place if s.key in candidates]
 
-    start_point, start_rejects = greedy(problem, modelled, free, ctx.dist)
+    start_point, start_rejects = greedy(problem, modelled, free, link_free, ctx.dist)
     built = ilp.build(
         problem,
         modelled,
@@ -166,19 +167,25 @@ def _solve_with_cuts(
         # Nothing to decide (an empty model is not a solver question; HiGHS calls it an error).
         return SolveOutcome("optimal", 0.0, 0.0, "CBC" if opts.solver == "cbc" else "HiGHS", 0.0, 0.0), {}
     deadline = time.perf_counter() + opts.time_limit_s
-    best = start_point
-    best_value = _true_objective(ctx, {**fixed, **best})
+    # Only the model's answers count as results (the warm start ignores e.g. the migration budget).
+    best: dict[str, dict[str, Assignment]] = {}
+    best_value = math.inf
     outcome = SolveOutcome("none", None, 0.0, "CBC" if opts.solver == "cbc" else "HiGHS")
     seen_incumbent = False
+    # Cuts only add rows, so every round's bound is valid for the true problem: keep the best.
+    bound: float | None = None
     for _ in range(MAX_CUT_ROUNDS):
         remaining = deadline - time.perf_counter()
         if remaining <= 0.01:
             break
-        if opts.warm_start and best:
-            built.set_start(best, modelled, ctx.dist)
+        start = best or start_point
+        if opts.warm_start and start:
+            built.set_start(start, modelled, ctx.dist)
         outcome = solve(
-            built.prob, replace(opts, time_limit_s=remaining), warm_start=opts.warm_start and bool(best)
+            built.prob, replace(opts, time_limit_s=remaining), warm_start=opts.warm_start and bool(start)
         )
+        if outcome.bound is not None:
+            bound = outcome.bound if bound is None else max(bound, outcome.bound)
         if outcome.kind == "none":
             break
         seen_incumbent = True
@@ -192,18 +199,18 @@ def _solve_with_cuts(
             outcome.bound,
             cuts,
         )
-        if cuts == 0:
-            done = _checked(ctx, found, fixed)
-            return _in_true_units(
-                ctx, modelled, fixed, outcome, _true_objective(ctx, {**fixed, **done})
-            ), done
         usable = _checked(ctx, found, fixed)
         value = _true_objective(ctx, {**fixed, **usable})
+        if cuts == 0 and value <= best_value + 1e-9:
+            return _in_true_units(ctx, modelled, fixed, replace(outcome, bound=bound), value), usable
         if value < best_value:
             best, best_value = usable, value
+        if cuts == 0:
+            break  # converged, but an earlier answer (or the warm start) is better: time ran out
     if not seen_incumbent:
         return outcome, None
-    return _in_true_units(ctx, modelled, fixed, replace(outcome, kind="feasible"), best_value), best
+    final = replace(outcome, kind="feasible", bound=bound)
+    return _in_true_units(ctx, modelled, fixed, final, best_value), best
 
 
 def _in_true_units(
@@ -241,7 +248,7 @@ def baseline(problem: Problem) -> Placement:
     """GNF's rule: each NF as close to the user as it fits, falling back toward the cloud."""
     start = time.perf_counter()
     ctx = _Context.of(problem)
-    admitted, rejects = greedy(problem, ctx.valid(), ctx.base_free, ctx.dist)
+    admitted, rejects = greedy(problem, ctx.valid(), ctx.base_free, ctx.link_cap, ctx.dist)
     reasons = _reasons(ctx, admitted, SolveOptions(), proven=False, fallback=rejects, use_ilp=False)
     return _assemble(
         ctx,

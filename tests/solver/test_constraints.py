@@ -21,6 +21,7 @@ from flyslice.solver import (
     SolverStatus,
     Tier,
     Topology,
+    baseline,
     diagnose,
     place,
 )
@@ -234,3 +235,14 @@ def test_budget_below_the_processing_alone() -> None:
         "path gw-1:broker-gw->db: its NFs' processing alone takes at least 4.4 ms, over its 3 ms budget; "
         "raise the budget or use faster flavours"
     )
+
+
+def test_baseline_respects_link_bandwidth() -> None:
+    s = wildfire_slice()
+    heavy = (*s.edges, Edge("broker-gw@gw-1", "broker-fog", 60.0), Edge("sp-gw@gw-1", "broker-fog", 60.0))
+    problem = Problem(wildfire_topology(), (dataclasses.replace(s, edges=heavy),))
+    result = baseline(problem)
+    assert check(problem, result) == []
+    sp = result.slices[KEY]
+    assert not sp.admitted
+    assert "link fog-1-gw-1 lacks bandwidth (120 Mbit/s needed, 100 free)" in sp.reasons[0]
