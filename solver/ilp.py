@@ -83,47 +83,39 @@ class Built:
     def set_start(
         self, start: Mapping[str, Mapping[str, Assignment]], slices: Iterable[SliceDemand], dist: Distances
     ) -> None:
-        """Initial values from a known placement (a MIP start)."""
-        for key, r in self.reject.items():
+        """Initial values from a known placement (a MIP start); slices it cannot express start rejected."""
+        placed: dict[str, Mapping[str, Assignment]] = {}
+        for key, xs in self.x.items():
             chosen = start.get(key)
-            usable = chosen is not None and all(
-                any((o.host, o.flavor) == (chosen[n].host, chosen[n].flavor) for o, _ in opts)
-                for n, opts in self.x[key].items()
-                if n in chosen
-            )
-            usable = usable and chosen is not None and set(chosen) >= set(self.x[key])
-            r.setInitialValue(0.0 if usable else 1.0)
+            if chosen is not None and all(
+                nf_id in chosen
+                and any((o.host, o.flavor) == (chosen[nf_id].host, chosen[nf_id].flavor) for o, _ in opts)
+                for nf_id, opts in xs.items()
+            ):
+                placed[key] = chosen
+        for key, r in self.reject.items():
+            chosen = placed.get(key)
+            r.setInitialValue(0.0 if chosen is not None else 1.0)
             for nf_id, opts in self.x[key].items():
                 for o, v in opts:
-                    on = (
-                        usable
-                        and chosen is not None
-                        and (o.host, o.flavor)
-                        == (
-                            chosen[nf_id].host,
-                            chosen[nf_id].flavor,
-                        )
+                    on = chosen is not None and (o.host, o.flavor) == (
+                        chosen[nf_id].host,
+                        chosen[nf_id].flavor,
                     )
                     v.setInitialValue(1.0 if on else 0.0)
         for (key, src, dst), pair in self.pairs.items():
-            chosen = start.get(key)
-            ok = chosen is not None and self.reject[key].varValue == 0.0
-            pair.var.setInitialValue(dist.get(chosen[src].host, chosen[dst].host) if ok and chosen else 0.0)
+            chosen = placed.get(key)
+            pair.var.setInitialValue(dist.get(chosen[src].host, chosen[dst].host) if chosen else 0.0)
         running = {(s.key, n): s.current[n] for s in slices for n in s.current}
         for v, key, nf_id in self.move_vars:
-            chosen = start.get(key)
-            ok = chosen is not None and self.reject[key].varValue == 0.0
-            v.setInitialValue(1.0 if ok and chosen and chosen[nf_id] != running[(key, nf_id)] else 0.0)
+            chosen = placed.get(key)
+            v.setInitialValue(1.0 if chosen and chosen[nf_id] != running[(key, nf_id)] else 0.0)
         for v, key, host in self.use_vars:
-            chosen = start.get(key)
-            ok = chosen is not None and self.reject[key].varValue == 0.0
-            v.setInitialValue(1.0 if ok and chosen and any(c.host == host for c in chosen.values()) else 0.0)
+            chosen = placed.get(key)
+            v.setInitialValue(1.0 if chosen and any(c.host == host for c in chosen.values()) else 0.0)
         for v, key, src, dst, g, h in self.route_vars:
-            chosen = start.get(key)
-            ok = chosen is not None and self.reject[key].varValue == 0.0
-            v.setInitialValue(
-                1.0 if ok and chosen and (chosen[src].host, chosen[dst].host) == (g, h) else 0.0
-            )
+            chosen = placed.get(key)
+            v.setInitialValue(1.0 if chosen and (chosen[src].host, chosen[dst].host) == (g, h) else 0.0)
 
 
 class _Names:
