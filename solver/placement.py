@@ -96,12 +96,11 @@ def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
     to_place = [s for s in ctx.valid() if s.key not in fixed]
 
     candidates: dict[str, dict[str, list[Option]]] = {}
-    hopeless: list[SliceDemand] = []
     for s in to_place:
         c = prune(s, problem.topology, free, ctx.dist, opts.max_candidates)
-        if any(not o for o in c.values()):
-            hopeless.append(s)
-        else:
+        # A slice with an NF that has nowhere to go is rejected without modelling; its reasons
+        # come from the diagnosis like any other rejected slice's.
+        if all(c.values()):
             candidates[s.key] = c
     modelled = [s for s in to_place if s.key in candidates]
 
