@@ -65,7 +65,7 @@ def _admitted(p: Placement) -> int:
 def _weighted_admitted(problem: Problem, p: Placement) -> float:
     """Admitted slices weighted by the objective's rejection scale (1 + priority - lowest)."""
     low = min(s.priority for s in problem.slices)
-    return sum(1 + s.priority - low for s in problem.slices if p.slices[s.key].admitted)
+    return float(sum(1 + s.priority - low for s in problem.slices if p.slices[s.key].admitted))
 
 
 def _moves(before: Placement, after: Placement, keys: set[str]) -> int:
