@@ -113,3 +113,30 @@ def test_node_declared_gone_in_git_moves_its_nfs(tmp_path):
         assert all(after[k][0] == "fog-2" for k in moved)
         assert "fog-1" not in emb.controller.runtimes
         assert emb.fleet.runtimes["fog-1"].agent is None  # its agent was stopped
+
+
+def test_a_fix_supersedes_a_rollout_that_can_never_become_ready(tmp_path):
+    """Flux users waited for health-check time-outs before a fix could land; here the next commit
+    is applied on the next pass, whatever state the previous rollout is stuck in."""
+    repo = ManifestRepo(tmp_path / "repo")
+    repo.copy_example()
+    good = (repo.root / "packages.yaml").read_text()
+    # A wrong digest: the agents refuse to load the broker module, so the slice can never be Ready.
+    bad_digest = "sha256:" + "f" * 64
+    lines = good.splitlines()
+    i = next(n for n, line in enumerate(lines) if "digest:" in line)
+    lines[i] = lines[i].split("digest:")[0] + "digest: " + bad_digest
+    bad = "\n".join(lines) + "\n"
+    repo.write("packages.yaml", bad)
+    rev1 = repo.commit("a package with a wrong digest")
+    with Embedded(repo.url, tmp_path / "state", None) as emb:
+        emb.wait(
+            lambda: (s := emb.slice("wildfire")) is not None and s["phase"] == "Degraded",
+            30,
+            "the bad rollout to report Degraded",
+        )
+        assert emb.status()["source"]["lastAppliedRevision"] == rev1
+        assert any("digest" in r or "sha256" in r for r in emb.slice("wildfire")["reasons"])
+        repo.write("packages.yaml", good)
+        rev2 = repo.commit("fix the digest")
+        emb.wait_ready("wildfire", rev2, timeout=20)
