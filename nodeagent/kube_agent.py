@@ -245,8 +245,9 @@ class ClusterAgent:
         return sorted(self.agent.desired)
 
 
-def api_client_for(kubeconfig: str | None = None) -> Any:
-    """API credentials: this kubeconfig, else the in-cluster service account, else ~/.kube/config."""
+def api_client_for(kubeconfig: str | None = None, *, pool: int | None = None) -> Any:
+    """API credentials: this kubeconfig, else the in-cluster service account, else ~/.kube/config.
+    ``pool`` sizes the HTTP connection pool for callers that issue requests in parallel."""
     from kubernetes import client, config
 
     cfg = client.Configuration()
@@ -257,6 +258,8 @@ def api_client_for(kubeconfig: str | None = None) -> Any:
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         except config.ConfigException:
             config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    if pool is not None:
+        cfg.connection_pool_maxsize = pool
     return client.ApiClient(cfg)
 
 

@@ -78,21 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, default=None, help="agents' caches and git mirrors")
     p.add_argument("--mqtt", default=None, metavar="HOST:PORT", help="MQTT broker the devices publish to")
     p.add_argument("--heartbeat-timeout", type=float, default=30.0, metavar="SECONDS")
-    p.add_argument(
-        "--trust-gpg-key",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="apply only commits signed by this GPG public key (repeatable)",
-    )
-    p.add_argument(
-        "--trust-ssh-signers",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="apply only commits signed by a key of this SSH allowed-signers file",
-    )
+    _add_trust_options(p)
     p.add_argument("--no-view", action="store_true", help="no live terminal view")
     p.add_argument(
         "--exit-when-ready",
@@ -142,6 +128,21 @@ def _parser() -> argparse.ArgumentParser:
         "--identity", default=None, help="leader-election identity (default: pod/host name + random)"
     )
     p.add_argument("--heartbeat-timeout", type=float, default=30.0, metavar="SECONDS")
+    _add_trust_options(p)
+    p.add_argument(
+        "--resync", type=float, default=10.0, metavar="SECONDS", help="pass interval without changes"
+    )
+    p.add_argument("--debounce", type=float, default=0.5, metavar="SECONDS")
+    p.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS")
+    p.add_argument("--renew", type=float, default=5.0, metavar="SECONDS")
+    p.add_argument("--git-cache", type=Path, default=Path("/tmp/flyslice-gitsources"))
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_operator)  # fmt: skip
+    return parser
+
+
+def _add_trust_options(p: argparse.ArgumentParser) -> None:
+    """Commit-signature policy for git sources (``up`` and the operator's GitSources)."""
     p.add_argument(
         "--trust-gpg-key",
         type=Path,
@@ -157,16 +158,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="apply only commits signed by a key of this SSH allowed-signers file",
     )
-    p.add_argument(
-        "--resync", type=float, default=10.0, metavar="SECONDS", help="pass interval without changes"
-    )
-    p.add_argument("--debounce", type=float, default=0.5, metavar="SECONDS")
-    p.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS")
-    p.add_argument("--renew", type=float, default=5.0, metavar="SECONDS")
-    p.add_argument("--git-cache", type=Path, default=Path("/tmp/flyslice-gitsources"))
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.set_defaults(func=cmd_operator)  # fmt: skip
-    return parser
 
 
 def _print_errors(errors: list[ManifestError]) -> None:

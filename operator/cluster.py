@@ -501,16 +501,7 @@ def _api_reason(exc: Any) -> str:
 
 
 def api_client_for(kubeconfig: str | None = None, *, pool: int = 8) -> Any:
-    """A ``kubernetes.client.ApiClient`` from a kubeconfig file, else in-cluster config, else ~/.kube/config."""
-    from kubernetes import client, config
+    """A ``kubernetes.client.ApiClient`` with a pool sized for the operator's parallel writes."""
+    from flyslice.nodeagent.kube_agent import api_client_for as agent_client
 
-    cfg = client.Configuration()
-    if kubeconfig:
-        config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)  # type: ignore[no-untyped-call]
-    else:
-        try:
-            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-    cfg.connection_pool_maxsize = pool
-    return client.ApiClient(cfg)
+    return agent_client(kubeconfig, pool=pool)
