@@ -119,7 +119,10 @@ class EmbeddedController:
             snap = self.source.fetch()
         except FetchError as exc:
             status.last_error = str(exc)
-            log.warning("fetch failed, keeping revision %s: %s", self._revision or "(none)", exc)
+            if self._revision:
+                log.warning("fetch failed, keeping revision %s: %s", self._revision, exc)
+            else:  # nothing applied yet: a source still on its first fetch is not a failure to shout about
+                log.info("no desired state yet: %s", exc)
             return
         status.last_fetched_revision = snap.revision
         status.last_fetched_at = self._clock()
