@@ -58,3 +58,23 @@ def test_flyslice_agent_forwards_every_option_to_the_agent():
     assert out.returncode == 0 and "--no-pods" in out.stdout and "--kubeconfig" in out.stdout
     out = subprocess.run(["flyslice", "agent", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--desired-file" in out.stdout
+
+
+def test_example_packages_pin_the_shipped_module_bytes():
+    out = subprocess.run(
+        [sys.executable, "tools/refresh_digests.py", "--check"], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def test_example_config_schemas_are_the_nfs_own():
+    import importlib
+
+    import yaml
+
+    for f in (REPO / "examples").glob("*/packages.yaml"):
+        for pkg in yaml.safe_load_all(f.read_text()):
+            flavors = pkg["spec"]["flavors"]
+            module = (flavors.get("fnf") or flavors["vnf"])["module"].removeprefix("builtin:")
+            nf = importlib.import_module(f"flyslice.nodeagent.nfs.{module}").NF
+            assert pkg["spec"]["configSchema"] == nf.config_schema, f"{f}: {pkg['metadata']['name']}"
