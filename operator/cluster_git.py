@@ -209,6 +209,16 @@ class GitSourceManager:
             running[1].cancel()
         self._tasks[key] = (version, asyncio.create_task(self._follow(dict(body))))
 
+    def prune_all(self, obj: Mapping[str, Any]) -> int:
+        """A deleted GitSource with ``prune`` takes along every object it applied that still carries
+        its label (as Flux does for a deleted Kustomization); returns how many were deleted."""
+        if not (obj.get("spec") or {}).get("prune", True):
+            return 0
+        sync = GitSourceSync(self.cluster, obj)
+        for key in sync.previous_inventory:
+            sync._prune(key)
+        return len(sync.previous_inventory)
+
     async def run(self, stop: asyncio.Event) -> None:
         await stop.wait()
         for _, task in self._tasks.values():

@@ -411,6 +411,13 @@ def build_registry(loop: ReconcileLoop, gitsources: Any = None) -> kopf.Operator
         async def gitsource_changed(type: str | None, body: Any, **_: Any) -> None:
             gitsources.observe(type, dict(body))
 
+        @kopf.on.delete("flyslice.io", "v1alpha1", "gitsources", registry=registry)
+        async def gitsource_deleted(body: Any, **_: Any) -> None:
+            # The finalizer kopf adds for this handler makes the cleanup survive an operator restart.
+            gitsources.observe("DELETED", dict(body))
+            await asyncio.to_thread(gitsources.prune_all, dict(body))
+            loop.trigger()
+
     return registry
 
 

@@ -132,3 +132,9 @@ def test_gitsource_applies_valid_objects_reports_errors_and_prunes_only_its_own(
         wait_for(lambda: not kubectl_items(kube_env, namespace, "nfinstances"), 20, "its NFInstances to go")
         assert kube_env.kubectl("-n", namespace, "get", "nfpackage", "handmade", check=False).returncode == 0
         assert kube_env.kubectl("-n", namespace, "get", "nfpackage", "broker", check=False).returncode == 0
+
+        # Deleting the GitSource (prune: true) takes along what it applied, and only that.
+        kube_env.kubectl("-n", namespace, "delete", "gitsource", "lab", "--wait=true", "--timeout=60s")
+        assert kube_env.kubectl("-n", namespace, "get", "nfpackage", "broker", check=False).returncode != 0
+        assert kube_env.kubectl("get", "edgenode", f"{namespace}-gw-1", check=False).returncode != 0
+        assert kube_env.kubectl("-n", namespace, "get", "nfpackage", "handmade", check=False).returncode == 0
