@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -78,3 +80,34 @@ def test_example_config_schemas_are_the_nfs_own():
             module = (flavors.get("fnf") or flavors["vnf"])["module"].removeprefix("builtin:")
             nf = importlib.import_module(f"flyslice.nodeagent.nfs.{module}").NF
             assert pkg["spec"]["configSchema"] == nf.config_schema, f"{f}: {pkg['metadata']['name']}"
+
+
+@pytest.mark.slow
+def test_a_regular_wheel_install_works_outside_the_checkout(tmp_path):
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(REPO)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120
+    )
+    py = venv / "bin" / "python"
+    (wheel,) = wheels.glob("flyslice-*.whl")
+    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)], check=True,
+                   capture_output=True, timeout=300)  # fmt: skip
+    code = (
+        "import flyslice.crds as c, flyslice.operator.cli, operator; "
+        "from flyslice.nodeagent.modules import resolve_ref; "
+        "print(c.__file__); print(resolve_ref('builtin:broker')); print(sorted(c.crd_documents())); "
+        "print(operator.__file__)"
+    )
+    out = subprocess.run([py, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    crds_file, broker, kinds, std_operator = out.stdout.splitlines()
+    assert str(venv) in crds_file and str(venv) in broker and broker.endswith("nodeagent/nfs/broker.py")
+    assert kinds == str(
+        sorted(["EdgeNode", "GitSource", "NFInstance", "NFPackage", "NetworkService", "Slice"])
+    )
+    assert "site-packages" not in std_operator
