@@ -216,52 +216,18 @@ def change_load(problem: Problem, fraction: float, seed: int = 0) -> tuple[Probl
 
 
 def wildfire() -> Problem:
-    """Seed 000's wildfire slice on cloud, fog-1, gw-1 and gw-2 (same numbers as examples/wildfire)."""
-    topo = Topology(
-        (
-            Host("cloud", Tier.CLOUD, frozenset({Flavor.VNF}), Resources(16000, 32 * Gi), 0.999, 1.0),
-            Host("fog-1", Tier.FOG, frozenset({Flavor.VNF, Flavor.FNF}), Resources(4000, 4 * Gi), 0.99, 2.0),
-            Host("gw-1", Tier.GATEWAY, frozenset({Flavor.FNF}), Resources(1000, 512 * Mi), 0.98, 4.0),
-            Host("gw-2", Tier.GATEWAY, frozenset({Flavor.FNF}), Resources(1000, 512 * Mi), 0.98, 4.0),
-        ),
-        (
-            Link("gw-1", "fog-1", 1.0, 100.0),
-            Link("gw-2", "fog-1", 1.0, 100.0),
-            Link("fog-1", "cloud", 4.0, 1000.0),
-        ),
-    )
+    """Seed 000's wildfire slice, built from examples/wildfire by the control plane's own validation
+    and expansion, so the benchmark places exactly what `flyslice plan examples/wildfire` places."""
+    from pathlib import Path
 
-    def flavors(
-        vnf: tuple[int, int, float] | None, fnf: tuple[int, int, float] | None
-    ) -> dict[Flavor, FlavorDemand]:
-        out = {}
-        if vnf:
-            out[Flavor.VNF] = FlavorDemand(Flavor.VNF, Resources(vnf[0], vnf[1] * Mi), vnf[2])
-        if fnf:
-            out[Flavor.FNF] = FlavorDemand(Flavor.FNF, Resources(fnf[0], fnf[1] * Mi), fnf[2])
-        return out
+    from flyslice.operator import expansion, service_choice
+    from flyslice.operator.validation import validate_paths
 
-    broker = flavors((200, 128, 0.5), (50, 8, 0.2))
-    sp = flavors((500, 256, 1.0), (100, 16, 0.5))
-    storage = flavors((500, 512, 1.5), None)
-    gw, fog, cloud = frozenset({Tier.GATEWAY}), frozenset({Tier.FOG}), frozenset({Tier.CLOUD})
-    nfs = []
-    for att in ("gw-1", "gw-2"):
-        nfs += [
-            NFDemand(f"broker-gw@{att}", "broker-gw", "broker", broker, att, gw),
-            NFDemand(f"sp-gw@{att}", "sp-gw", "stream-processor", sp, att, gw),
-        ]
-    nfs += [
-        NFDemand("broker-fog", "broker-fog", "broker", broker, None, fog),
-        NFDemand("sp-fog", "sp-fog", "stream-processor", sp, None, fog),
-        NFDemand("broker-cloud", "broker-cloud", "broker", broker, None, cloud),
-        NFDemand("sp-cloud", "sp-cloud", "stream-processor", sp, None, cloud),
-        NFDemand("db", "db", "storage", storage, None, cloud),
-    ]
-    shared = ("broker-fog", "sp-fog", "broker-cloud", "sp-cloud", "db")
-    paths = tuple(
-        BudgetedPath(f"{att}:broker-gw->db", att, (f"broker-gw@{att}", f"sp-gw@{att}", *shared), 10.0)
-        for att in ("gw-1", "gw-2")
-    )
-    edges = tuple(dict.fromkeys(Edge(a, b) for p in paths for a, b in itertools.pairwise(p.nfs)))
-    return Problem(topo, (SliceDemand("default/wildfire", tuple(nfs), edges, paths, 0.90),))
+    result = validate_paths([str(Path(__file__).resolve().parents[1] / "examples" / "wildfire")])
+    catalog = result.catalog
+    demands = []
+    for s in catalog.slices.values():
+        service = service_choice.choose(catalog, s).service
+        assert service is not None, f"examples/wildfire: {s.key} has no service"
+        demands.append(expansion.slice_demand(catalog, s, service))
+    return expansion.problem(catalog, demands)
