@@ -72,6 +72,7 @@ class EmbeddedController:
         self.runtimes: dict[str, NodeRuntime] = {}
         self.source_status = SourceStatus(source.describe())
         self.slice_status: dict[str, dict[str, Any]] = {}
+        self.observation = Observation()
         self.events: list[str] = []
         self.passes = 0
         self.last_pass_at: float | None = None
@@ -84,7 +85,7 @@ class EmbeddedController:
     async def run_once(self) -> None:
         self._refresh_desired_state()
         await self._sync_runtimes()
-        observation = self._observe()
+        observation = self.observation = self._observe()
         outcome = reconcile(
             self.catalog,
             self.state,
@@ -216,13 +217,8 @@ class EmbeddedController:
             )
         nodes = []
         for name, spec in sorted(self.catalog.nodes.items()):
-            runtime = self.runtimes.get(name)
-            n_obs = None
-            if runtime is not None:
-                try:
-                    n_obs = runtime.observe()[0]
-                except Exception:
-                    n_obs = None
+            # What the last pass observed: the status view must not poll every agent a second time.
+            n_obs = self.observation.nodes.get(name)
             beat = n_obs.heartbeat_at if n_obs else None
             nodes.append(
                 {

@@ -26,6 +26,7 @@ from flyslice.solver.model import Assignment, Resources
 from .actions import InstanceAction, slice_actions
 from .catalog import Catalog, EdgeNodeSpec, SliceSpec
 from .planning import plan
+from .quantities import cpu_millis
 
 LOAD_CHANGE = 0.15
 HEARTBEAT_TIMEOUT_S = 30.0
@@ -222,8 +223,6 @@ def _background(catalog: Catalog, obs: Observation, state: ControllerState) -> d
 
 
 def _cpu_of(action: InstanceAction) -> int:
-    from .quantities import cpu_millis
-
     return cpu_millis(action.spec.get("resources", {}).get("cpu", 0))
 
 
