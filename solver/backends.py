@@ -21,6 +21,7 @@ from typing import Any
 
 import pulp
 
+from .console import solver_output_to_stderr
 from .options import SolveOptions
 
 
@@ -40,10 +41,16 @@ class SolveOutcome:
 
 
 def highs_available() -> bool:
-    return bool(pulp.HiGHS().available())
+    with solver_output_to_stderr():
+        return bool(pulp.HiGHS().available())
 
 
 def solve(prob: pulp.LpProblem, options: SolveOptions, warm_start: bool) -> SolveOutcome:
+    with solver_output_to_stderr():
+        return _solve(prob, options, warm_start)
+
+
+def _solve(prob: pulp.LpProblem, options: SolveOptions, warm_start: bool) -> SolveOutcome:
     start = time.perf_counter()
     if options.solver == "highs":
         if not highs_available():

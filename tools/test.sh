@@ -4,7 +4,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# Exact, hash-checked versions from requirements.lock into a project venv, so a clean machine next
+# month runs the same ruff, mypy, pytest, PuLP, highspy and kopf as today, whatever else the system
+# Python has. The lock must match pyproject.toml (refresh it with `bash tools/lock.sh`).
+python3 tools/lockfile.py check
+venv=$(realpath -m "${FLYSLICE_VENV:-.venv}")
+stamp="$venv/.flyslice-lock-sha256"
+lock_sum=$(sha256sum requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$lock_sum" ]]; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  pipi=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input)
+  "${pipi[@]}" --require-hashes --no-deps -r requirements.lock
+  # The build backend comes from the lock too, hence no build isolation.
+  "${pipi[@]}" --no-deps --no-build-isolation -e .
+  "$venv/bin/python" -m pip check
+  echo "$lock_sum" >"$stamp"
+fi
+export PATH="$venv/bin:$PATH"
+export VIRTUAL_ENV="$venv"
+python tools/lockfile.py check
 
 # Real components for integration tests: an MQTT broker, gpg for signed commits, sshd for git over SSH.
 need=()
@@ -36,4 +55,4 @@ ln -s "$PWD/flyslice_pkg/__init__.py" "$typeroot/flyslice/__init__.py"
 for d in crds operator solver nodeagent; do ln -s "$PWD/$d" "$typeroot/flyslice/$d"; done
 MYPYPATH="$typeroot" mypy -p flyslice.solver -p flyslice.crds -p flyslice.operator -p flyslice.nodeagent
 
-python3 -m pytest "$@"
+python -m pytest "$@"
