@@ -58,8 +58,17 @@ def _installed_solvers() -> list[str]:
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
 def test_plan_output_parses_with_every_installed_solver(solver: str, fmt: str) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "flyslice.operator.cli", "plan", str(REPO / "examples" / "wildfire")]
-        + ["-o", fmt, "--solver", solver],
+        [
+            sys.executable,
+            "-m",
+            "flyslice.operator.cli",
+            "plan",
+            str(REPO / "examples" / "wildfire"),
+            "-o",
+            fmt,
+            "--solver",
+            solver,
+        ],
         capture_output=True,
         text=True,
         timeout=120,
