@@ -24,11 +24,11 @@ from typing import Any
 import psutil
 
 from flyslice.nodeagent.agent import Agent, AgentConfig
-from flyslice.nodeagent.dataplane import DataPlane
+from flyslice.nodeagent.dataplane.chains import DataPlane
 from flyslice.nodeagent.gctune import tune_for_data_plane
 from flyslice.nodeagent.message import new_message
-from flyslice.nodeagent.modules import ModuleLoader, module_digest
-from flyslice.nodeagent.platform import ModularPlatform
+from flyslice.nodeagent.runtime.modules import ModuleLoader, module_digest
+from flyslice.nodeagent.runtime.platform import ModularPlatform
 from flyslice.nodeagent.spec import InstanceSpec, NextHop
 
 PROC = psutil.Process()

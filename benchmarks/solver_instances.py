@@ -220,8 +220,8 @@ def wildfire() -> Problem:
     and expansion, so the benchmark places exactly what `flyslice plan examples/wildfire` places."""
     from pathlib import Path
 
-    from flyslice.operator import expansion, service_choice
-    from flyslice.operator.validation import validate_paths
+    from flyslice.operator.intake.validation import validate_paths
+    from flyslice.operator.planning import expansion, service_choice
 
     result = validate_paths([str(Path(__file__).resolve().parents[1] / "examples" / "wildfire")])
     catalog = result.catalog

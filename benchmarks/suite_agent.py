@@ -69,8 +69,8 @@ def fnf_by_kind(n: int) -> list[dict[str, Any]]:
 
 def vnf_footprint(count: int) -> dict[str, Any]:
     """The baseline: the same NF (stream_processor) as a VNF process via the local-process driver."""
-    from flyslice.nodeagent.drivers import LocalProcessDriver
-    from flyslice.nodeagent.modules import module_digest
+    from flyslice.nodeagent.runtime.drivers import LocalProcessDriver
+    from flyslice.nodeagent.runtime.modules import module_digest
     from flyslice.nodeagent.spec import InstanceSpec
 
     digest = module_digest("builtin:stream_processor")
@@ -114,7 +114,7 @@ def agent_hop(n: int, paced: bool) -> dict[str, Any]:
     from flyslice.nodeagent.agent import Agent, AgentConfig
     from flyslice.nodeagent.gctune import tune_for_data_plane
     from flyslice.nodeagent.message import new_message
-    from flyslice.nodeagent.modules import module_digest
+    from flyslice.nodeagent.runtime.modules import module_digest
     from flyslice.nodeagent.spec import InstanceSpec, NextHop
 
     tune_for_data_plane()  # as the agent CLI does

@@ -25,7 +25,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flyslice.operator.git_webhook import sign
+from flyslice.operator.gitops.webhook import sign
 from tests.e2e.harness import WILDFIRE, Embedded, ManifestRepo
 
 
@@ -173,7 +173,7 @@ _SECRET = "bench-secret"
 
 
 def _start_webhook(emb: Embedded) -> str:
-    from flyslice.operator.git_webhook import WebhookReceiver
+    from flyslice.operator.gitops.webhook import WebhookReceiver
 
     async def start() -> str:
         receiver = WebhookReceiver("127.0.0.1", 0)

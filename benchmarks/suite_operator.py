@@ -82,9 +82,9 @@ def topology(n_slices: int, n_nodes: int) -> tuple[list[dict[str, Any]], list[di
 
 
 def offline_plan_seconds(docs: list[dict[str, Any]]) -> float:
-    from flyslice.operator.manifests import Manifest
-    from flyslice.operator.planning import plan
-    from flyslice.operator.validation import validate
+    from flyslice.operator.intake.manifests import Manifest
+    from flyslice.operator.intake.validation import validate
+    from flyslice.operator.planning.pipeline import plan
 
     namespaced = [
         d if d["kind"] == "EdgeNode" else dict(d, metadata={**d["metadata"], "namespace": NAMESPACE})

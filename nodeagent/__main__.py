@@ -9,16 +9,16 @@ import sys
 import threading
 from pathlib import Path
 
-from .agent import Agent, AgentConfig
-from .gctune import tune_for_data_plane
-from .modules import load_public_key
-from .sources import FileSource
+from flyslice.nodeagent.agent import Agent, AgentConfig
+from flyslice.nodeagent.gctune import tune_for_data_plane
+from flyslice.nodeagent.runtime.modules import load_public_key
+from flyslice.nodeagent.sources import FileSource
 
 
 def main(argv: list[str] | None = None) -> int:
     if "--kube" in (sys.argv[1:] if argv is None else argv):
         # Cluster mode has its own options (kubeconfig, pod namespace, --no-pods): see kube_agent.
-        from .kube_agent import main as cluster_main
+        from flyslice.nodeagent.kube.agent import main as cluster_main
 
         return cluster_main(argv)
     p = argparse.ArgumentParser(prog="flyslice.nodeagent", description="flyslice node agent")

@@ -18,24 +18,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cache import DesiredCache
-from .dataplane import DataPlane
-from .drivers import LocalProcessDriver, VnfDriver
-from .heartbeat import heartbeat
-from .lifecycle import State
-from .message import Message
-from .modules import ModuleLoader
-from .platform import ModularPlatform
-from .spec import InstanceSpec, InstanceStatus
-from .transport import TcpIngress, TcpSender
+from flyslice.nodeagent.cache import DesiredCache
+from flyslice.nodeagent.dataplane.chains import DataPlane
+from flyslice.nodeagent.dataplane.lifecycle import State
+from flyslice.nodeagent.dataplane.transport import TcpIngress, TcpSender
+from flyslice.nodeagent.heartbeat import heartbeat
+from flyslice.nodeagent.message import Message
+from flyslice.nodeagent.runtime.drivers import LocalProcessDriver, VnfDriver
+from flyslice.nodeagent.runtime.modules import ModuleLoader
+from flyslice.nodeagent.runtime.platform import ModularPlatform
+from flyslice.nodeagent.spec import InstanceSpec, InstanceStatus
 
 if TYPE_CHECKING:
     # Imported lazily below, only when configured: together they cost ~15 MB of RSS, which an
     # agent on a gateway without MQTT ingress, HTTP telemetry or signing should not pay.
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from .mqtt_ingress import MqttIngress
-    from .telemetry import TelemetryServer
+    from flyslice.nodeagent.dataplane.mqtt_ingress import MqttIngress
+    from flyslice.nodeagent.telemetry import TelemetryServer
 
 log = logging.getLogger("flyslice.nodeagent")
 
@@ -109,7 +109,7 @@ class Agent:
         if config.http_listen:
             from prometheus_client import CollectorRegistry
 
-            from .telemetry import AgentCollector, TelemetryServer
+            from flyslice.nodeagent.telemetry import AgentCollector, TelemetryServer
 
             self.registry = CollectorRegistry()
             self.registry.register(AgentCollector(self.node, self._metric_rows, self._agent_gauges))
@@ -122,7 +122,7 @@ class Agent:
             )
         self.mqtt: MqttIngress | None = None
         if config.mqtt:
-            from .mqtt_ingress import MqttIngress
+            from flyslice.nodeagent.dataplane.mqtt_ingress import MqttIngress
 
             self.mqtt = MqttIngress(
                 config.mqtt[0], config.mqtt[1], self.plane.deliver, prefix=config.mqtt_prefix,

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .spec import InstanceSpec, SpecError
+from flyslice.nodeagent.spec import InstanceSpec, SpecError
 
 log = logging.getLogger("flyslice.nodeagent.cache")
 

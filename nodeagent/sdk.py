@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import jsonschema
 
-from .message import Message, new_message
+from flyslice.nodeagent.message import Message, new_message
 
 #: What ``process`` may return: nothing (consumed), one message, or several.
 Output = Message | Iterable[Message] | None

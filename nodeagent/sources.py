@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from .agent import SourceUnavailable
-from .spec import InstanceSpec, SpecError
+from flyslice.nodeagent.agent import SourceUnavailable
+from flyslice.nodeagent.spec import InstanceSpec, SpecError
 
 
 class FileSource:

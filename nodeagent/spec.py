@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from .quantity import parse_memory
+from flyslice.nodeagent.quantity import parse_memory
 
 
 class SpecError(ValueError):

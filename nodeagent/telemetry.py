@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .message import EnvelopeError, Message, device_envelope
-from .spec import InstanceStatus
-from .transport import parse_address
+from flyslice.nodeagent.dataplane.transport import parse_address
+from flyslice.nodeagent.message import EnvelopeError, Message, device_envelope
+from flyslice.nodeagent.spec import InstanceStatus
 
 
 class AgentCollector(Collector):

@@ -1,5 +1,11 @@
 """flyslice's control plane, imported as ``flyslice.operator``.
 
+Sub-packages by concern, imports pointing one way (``tests/test_layout.py`` keeps them so):
+``intake`` (manifests in, validated catalog out) -> ``planning`` (service choice, solver, actions)
+and ``gitops`` (where manifests come from) -> ``reconcile`` (the core both runtimes share) and
+``status_api`` -> the runtimes ``embedded`` (``flyslice up``) and ``kube`` (the kopf operator) ->
+``cli``.
+
 The directory is called ``operator/`` and the repository root ends up on ``sys.path`` whenever
 Python runs from a checkout (``python -m pip``, ``python -m pytest``). When that makes Python
 import this package as the top-level ``operator`` module, the block below hands over the standard

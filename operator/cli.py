@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ManifestError
+from flyslice.operator.intake.errors import ManifestError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,7 +167,7 @@ def _print_errors(errors: list[ManifestError]) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .validation import validate_paths
+    from flyslice.operator.intake.validation import validate_paths
 
     result = validate_paths(args.paths)
     n_errors = sum(e.severity == "error" for e in result.errors)
@@ -186,10 +186,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from flyslice import solver
-
-    from .plan_format import plan_document, render_table
-    from .planning import plan
-    from .validation import validate_paths
+    from flyslice.operator.intake.validation import validate_paths
+    from flyslice.operator.planning.pipeline import plan
+    from flyslice.operator.planning.plan_format import plan_document, render_table
 
     result = validate_paths(args.paths)
     errors = [e for e in result.errors if e.severity == "error"]
@@ -216,9 +215,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     import logging
     import os
 
-    from .git_spec import GitSpecError, parse_interval
-    from .status_api import parse_addr
-    from .up import DEFAULT_STATE_DIR, UpOptions, run_up
+    from flyslice.operator.embedded.up import DEFAULT_STATE_DIR, UpOptions, run_up
+    from flyslice.operator.gitops.spec import GitSpecError, parse_interval
+    from flyslice.operator.status_api import parse_addr
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -263,7 +262,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
 
-    from .status_view import render_status
+    from flyslice.operator.embedded.status_view import render_status
 
     url = f"http://{args.status_addr}/status"
     try:
@@ -277,7 +276,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_digest(args: argparse.Namespace) -> int:
-    from flyslice.nodeagent.modules import ModuleRefError, module_digest
+    from flyslice.nodeagent.runtime.modules import ModuleRefError, module_digest
 
     try:
         print(module_digest(args.module))
@@ -291,7 +290,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
     import logging
     import os
 
-    from .kopf_operator import OperatorOptions, main_operator
+    from flyslice.operator.kube.kopf_operator import OperatorOptions, main_operator
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -21,12 +21,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flyslice import solver
+from flyslice.operator.intake.catalog import Catalog, EdgeNodeSpec, SliceSpec
+from flyslice.operator.intake.errors import ManifestError
+from flyslice.operator.intake.quantities import cpu_millis
+from flyslice.operator.intake.validation import ValidationResult
+from flyslice.operator.planning.actions import InstanceAction, slice_actions
+from flyslice.operator.planning.pipeline import plan
 from flyslice.solver.model import Assignment, Resources
-
-from .actions import InstanceAction, slice_actions
-from .catalog import Catalog, EdgeNodeSpec, SliceSpec
-from .planning import plan
-from .quantities import cpu_millis
 
 LOAD_CHANGE = 0.15
 HEARTBEAT_TIMEOUT_S = 30.0
@@ -348,3 +349,40 @@ def _conditions(phase: str, rec: SliceRecord, reasons: list[str]) -> list[dict[s
         cond("Ready", phase == "Ready", phase, detail),
         cond("Degraded", phase == "Degraded", phase, detail if phase == "Degraded" else ""),
     ]
+
+
+def keep_last_good(
+    result: ValidationResult, previous: ValidationResult | None, errors: list[ManifestError]
+) -> Catalog:
+    """Objects invalid in this revision keep their last valid version instead of vanishing."""
+    if previous is None:
+        return result.catalog
+    broken = {e.object for e in errors if e.severity == "error" and e.object}
+    kept = {key for key in previous.sources if _refs(key) & broken and key not in result.sources}
+    if not kept:
+        return result.catalog
+    cat = result.catalog
+    prev = previous.catalog
+    nodes = dict(cat.nodes)
+    packages = dict(cat.packages)
+    services = dict(cat.services)
+    slices = dict(cat.slices)
+    for kind, ns, name in kept:
+        if kind == "EdgeNode" and name in prev.nodes:
+            nodes[name] = prev.nodes[name]
+        elif kind == "NFPackage" and (ns, name) in prev.packages:
+            packages[(ns, name)] = prev.packages[(ns, name)]
+        elif kind == "NetworkService" and (ns, name) in prev.services:
+            services[(ns, name)] = prev.services[(ns, name)]
+        elif kind == "Slice" and (ns, name) in prev.slices:
+            slices[(ns, name)] = prev.slices[(ns, name)]
+    return replace(cat, nodes=nodes, packages=packages, services=services, slices=slices)
+
+
+def _refs(key: tuple[str, str, str]) -> set[str]:
+    """The ways an error may name this object (the default namespace may be left implicit)."""
+    kind, ns, name = key
+    refs = {f"{kind}/{ns}/{name}" if ns else f"{kind}/{name}"}
+    if ns == "default":
+        refs.add(f"{kind}/{name}")
+    return refs

@@ -99,7 +99,7 @@ def test_a_regular_wheel_install_works_outside_the_checkout(tmp_path):
                    capture_output=True, timeout=300)  # fmt: skip
     code = (
         "import flyslice.crds as c, flyslice.operator.cli, operator; "
-        "from flyslice.nodeagent.modules import resolve_ref; "
+        "from flyslice.nodeagent.runtime.modules import resolve_ref; "
         "print(c.__file__); print(resolve_ref('builtin:broker')); print(sorted(c.crd_documents())); "
         "print(operator.__file__)"
     )

@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-from flyslice.nodeagent.modules import module_digest
+from flyslice.nodeagent.runtime.modules import module_digest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 _PAIR = re.compile(r"(module:\s*(builtin:[a-z0-9_]+)\s*\n(\s*)digest:\s*)(sha256:[0-9a-f]{64})")

@@ -17,11 +17,11 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from flyslice.operator.agent_runtime import LocalAgentFleet
-from flyslice.operator.embedded import EmbeddedController
-from flyslice.operator.git_spec import GitRef, GitSourceSpec
-from flyslice.operator.git_watch import SourceWatcher
-from flyslice.operator.gitsource import GitSource
+from flyslice.operator.embedded.agent_runtime import LocalAgentFleet
+from flyslice.operator.embedded.controller import EmbeddedController
+from flyslice.operator.gitops.fetcher import GitSource
+from flyslice.operator.gitops.spec import GitRef, GitSourceSpec
+from flyslice.operator.gitops.watch import SourceWatcher
 
 REPO = Path(__file__).resolve().parents[2]
 WILDFIRE = REPO / "examples" / "wildfire"

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from flyslice.operator.gitsource import (
+from flyslice.operator.gitops.fetcher import (
     FetchError,
     GitCredentials,
     GitRef,
@@ -320,8 +320,8 @@ def test_old_snapshots_are_collected_but_not_the_applied_one(upstream: Upstream,
 
 
 def test_wildfire_example_served_from_git_loads_and_validates(upstream: Upstream, tmp_path: Path) -> None:
-    from flyslice.operator.manifests import load_paths
-    from flyslice.operator.validation import validate
+    from flyslice.operator.intake.manifests import load_paths
+    from flyslice.operator.intake.validation import validate
 
     wildfire = REPO / "examples" / "wildfire"
     upstream.commit({f"clusters/edge/{p.name}": p.read_text() for p in wildfire.glob("*.yaml")}, "wildfire")

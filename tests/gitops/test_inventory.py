@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flyslice.operator.git_inventory import (
+from flyslice.operator.gitops.inventory import (
     error_object_key,
     object_key,
     parse_object_key,
@@ -94,9 +94,9 @@ def test_pruning_across_real_revisions(tmp_path: Path) -> None:
     """Revisions from a real repository, loaded and validated by the real loader: a file that stops
     parsing and an object that turns invalid keep their objects; only a deletion prunes. The
     inventory (with files) survives a restart through the source's state."""
-    from flyslice.operator.gitsource import GitSource, GitSourceSpec
-    from flyslice.operator.manifests import load_paths
-    from flyslice.operator.validation import validate
+    from flyslice.operator.gitops.fetcher import GitSource, GitSourceSpec
+    from flyslice.operator.intake.manifests import load_paths
+    from flyslice.operator.intake.validation import validate
 
     from .conftest import Upstream
 

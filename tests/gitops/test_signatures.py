@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from flyslice.operator.git_signatures import SignatureRejected
-from flyslice.operator.gitsource import GitSource, GitSourceSpec, GitSpecError, SignaturePolicy
+from flyslice.operator.gitops.fetcher import GitSource, GitSourceSpec, GitSpecError, SignaturePolicy
+from flyslice.operator.gitops.signatures import SignatureRejected
 
 from .conftest import GpgKeys, SshKeys, Upstream, git
 

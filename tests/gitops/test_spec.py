@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from flyslice.operator.git_spec import redact_url
-from flyslice.operator.gitsource import (
+from flyslice.operator.gitops.fetcher import (
     GitCredentials,
     GitRef,
     GitSourceSpec,
@@ -16,6 +15,7 @@ from flyslice.operator.gitsource import (
     SignaturePolicy,
     parse_interval,
 )
+from flyslice.operator.gitops.spec import redact_url
 
 
 def obj(**spec: Any) -> dict[str, Any]:

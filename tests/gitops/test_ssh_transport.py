@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flyslice.operator.gitsource import FetchError, GitCredentials, GitSource, GitSourceSpec
+from flyslice.operator.gitops.fetcher import FetchError, GitCredentials, GitSource, GitSourceSpec
 
 from .conftest import SshKeys, SshServer, Upstream
 

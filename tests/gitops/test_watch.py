@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flyslice.operator.git_watch import FetchTrigger, SourceWatcher
-from flyslice.operator.gitsource import FetchError, GitSource, GitSourceSpec, Snapshot
+from flyslice.operator.gitops.fetcher import FetchError, GitSource, GitSourceSpec, Snapshot
+from flyslice.operator.gitops.watch import FetchTrigger, SourceWatcher
 
 from .conftest import GitDaemon, Upstream
 

@@ -10,9 +10,9 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from flyslice.operator.git_watch import SourceWatcher
-from flyslice.operator.git_webhook import SIGNATURE_HEADER, PushEvent, WebhookReceiver, sign
-from flyslice.operator.gitsource import GitSource, GitSourceSpec
+from flyslice.operator.gitops.fetcher import GitSource, GitSourceSpec
+from flyslice.operator.gitops.watch import SourceWatcher
+from flyslice.operator.gitops.webhook import SIGNATURE_HEADER, PushEvent, WebhookReceiver, sign
 
 from .conftest import SmartHttpServer, Upstream
 

@@ -17,11 +17,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from flyslice.operator.actions import InstanceAction
-from flyslice.operator.embedded import EmbeddedController
-from flyslice.operator.git_watch import SourceWatcher
-from flyslice.operator.git_webhook import SIGNATURE_HEADER, WebhookReceiver, sign
-from flyslice.operator.gitsource import GitSource, GitSourceSpec
+from flyslice.operator.embedded.controller import EmbeddedController
+from flyslice.operator.gitops.fetcher import GitSource, GitSourceSpec
+from flyslice.operator.gitops.watch import SourceWatcher
+from flyslice.operator.gitops.webhook import SIGNATURE_HEADER, WebhookReceiver, sign
+from flyslice.operator.planning.actions import InstanceAction
 from flyslice.operator.reconcile import InstanceObservation, NodeObservation
 
 from .conftest import GitDaemon, Upstream

@@ -21,7 +21,7 @@ import kubeenv
 import yaml
 
 from flyslice.nodeagent.agent import AgentConfig
-from flyslice.nodeagent.kube_agent import ClusterAgent, api_client_for
+from flyslice.nodeagent.kube.agent import ClusterAgent, api_client_for
 
 REPO = Path(__file__).resolve().parents[2]
 WILDFIRE = REPO / "examples" / "wildfire"

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from flyslice.nodeagent.agent import AgentConfig
-from flyslice.nodeagent.kube_agent import ClusterAgent, api_client_for
+from flyslice.nodeagent.kube.agent import ClusterAgent, api_client_for
 
 from .fake_kubelet import FakeKubelet
 from .operator_harness import WILDFIRE, agent_kubeconfig, kubectl_items, wait_for

@@ -256,7 +256,7 @@ def _start_agent(
     log = workdir / f"agent-{node}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flyslice.nodeagent.kube_agent", "--node", node, "--kubeconfig", str(kubeconfig),
+            [sys.executable, "-m", "flyslice.nodeagent.kube.agent", "--node", node, "--kubeconfig", str(kubeconfig),
              "--state-dir", str(workdir / f"state-{node}"), "--no-pods", "--namespace", lab.ns,
              "--listen", "127.0.0.1:0", "--interval", "1", "--heartbeat", "1"],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,

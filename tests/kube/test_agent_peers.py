@@ -10,7 +10,7 @@ import kubeenv
 import pytest
 
 from flyslice.nodeagent.agent import AgentConfig
-from flyslice.nodeagent.kube_agent import ClusterAgent, api_client_for
+from flyslice.nodeagent.kube.agent import ClusterAgent, api_client_for
 
 from .operator_harness import agent_kubeconfig, wait_for
 from .test_agent_cluster import _apply, _edgenode, _instance

@@ -13,8 +13,8 @@ import kubeenv
 import pytest
 
 from flyslice.crds import API_VERSION, GROUP, KINDS, VERSION, crd_documents, is_namespaced
-from flyslice.operator.manifests import Manifest, load_file
-from flyslice.operator.validation import validate
+from flyslice.operator.intake.manifests import Manifest, load_file
+from flyslice.operator.intake.validation import validate
 
 pytestmark = pytest.mark.kube
 

@@ -87,7 +87,7 @@ def test_dockerfile_builds_every_component_for_each_target() -> None:
     )
     assert json.loads(entrypoints["operator"]) == ["flyslice", "operator"]
     assert json.loads(entrypoints["agent"]) == ["flyslice", "agent"]
-    assert json.loads(entrypoints["nf-runner"]) == ["python", "-m", "flyslice.nodeagent.runner"]
+    assert json.loads(entrypoints["nf-runner"]) == ["python", "-m", "flyslice.nodeagent.runtime.runner"]
     # Every source directory the package is built from is copied into the image.
     package_dirs = set(
         tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values()

@@ -8,7 +8,7 @@ import uuid
 import kubeenv
 import pytest
 
-from flyslice.operator.leader import LeaseElector
+from flyslice.operator.kube.leader import LeaseElector
 
 pytestmark = [pytest.mark.kube, pytest.mark.timeout(60)]
 

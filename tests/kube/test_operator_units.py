@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flyslice.operator.cluster import (
+from flyslice.operator.intake.validation import validate
+from flyslice.operator.kube.cluster import (
     MANAGED_BY,
     OPERATOR,
     derive_state,
@@ -17,7 +18,6 @@ from flyslice.operator.cluster import (
     status_changed,
 )
 from flyslice.operator.reconcile import ControllerState, Observation, reconcile
-from flyslice.operator.validation import validate
 
 from .operator_harness import wildfire_docs
 

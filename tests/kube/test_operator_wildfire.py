@@ -8,10 +8,10 @@ from pathlib import Path
 import kubeenv
 import pytest
 
-from flyslice.nodeagent.kube_agent import api_client_for
-from flyslice.operator.manifests import Manifest
-from flyslice.operator.planning import plan
-from flyslice.operator.validation import validate
+from flyslice.nodeagent.kube.agent import api_client_for
+from flyslice.operator.intake.manifests import Manifest
+from flyslice.operator.intake.validation import validate
+from flyslice.operator.planning.pipeline import plan
 
 from .fake_kubelet import FakeKubelet
 from .operator_harness import (
@@ -33,7 +33,7 @@ def expected_plan(docs: list[dict]) -> dict[str, tuple[str, str]]:
     assert result.ok, result.errors
     the_plan = plan(result.catalog)
     (sp,) = the_plan.slices
-    from flyslice.operator.actions import instance_name
+    from flyslice.operator.planning.actions import instance_name
 
     return {
         instance_name(sp.slice.name, nf): (a.host, str(a.flavor))

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from flyslice.nodeagent.agent import Agent, AgentConfig
-from flyslice.nodeagent.dataplane import DataPlane
-from flyslice.nodeagent.modules import ModuleLoader, module_digest
-from flyslice.nodeagent.platform import ModularPlatform
+from flyslice.nodeagent.dataplane.chains import DataPlane
+from flyslice.nodeagent.runtime.modules import ModuleLoader, module_digest
+from flyslice.nodeagent.runtime.platform import ModularPlatform
 from flyslice.nodeagent.spec import InstanceSpec, NextHop
 from tests.conftest import free_port, wait_for  # noqa: F401 - re-exported for the agent tests
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from flyslice.nodeagent.k8s_driver import label_value, observe_pod, pod_manifest, pod_name
-from flyslice.nodeagent.kube_source import status_body
+from flyslice.nodeagent.kube.pod_driver import label_value, observe_pod, pod_manifest, pod_name
+from flyslice.nodeagent.kube.source import status_body
 from flyslice.nodeagent.spec import InstanceSpec, InstanceStatus
 
 from .conftest import make_spec

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from flyslice.nodeagent.modules import (
+from flyslice.nodeagent.runtime.modules import (
     BUILTIN_DIR,
     EntrypointError,
     IntegrityError,

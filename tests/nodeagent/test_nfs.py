@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from flyslice.nodeagent.dataplane import DataPlane
+from flyslice.nodeagent.dataplane.chains import DataPlane
 from flyslice.nodeagent.message import new_message
 from flyslice.nodeagent.nfkit import topic_matches
-from flyslice.nodeagent.platform import ModularPlatform
+from flyslice.nodeagent.runtime.platform import ModularPlatform
 
 from .conftest import Sink, make_spec, wait_for
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from flyslice.nodeagent.dataplane import DataPlane
-from flyslice.nodeagent.lifecycle import InvalidTransition, Lifecycle, State
+from flyslice.nodeagent.dataplane.chains import DataPlane
+from flyslice.nodeagent.dataplane.lifecycle import InvalidTransition, Lifecycle, State
 from flyslice.nodeagent.message import new_message
-from flyslice.nodeagent.modules import IntegrityError, ModuleLoader
-from flyslice.nodeagent.platform import ModularPlatform, PlatformError
+from flyslice.nodeagent.runtime.modules import IntegrityError, ModuleLoader
+from flyslice.nodeagent.runtime.platform import ModularPlatform, PlatformError
 from flyslice.nodeagent.sdk import ConfigError
 
 from .conftest import Sink, make_spec, wait_for
@@ -240,7 +240,7 @@ def test_a_slice_without_fnfs_gives_its_thread_back(platform: ModularPlatform, p
 
 
 def test_bounded_queue_put_many_waits_for_the_consumer_then_drops_the_rest() -> None:
-    from flyslice.nodeagent.bqueue import BoundedQueue
+    from flyslice.nodeagent.dataplane.bqueue import BoundedQueue
 
     q: BoundedQueue[int] = BoundedQueue(4)
     assert q.put_many(list(range(6))) == 2 and q.dropped == 2  # no wait: what does not fit is dropped

@@ -31,7 +31,7 @@ def runners(state_dir: Path) -> list[psutil.Process]:
     out = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
-        if "flyslice.nodeagent.runner" in cmd and any(str(state_dir) in c for c in cmd):
+        if "flyslice.nodeagent.runtime.runner" in cmd and any(str(state_dir) in c for c in cmd):
             out.append(p)
     return out
 
@@ -208,7 +208,7 @@ def run_runner(tmp_path: Path, spec: dict[str, Any]) -> subprocess.CompletedProc
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec))
     return subprocess.run(
-        [sys.executable, "-m", "flyslice.nodeagent.runner", "--spec-file", str(path), "--ready-file", str(tmp_path / "r")],
+        [sys.executable, "-m", "flyslice.nodeagent.runtime.runner", "--spec-file", str(path), "--ready-file", str(tmp_path / "r")],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
 

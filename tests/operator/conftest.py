@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flyslice.operator.catalog import Catalog
-from flyslice.operator.manifests import load_text
-from flyslice.operator.validation import validate
+from flyslice.operator.intake.catalog import Catalog
+from flyslice.operator.intake.manifests import load_text
+from flyslice.operator.intake.validation import validate
 
 REPO = Path(__file__).resolve().parents[2]
 WILDFIRE = REPO / "examples" / "wildfire"

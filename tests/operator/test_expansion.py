@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from flyslice.operator import expansion, service_choice
+from flyslice.operator.planning import expansion, service_choice
 from flyslice.solver.model import Flavor, Tier
 
 from .conftest import catalog_from, find

@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from flyslice.operator import manifests
-from flyslice.operator.manifests import Manifest, discover, format_path, load_file, load_paths, load_text
+from flyslice.operator.intake import manifests
+from flyslice.operator.intake.manifests import (
+    Manifest,
+    discover,
+    format_path,
+    load_file,
+    load_paths,
+    load_text,
+)
 
 TWO_DOCS = """\
 # leading comment

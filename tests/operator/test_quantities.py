@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from kubernetes.utils import parse_quantity as kubernetes_parse_quantity
 
 from flyslice.crds import openapi_schema
-from flyslice.operator.quantities import (
+from flyslice.operator.intake.quantities import (
     QuantityError,
     cpu_millis,
     explain_bad_duration,

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from flyslice.crds import API_VERSION, KINDS, crd_documents, openapi_schema, strict_schema
-from flyslice.operator.errors import ManifestError
-from flyslice.operator.manifests import MAX_FILE_BYTES, load_paths, load_text
-from flyslice.operator.validation import validate, validate_paths
+from flyslice.operator.intake.errors import ManifestError
+from flyslice.operator.intake.manifests import MAX_FILE_BYTES, load_paths, load_text
+from flyslice.operator.intake.validation import validate, validate_paths
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "tests" / "invalid"
@@ -125,7 +125,7 @@ def test_a_ten_megabyte_file_is_refused_without_reading_it(tmp_path: Path) -> No
 def test_explain_error_phrases_config_schema_findings(
     schema: dict[str, Any], value: Any, found: list[Any]
 ) -> None:
-    from flyslice.operator.schema_check import explain_error
+    from flyslice.operator.intake.schema_check import explain_error
 
     (err,) = jsonschema.Draft202012Validator(schema).iter_errors(value)
     assert explain_error(err) == found
@@ -394,8 +394,8 @@ def test_every_cel_rule_the_server_enforces_is_enforced_by_validate() -> None:
     For every corpus file and example, any schema-valid object that breaks a CEL rule must get an
     error from validate; and the corpus must break every CEL rule of every kind at least once.
     """
-    from flyslice.operator.cel_rules import cel_errors
-    from flyslice.operator.schema_check import schema_errors
+    from flyslice.operator.intake.cel_rules import cel_errors
+    from flyslice.operator.intake.schema_check import schema_errors
 
     broken_rules: set[str] = set()
     evaluated: dict[str, list[ManifestError]] = {}  # corpus files share objects; celpy is slow
@@ -453,8 +453,8 @@ def test_every_example_has_a_readme_saying_what_it_shows(example: Path) -> None:
 
 
 def test_ddos_example_places_firewall_and_rate_limiter_at_the_customer_edge() -> None:
-    from flyslice.operator.plan_format import plan_document
-    from flyslice.operator.planning import plan
+    from flyslice.operator.planning.pipeline import plan
+    from flyslice.operator.planning.plan_format import plan_document
 
     result = validate_paths([str(REPO / "examples" / "ddos")])
     doc = plan_document(plan(result.catalog), result.errors)

@@ -1,0 +1,480 @@
+"""The SFC component: per-slice chains of hosted NFs, routing to next hops, fault containment.
+
+Each slice has one worker thread and one bounded ingress queue. The worker runs messages through
+the slice's local NFs in chain order by direct calls (no queue between local NFs, which is what
+makes a hop cheap), then hands outputs for other nodes or for VNFs to a TCP sender. All calls into
+a slice's NFs -- processing, timers, install, update, stop -- happen on that worker thread, so a
+hot swap happens between two batches and no message is ever half-processed by two versions.
+
+Fault containment: an NF that raises too often, outgrows its memory budget or blocks past its
+deadline is failed (its messages are dropped and counted: the chain fails closed). A blocked NF is
+left behind on its old thread: the watchdog raises an exception into it and hands the slice to a
+fresh worker thread, so the rest of the slice and every other slice keep flowing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from flyslice.nodeagent.dataplane.bqueue import BoundedQueue
+from flyslice.nodeagent.dataplane.hosted import HostedNF
+from flyslice.nodeagent.dataplane.memsize import deep_size
+from flyslice.nodeagent.message import Message
+from flyslice.nodeagent.sdk import Timer
+from flyslice.nodeagent.spec import NextHop
+
+log = logging.getLogger("flyslice.nodeagent.dataplane")
+
+T = TypeVar("T")
+BATCH = 256
+
+
+class DeadlineExceeded(BaseException):
+    """Raised into a worker thread stuck in an NF past its deadline (BaseException: NFs rarely catch it)."""
+
+
+def copy_message(m: Message) -> Message:
+    trace = m["trace"]
+    return {**m, "trace": {**trace, "hops": list(trace["hops"])}}
+
+
+class SliceWorker:
+    def __init__(self, plane: DataPlane, slice_name: str, queue_size: int) -> None:
+        self.plane = plane
+        self.slice = slice_name
+        self.queue: BoundedQueue[Message] = BoundedQueue(queue_size)
+        self.instances: dict[str, HostedNF] = {}
+        self._timers: list[tuple[float, int, Timer, HostedNF]] = []
+        self._seq = itertools.count()
+        self._controls: list[tuple[Callable[[], Any], Future[Any]]] = []
+        self._controls_lock = threading.Lock()
+        #: (instance being called, perf_counter_ns at call start) -- read by the watchdog.
+        self.current: tuple[HostedNF, int] | None = None
+        self.epoch = 0
+        self.stopping = False
+        self.thread = self._spawn()
+
+    def _spawn(self) -> threading.Thread:
+        t = threading.Thread(
+            target=self._run, args=(self.epoch,), name=f"slice-{self.slice}-{self.epoch}", daemon=True
+        )
+        t.start()
+        return t
+
+    # -- control (runs on the worker thread between batches) ------------------------------------
+
+    def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
+        if threading.current_thread() is self.thread:
+            return fn()
+        fut: Future[T] = Future()
+        with self._controls_lock:
+            self._controls.append((fn, fut))
+        self.queue.wake()
+        return fut.result(timeout)
+
+    def _run_controls(self) -> None:
+        with self._controls_lock:
+            controls, self._controls = self._controls, []
+        for fn, fut in controls:
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+    def schedule(self, inst: HostedNF, timer: Timer) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + timer.interval_s, next(self._seq), timer, inst))
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def _run(self, epoch: int) -> None:
+        try:
+            while not self.stopping and epoch == self.epoch:
+                if self._controls:
+                    self._run_controls()
+                timeout = None
+                if self._timers:
+                    timeout = max(0.0, self._timers[0][0] - time.monotonic())
+                batch = self.queue.get_batch(BATCH, timeout)  # None: sleep until a message or a wake()
+                if epoch != self.epoch:
+                    self.queue.put_many(batch)  # a newer worker owns the slice now
+                    return
+                if batch:
+                    self._dispatch(batch, epoch)
+                if self._timers and self._timers[0][0] <= time.monotonic():
+                    self._fire_timers(epoch)
+        except DeadlineExceeded:
+            return  # abandoned by the watchdog; a fresh thread carries on
+        except Exception:  # a bug in the agent itself must not silently kill a slice
+            log.exception("slice worker %s crashed; restarting it", self.slice)
+            if epoch == self.epoch and not self.stopping:
+                self.epoch += 1
+                self.thread = self._spawn()
+
+    def _dispatch(self, batch: list[Message], epoch: int) -> None:
+        groups: dict[str, list[Message]] = {}
+        for m in batch:
+            groups.setdefault(m["to"], []).append(m)
+        for name, msgs in groups.items():
+            inst = self.instances.get(name)
+            if inst is None:
+                self.plane.forward_to_instance(name, msgs)
+            else:
+                self._run_chain(inst, msgs, epoch)
+
+    def _run_chain(self, first: HostedNF, msgs: list[Message], epoch: int) -> None:
+        stack = [(first, msgs)]
+        while stack:
+            if epoch != self.epoch:
+                return  # abandoned while this thread was stuck: the new worker owns the NFs
+            inst, batch = stack.pop()
+            if not inst.running:
+                inst.counters.dropped += len(batch)
+                continue
+            self.current = (inst, time.perf_counter_ns())
+            outs = inst.process_batch(batch)
+            self.current = None
+            if epoch != self.epoch:
+                return
+            if inst.memory_budget is not None:
+                self._check_memory(inst)
+            if not inst.next_hops:
+                # The path ends at this NF: account end-to-end latency on arrival here, whether or
+                # not it emits anything (a database consumes what it stores).
+                if inst.running:
+                    self.plane.sink(inst, batch, outs)
+                continue
+            if outs:
+                self._route(inst, outs, stack)
+
+    def _route(
+        self, inst: HostedNF, outs: list[Message], stack: list[tuple[HostedNF, list[Message]]]
+    ) -> None:
+        hops = inst.next_hops
+        if not hops:  # timer output of the last NF of a path
+            self.plane.sink(inst, [], outs)
+            return
+        last = len(hops) - 1
+        for i, hop in enumerate(hops):
+            sel = [m for m in outs if "route" not in m or hop.instance in m["route"]]
+            if not sel:
+                continue
+            if i < last:
+                sel = [copy_message(m) for m in sel]
+            target = self.instances.get(hop.instance)
+            if target is not None:
+                stack.append((target, sel))
+            else:
+                self.plane.forward(hop, sel)
+
+    def _fire_timers(self, epoch: int) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, timer, inst = heapq.heappop(self._timers)
+            if timer.cancelled or not inst.running or self.instances.get(inst.name) is not inst:
+                continue
+            self.current = (inst, time.perf_counter_ns())
+            outs = inst.run_timer(timer.callback)
+            self.current = None
+            if epoch != self.epoch:
+                return
+            if inst.memory_budget is not None:  # state can grow from timers alone
+                self._check_memory(inst)
+            if inst.running and not timer.cancelled:
+                heapq.heappush(self._timers, (now + timer.interval_s, next(self._seq), timer, inst))
+            if outs:
+                stack: list[tuple[HostedNF, list[Message]]] = []
+                self._route(inst, outs, stack)
+                for target, msgs in stack:
+                    self._run_chain(target, msgs, epoch)
+
+    def _check_memory(self, inst: HostedNF) -> None:
+        now = time.monotonic()
+        if now < inst.next_memory_check or inst.memory_budget is None:
+            return
+        inst.next_memory_check = now + self.plane.memory_check_interval_s
+        size = deep_size(vars(inst.nf), limit=inst.memory_budget, skip=(id(inst.ctx),))
+        if size > inst.memory_budget:
+            inst.fail(
+                f"memory budget exceeded: holds over {size // 1024} KiB, budget {inst.memory_budget // 1024} KiB"
+            )
+
+    # -- watchdog hooks ----------------------------------------------------------------------------
+
+    def abandon_stuck(self, inst: HostedNF, waited_ns: int) -> None:
+        """Called by the watchdog: fail ``inst`` and move the slice to a fresh thread."""
+        old = self.thread
+        inst.fail(
+            f"blocked for {waited_ns / 1e6:.0f} ms in one call, deadline {inst.deadline_ns / 1e6:.0f} ms"
+        )
+        self.current = None
+        self.epoch += 1
+        if old.ident is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(old.ident), ctypes.py_object(DeadlineExceeded)
+            )
+        self.thread = self._spawn()
+        # Controls queued for the old thread would otherwise wait forever.
+        self.queue.wake()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.queue.wake()
+        if self.thread is not threading.current_thread():
+            self.thread.join(2.0)
+
+
+class Sender:
+    """Where the data plane hands messages leaving this process (implemented by transport)."""
+
+    def send_many(self, msgs: list[Message], timeout: float = 0.0) -> int:
+        """Queue for sending, waiting up to ``timeout`` s for room; returns how many were dropped."""
+        raise NotImplementedError
+
+    def close(self) -> list[Message]:
+        """Stop sending; returns what was not sent."""
+        return []
+
+
+class DataPlane:
+    """Routes messages to local slice workers, local VNFs and other nodes' agents."""
+
+    def __init__(
+        self,
+        node: str,
+        *,
+        queue_size: int = 10_000,
+        sender_factory: Callable[[str], Sender] | None = None,
+        peers: dict[str, str] | None = None,
+        memory_check_interval_s: float = 1.0,
+        watchdog_interval_s: float = 0.05,
+        forward_backpressure_s: float = 1.0,
+    ) -> None:
+        self.node = node
+        self.queue_size = queue_size
+        self.workers: dict[str, SliceWorker] = {}
+        self.where: dict[str, SliceWorker] = {}  # instance -> worker of its slice (fNFs)
+        self.vnf_addresses: dict[str, str] = {}  # local VNF instance -> host:port
+        self.entries: dict[str, list[str]] = {}  # slice -> local instances that take ingress
+        self.peers = peers if peers is not None else {}  # node -> its agent's host:port
+        self.sender_factory = sender_factory
+        self.senders: dict[str, Sender] = {}
+        self.memory_check_interval_s = memory_check_interval_s
+        #: How long a slice worker waits for room in a full sender queue before dropping: a slow
+        #: next hop slows this slice down (and, through its queue, the ingress) before anything is lost.
+        self.forward_backpressure_s = forward_backpressure_s
+        self.unroutable = 0
+        self.forward_dropped = 0
+        self.sinks: list[Callable[[HostedNF, list[Message]], None]] = []
+        #: When set, everything not local goes there (a VNF runner sends all outputs to its agent).
+        self.default_route: str | None = None
+        self.known_hops: dict[str, NextHop] = {}  # next hops of local instances, by instance name
+        self._hops: dict[str, tuple[str, tuple[NextHop, ...]]] = {}  # every local instance: slice, hops
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watchdog = threading.Thread(
+            target=self._watch, args=(watchdog_interval_s,), name="fnf-watchdog", daemon=True
+        )
+        self._watchdog.start()
+
+    # -- topology ----------------------------------------------------------------------------------
+
+    def worker(self, slice_name: str) -> SliceWorker:
+        with self._lock:
+            w = self.workers.get(slice_name)
+            if w is None:
+                w = self.workers[slice_name] = SliceWorker(self, slice_name, self.queue_size)
+            return w
+
+    def set_topology(
+        self, name: str, slice_name: str, hops: tuple[NextHop, ...], vnf_address: str | None = None
+    ) -> None:
+        """Record a local instance (fNF, or VNF with its address) and recompute the slice's entries."""
+        with self._lock:
+            self._hops[name] = (slice_name, hops)
+            old = self.vnf_addresses.get(name)
+            if vnf_address is not None:
+                self.vnf_addresses[name] = vnf_address
+            self._recompute_entries()
+        if old is not None and old != vnf_address and vnf_address is not None:
+            self._retire_sender(old)
+
+    def retire_if_empty(self, slice_name: str) -> None:
+        """Stop the worker thread of a slice that has no local fNF left (its queue is dropped)."""
+        with self._lock:
+            w = self.workers.get(slice_name)
+            if w is None or w.instances or any(x is w for x in self.where.values()):
+                return
+            del self.workers[slice_name]
+        w.queue.dropped += len(w.queue)
+        w.stop()
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._hops.pop(name, None)
+            old = self.vnf_addresses.pop(name, None)
+            self.where.pop(name, None)
+            self._recompute_entries()
+        if old is not None:
+            self._retire_sender(old)
+
+    def _retire_sender(self, addr: str) -> None:
+        """Close the sender of an address nothing routes to any more (a replaced or removed VNF),
+        so its thread does not retry forever; what it had not sent is routed again by ``to``."""
+        with self._lock:
+            if addr in self.vnf_addresses.values() or addr in self.peers.values():
+                return
+            sender = self.senders.pop(addr, None)
+        if sender is not None:
+            unsent = sender.close()
+            if unsent:
+                self.deliver_many(unsent)
+
+    def _recompute_entries(self) -> None:
+        targets = {h.instance for _, hops in self._hops.values() for h in hops}
+        self.known_hops = {h.instance: h for _, hops in self._hops.values() for h in hops}
+        entries: dict[str, list[str]] = {}
+        for name, (slice_name, _) in sorted(self._hops.items()):
+            if name not in targets:
+                entries.setdefault(slice_name, []).append(name)
+        self.entries = entries
+
+    # -- ingress -----------------------------------------------------------------------------------
+
+    def deliver(self, msg: Message, timeout: float = 0.0) -> bool:
+        """Accept one checked envelope; False when it was dropped (queue full or nowhere to go)."""
+        to = msg.get("to")
+        if to is None:
+            entries = self.entries.get(msg["slice"])
+            if not entries:
+                self.unroutable += 1
+                return False
+            ok = True
+            for i, name in enumerate(entries):
+                m = msg if i == len(entries) - 1 else copy_message(msg)
+                m["to"] = name
+                ok = self._deliver_to(name, m, timeout) and ok
+            return ok
+        return self._deliver_to(to, msg, timeout)
+
+    def deliver_many(self, msgs: list[Message], timeout: float = 0.0) -> int:
+        """``deliver`` for a batch (one queue operation per slice); returns how many were dropped."""
+        batches: dict[SliceWorker, list[Message]] = {}
+        dropped = 0
+        for msg in msgs:
+            to = msg.get("to")
+            if to is not None:
+                targets = [(to, msg)]
+            else:
+                entries = self.entries.get(msg["slice"])
+                if not entries:
+                    self.unroutable += 1
+                    dropped += 1
+                    continue
+                targets = [
+                    (n, msg if i == len(entries) - 1 else copy_message(msg)) for i, n in enumerate(entries)
+                ]
+            for name, m in targets:
+                m["to"] = name
+                w = self.where.get(name)
+                if w is not None:
+                    batches.setdefault(w, []).append(m)
+                else:
+                    dropped += self.forward_to_instance(name, [m])
+        for w, batch in batches.items():
+            dropped += w.queue.put_many(batch, timeout)
+        return dropped
+
+    def _deliver_to(self, name: str, msg: Message, timeout: float) -> bool:
+        w = self.where.get(name)
+        if w is not None:
+            return w.queue.put(msg, timeout)
+        return self.forward_to_instance(name, [msg]) == 0
+
+    def forward_to_instance(self, name: str, msgs: list[Message]) -> int:
+        """Messages addressed to an instance that is not a local fNF: a local VNF or a known hop."""
+        addr = self.vnf_addresses.get(name)
+        if addr is not None:
+            return self._send(addr, msgs)
+        hop = self.known_hops.get(name)
+        if (hop is not None and hop.node != self.node) or self.default_route:
+            before = self.unroutable
+            self.forward(hop or NextHop(name, ""), msgs)
+            return self.unroutable - before
+        self.unroutable += len(msgs)
+        return len(msgs)
+
+    def forward(self, hop: NextHop, msgs: list[Message]) -> None:
+        """Send outputs to a next hop that is not a local fNF of the same slice."""
+        w = self.where.get(hop.instance)
+        if w is not None:  # local fNF (possibly just installed): through its queue
+            for m in msgs:
+                m["to"] = hop.instance
+                m.pop("route", None)
+            w.queue.put_many(msgs)
+            return
+        addr: str | None = self.vnf_addresses.get(hop.instance) or self.default_route or hop.address
+        if not addr and hop.node != self.node:
+            addr = self.peers.get(hop.node)
+        if not addr:  # e.g. a local instance not installed yet: never loop back to ourselves
+            self.unroutable += len(msgs)
+            return
+        for m in msgs:
+            m["to"] = hop.instance
+            m.pop("route", None)
+        self._send(addr, msgs)
+
+    def _send(self, addr: str, msgs: list[Message]) -> int:
+        sender = self.senders.get(addr)
+        if sender is None:
+            if self.sender_factory is None:
+                self.unroutable += len(msgs)
+                return len(msgs)
+            with self._lock:
+                sender = self.senders.get(addr)
+                if sender is None:
+                    sender = self.senders[addr] = self.sender_factory(addr)
+        dropped = sender.send_many(msgs, self.forward_backpressure_s)
+        self.forward_dropped += dropped
+        return dropped
+
+    def sink(self, inst: HostedNF, arrived: list[Message], outs: list[Message]) -> None:
+        """Messages at the last NF of their path: account end-to-end latency of what arrived there,
+        tell observers what it emitted."""
+        now = time.time_ns()
+        c = inst.counters
+        for m in arrived:
+            c.e2e_ns += now - m["trace"]["t0"]
+        c.e2e_count += len(arrived)
+        if outs:
+            for fn in self.sinks:
+                fn(inst, outs)
+
+    # -- watchdog ----------------------------------------------------------------------------------
+
+    def _watch(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            now = time.perf_counter_ns()
+            for w in list(self.workers.values()):
+                cur = w.current
+                if cur is not None and now - cur[1] > cur[0].deadline_ns:
+                    log.warning("instance %s blocked past its deadline; failing it", cur[0].name)
+                    w.abandon_stuck(cur[0], now - cur[1])
+
+    def dropped_total(self) -> int:
+        return sum(w.queue.dropped for w in self.workers.values()) + self.unroutable + self.forward_dropped
+
+    def stop(self) -> None:
+        self._stop.set()
+        for w in list(self.workers.values()):
+            w.stop()
+        for sender in list(self.senders.values()):
+            sender.close()
+        self.senders.clear()

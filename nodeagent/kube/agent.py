@@ -1,0 +1,332 @@
+"""The node agent in cluster mode: a Kubernetes API server is its control plane.
+
+It needs only API credentials (a kubeconfig, or the in-cluster service account), so it also runs on a
+bare gateway outside the cluster network. It
+
+* watches only its own node's NFInstances (label ``flyslice.io/node=<node>``) and converges to them:
+  fNFs load in-process, VNFs become pods pinned to its node (:class:`KubernetesPodDriver`);
+* writes each instance's ``status`` (only when it changes, and at most every ``report_s`` for counters);
+* writes its EdgeNode's ``status`` heartbeat (time, load, instance count, a Ready condition).
+
+While the API server is unreachable it keeps running its cached desired state (``Agent.sync_once``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from flyslice.nodeagent.agent import Agent, AgentConfig, SourceUnavailable
+from flyslice.nodeagent.kube.source import GROUP, PLURAL, VERSION, KubeSource, status_body
+from flyslice.nodeagent.spec import InstanceSpec
+
+log = logging.getLogger("flyslice.nodeagent.cluster")
+
+AGENT_VERSION = "0.1.0"
+
+
+class ClusterAgent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        api_client: Any,
+        *,
+        pod_namespace: str | None = "flyslice-system",
+        instance_namespace: str | None = None,
+        kubernetes_node: str | None = None,
+        heartbeat_s: float = 10.0,
+        report_s: float = 30.0,
+        report_load: bool = True,
+        advertise: str | None = None,
+    ) -> None:
+        from kubernetes import client
+
+        from flyslice.nodeagent.kube.pod_driver import KubernetesPodDriver
+
+        self.node = config.node
+        self.custom: Any = client.CustomObjectsApi(api_client)
+        self.core: Any = client.CoreV1Api(api_client)
+        self.api_client = api_client
+        self.source = KubeSource(self.custom, config.node, instance_namespace)
+        self.pods = (
+            KubernetesPodDriver(
+                self.core, namespace=pod_namespace, node_name=kubernetes_node or config.node, agent_address=""
+            )
+            if pod_namespace
+            else None
+        )
+        self.agent = Agent(config, self.pods)
+        if self.pods is not None:
+            self.pods.agent_address = self.agent.address
+        #: host:port other agents reach this one at (published in the EdgeNode status).
+        self.advertise = advertise or self.agent.address
+        self._static_peers = dict(config.peers)
+        self.heartbeat_s = heartbeat_s
+        self.report_s = report_s
+        self.report_load = report_load
+        self._reported: dict[str, tuple[dict[str, Any], float]] = {}
+        self._last_beat = 0.0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._stopped = False
+
+    # -- one round ----------------------------------------------------------------------------
+
+    def _desired(self) -> list[InstanceSpec]:
+        specs = self.source()
+        if self.pods is not None:
+            # A VNF pod is owned by its NFInstance (garbage-collected with it even if this agent is
+            # down), but an owner must live in the pod's namespace.
+            self.pods.uids = {
+                s.name: uid
+                for s in specs
+                if (uid := self.source.uids.get(s.name)) and s.namespace == self.pods.namespace
+            }
+        return specs
+
+    def sync_once(self) -> bool:
+        """Pull, converge, report; False when the API server could not be reached."""
+        ok = self.agent.sync_once(self._desired)
+        if ok:
+            self.report_status()
+        self.heartbeat_if_due()
+        return ok
+
+    def report_status(self, force: bool = False) -> int:
+        """Write the status of every desired instance whose state changed; how many were written."""
+        from kubernetes.client.exceptions import ApiException
+
+        now = time.monotonic()
+        written = 0
+        statuses = self.agent.status()
+        for name, st in statuses.items():
+            spec = self.agent.desired.get(name)
+            if spec is None:
+                continue
+            body = status_body(spec, st)
+            key = {k: v for k, v in body.items() if k not in ("counters", "latencyMs")}
+            last = self._reported.get(name)
+            if not force and last is not None and last[0] == key and now - last[1] < self.report_s:
+                continue
+            try:
+                self.source.report(spec, st)
+            except ApiException as exc:
+                if exc.status != 404:  # 404: deleted meanwhile; the next sync removes it
+                    log.warning("status of NFInstance %s/%s: %s", spec.namespace, name, exc.reason)
+                continue
+            except Exception as exc:
+                log.warning("status of NFInstance %s/%s: %s", spec.namespace, name, exc)
+                continue
+            self._reported[name] = (key, now)
+            written += 1
+        for gone in set(self._reported) - set(statuses):
+            del self._reported[gone]
+        return written
+
+    def heartbeat_if_due(self) -> bool:
+        if time.monotonic() - self._last_beat < self.heartbeat_s:
+            return False
+        return self.heartbeat()
+
+    def heartbeat(self) -> bool:
+        """Write this node's EdgeNode status: heartbeat time, load, instances, Ready."""
+        hb = self.agent.heartbeat()
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        status: dict[str, Any] = {
+            "heartbeatTime": now,
+            "agentVersion": AGENT_VERSION,
+            "agentAddress": self.advertise,
+            "instances": int(hb["instances"]),
+        }
+        if self.report_load:
+            status["load"] = round(float(hb["load"]), 3)
+        healthy, why = self.agent.healthy()
+        status["conditions"] = [
+            {"type": "Ready", "status": "True" if healthy else "False", "reason": "AgentReady" if healthy else "AgentUnhealthy",
+             "message": why, "lastTransitionTime": now}
+        ]  # fmt: skip
+        try:
+            self.custom.patch_cluster_custom_object_status(
+                GROUP, VERSION, "edgenodes", self.node, {"status": status}
+            )
+        except Exception as exc:
+            log.warning("heartbeat of EdgeNode %s: %s", self.node, getattr(exc, "reason", exc))
+            return False
+        self._last_beat = time.monotonic()
+        self.refresh_peers()
+        return True
+
+    def refresh_peers(self) -> dict[str, str]:
+        """Learn where the other nodes' agents listen from their EdgeNode status (next hops name a node,
+        not an address); ``--peer`` flags win over what the API says."""
+        try:
+            nodes = self.custom.list_cluster_custom_object(GROUP, VERSION, "edgenodes")["items"]
+        except Exception as exc:
+            log.warning("listing EdgeNodes for peer addresses: %s", getattr(exc, "reason", exc))
+            return dict(self.agent.plane.peers)
+        learned = {
+            n["metadata"]["name"]: addr
+            for n in nodes
+            if (addr := (n.get("status") or {}).get("agentAddress")) and n["metadata"]["name"] != self.node
+        }
+        self.agent.plane.peers.update({**learned, **self._static_peers})
+        return dict(self.agent.plane.peers)
+
+    # -- loop ---------------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Wake the loop on any change to this node's NFInstances (polling stays as the fallback)."""
+        from kubernetes import watch
+
+        selector = f"flyslice.io/node={self.node}"
+        while not self._stop.is_set():
+            w = watch.Watch()  # type: ignore[no-untyped-call]
+            try:
+                ns = self.source.namespace
+                args: tuple[Any, ...] = (
+                    (self.custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL)
+                    if ns
+                    else (self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+                )
+                stream = w.stream(*args, label_selector=selector, timeout_seconds=10)  # type: ignore[no-untyped-call]
+                for _event in stream:
+                    self._wake.set()
+                    if self._stop.is_set():
+                        break
+            except Exception as exc:
+                log.debug("NFInstance watch of %s interrupted: %s", self.node, exc)
+                self._stop.wait(1.0)
+            finally:
+                w.stop()  # type: ignore[no-untyped-call]
+
+    def run(self, stop: threading.Event | None = None, interval_s: float = 5.0) -> None:
+        """Sync on every change to this node's NFInstances, and at least every ``interval_s``."""
+        stop = stop or self._stop
+        self._watcher = threading.Thread(
+            target=self._watch, name=f"nfinstance-watch-{self.node}", daemon=True
+        )
+        self._watcher.start()
+        try:
+            while not stop.is_set() and not self._stop.is_set():
+                self._wake.clear()
+                try:
+                    self.sync_once()
+                except SourceUnavailable:
+                    pass
+                except Exception:
+                    log.exception("agent round failed")
+                # Short waits while instances are settling, so status follows state changes quickly.
+                settling = any(s.state not in ("Running", "Failed") for s in self.agent.status().values())
+                self._wake.wait(min(interval_s, 0.5) if settling else interval_s)
+        finally:
+            self._stop.set()
+
+    def wake(self) -> None:
+        """Run the next round now (a change, or a stop request)."""
+        self._wake.set()
+
+    def stop(self, *, stop_vnfs: bool = False) -> None:
+        """Stop the loop and the agent; VNF pods keep running unless ``stop_vnfs`` (an agent upgrade)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop.set()
+        self._wake.set()
+        if self._watcher is not None:
+            self._watcher.join(1)  # a daemon thread; its watch ends by itself within 10 s
+        self.agent.stop(stop_vnfs=stop_vnfs)
+
+    def instances(self) -> Sequence[str]:
+        return sorted(self.agent.desired)
+
+
+def api_client_for(kubeconfig: str | None = None, *, pool: int | None = None) -> Any:
+    """API credentials: this kubeconfig, else the in-cluster service account, else ~/.kube/config.
+    ``pool`` sizes the HTTP connection pool for callers that issue requests in parallel."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    if kubeconfig:
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)  # type: ignore[no-untyped-call]
+    else:
+        try:
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    if pool is not None:
+        cfg.connection_pool_maxsize = pool
+    return client.ApiClient(cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flyslice.nodeagent.kube.agent --node gw-1 --state-dir DIR [--kubeconfig FILE]``"""
+    import argparse
+    import signal
+    from pathlib import Path
+
+    from flyslice.nodeagent.runtime.modules import load_public_key
+
+    p = argparse.ArgumentParser(prog="flyslice agent --kube", description="flyslice node agent, cluster mode")
+    p.add_argument("--kube", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--node", required=True, help="EdgeNode name this agent serves")
+    p.add_argument("--state-dir", type=Path, required=True, help="desired-state cache")
+    p.add_argument(
+        "--kubeconfig", default=None, help="API credentials (default: in-cluster, then ~/.kube/config)"
+    )
+    p.add_argument("--namespace", default=None, help="read NFInstances of this namespace only (default: all)")
+    p.add_argument("--pod-namespace", default="flyslice-system", help="namespace of this node's VNF pods")
+    p.add_argument("--no-pods", action="store_true", help="fNF-only gateway: never create VNF pods")
+    p.add_argument("--kubernetes-node", default=None, help="Node VNF pods are pinned to (default: --node)")
+    p.add_argument("--listen", default="0.0.0.0:7000", help="data-plane TCP host:port")
+    p.add_argument(
+        "--advertise",
+        default=None,
+        help="host:port other agents reach this one at (default: the listen address)",
+    )
+    p.add_argument("--http", default=None, help="telemetry/ingress HTTP host:port")
+    p.add_argument("--peer", action="append", default=[], help="node=host:port of another agent")
+    p.add_argument("--mqtt", default=None, help="host:port of the MQTT broker devices publish to")
+    p.add_argument("--trusted-key", action="append", default=[], help="ed25519 public key (PEM file)")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between full syncs (changes wake it)")
+    p.add_argument("--heartbeat", type=float, default=10.0, help="seconds between EdgeNode heartbeats")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    mqtt = None
+    if args.mqtt:
+        host, _, port = args.mqtt.rpartition(":")
+        mqtt = (host, int(port))
+    config = AgentConfig(
+        node=args.node, state_dir=args.state_dir, listen=args.listen, http_listen=args.http,
+        peers=dict(item.split("=", 1) for item in args.peer), mqtt=mqtt,
+        trusted_keys=[load_public_key(Path(k).read_bytes()) for k in args.trusted_key],
+    )  # fmt: skip
+    agent = ClusterAgent(
+        config, api_client_for(args.kubeconfig), pod_namespace=None if args.no_pods else args.pod_namespace,
+        instance_namespace=args.namespace, kubernetes_node=args.kubernetes_node, heartbeat_s=args.heartbeat,
+        advertise=args.advertise,
+    )  # fmt: skip
+    from flyslice.nodeagent.gctune import tune_for_data_plane
+
+    tune_for_data_plane()
+    stop = threading.Event()
+
+    def request_stop(*_: object) -> None:
+        stop.set()
+        agent.wake()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        agent.run(stop, args.interval)
+    finally:
+        agent.stop(stop_vnfs=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

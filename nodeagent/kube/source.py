@@ -1,0 +1,83 @@
+"""The agent's view of the Kubernetes API: its node's NFInstances in, their status out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flyslice.nodeagent.agent import SourceUnavailable
+from flyslice.nodeagent.spec import InstanceSpec, InstanceStatus, SpecError
+
+log = logging.getLogger("flyslice.nodeagent.kube")
+
+GROUP, VERSION, PLURAL = "flyslice.io", "v1alpha1", "nfinstances"
+
+
+class KubeSource:
+    """Callable desired-state source for ``Agent.run``; ``custom`` is a ``CustomObjectsApi``."""
+
+    def __init__(self, custom: Any, node: str, namespace: str | None = None) -> None:
+        self.custom = custom
+        self.node = node
+        self.namespace = namespace
+        self.errors: dict[str, str] = {}
+        #: NFInstance name -> uid, from the last successful list (owner references of VNF pods).
+        self.uids: dict[str, str] = {}
+
+    def __call__(self) -> list[InstanceSpec]:
+        selector = f"flyslice.io/node={self.node}"
+        try:
+            if self.namespace:
+                objs = self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, label_selector=selector
+                )
+            else:
+                objs = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, label_selector=selector)
+        except Exception as exc:  # any transport or API failure means: keep the cache
+            raise SourceUnavailable(str(exc)) from exc
+        out, self.errors, self.uids = [], {}, {}
+        for obj in objs.get("items", []):
+            if (obj.get("spec") or {}).get("node") != self.node:
+                continue
+            meta = obj.get("metadata") or {}
+            if meta.get("uid"):
+                self.uids[meta.get("name", "")] = meta["uid"]
+            try:
+                out.append(InstanceSpec.from_object(obj))
+            except SpecError as exc:
+                self.errors[(obj.get("metadata") or {}).get("name", "?")] = str(exc)
+        return out
+
+    def report(self, spec: InstanceSpec, status: InstanceStatus) -> None:
+        """Write one instance's status subresource (only this node's agent writes it)."""
+        body = {"status": status_body(spec, status)}
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, spec.namespace, PLURAL, spec.name, body
+        )
+
+
+def status_body(spec: InstanceSpec, status: InstanceStatus) -> dict[str, Any]:
+    """The NFInstance ``status`` for an observed instance (field names of the CRD)."""
+    body: dict[str, Any] = {
+        "state": status.state if status.state != "Uninstalled" else "Stopped",
+        "message": status.message,
+        "observedGeneration": spec.generation,
+        "counters": {
+            k: int(v) for k, v in status.counters.items() if k in ("in", "out", "dropped", "errors")
+        },
+    }
+    if status.address:
+        body["address"] = status.address
+    if status.latency_ms is not None:
+        body["latencyMs"] = round(status.latency_ms, 6)
+    ready = status.state == "Running"
+    body["conditions"] = [
+        {
+            "type": "Ready",
+            "status": "True" if ready else "False",
+            "reason": status.state,
+            "message": status.message,
+            "observedGeneration": spec.generation,
+        }
+    ]
+    return body

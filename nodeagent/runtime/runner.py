@@ -1,0 +1,164 @@
+"""The NF runner: hosts ONE NF, the same code an fNF runs, as a VNF in its own process or pod.
+
+    python -m flyslice.nodeagent.runtime.runner --spec-file spec.json --listen 127.0.0.1:0 \\
+        --ready-file ready.json [--uplink-file agent.addr | --uplink host:port] [--status-file status.json]
+
+The spec (an InstanceSpec as JSON; or env FLYSLICE_SPEC in a pod) names the module and digest;
+the runner verifies the bytes exactly as the agent does. Messages arrive over TCP (newline JSON);
+outputs go to the uplink -- the node's agent, which routes them on -- like GNF's containers that
+all hang off the host's switch. ``ready.json`` ({"address", "pid"}) is written once serving;
+``status.json`` is rewritten every second with the instance's state and counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from flyslice.nodeagent.dataplane.chains import DataPlane
+from flyslice.nodeagent.dataplane.transport import TcpIngress, TcpSender
+from flyslice.nodeagent.gctune import tune_for_data_plane
+from flyslice.nodeagent.runtime.modules import ModuleLoader, load_public_key
+from flyslice.nodeagent.runtime.platform import ModularPlatform
+from flyslice.nodeagent.spec import InstanceSpec
+
+log = logging.getLogger("flyslice.nodeagent.runner")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_address(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="flyslice.nodeagent.runtime.runner", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--spec-file", type=Path, help="InstanceSpec JSON (default: env FLYSLICE_SPEC)")
+    parser.add_argument("--listen", default="127.0.0.1:0")
+    parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--status-file", type=Path)
+    parser.add_argument("--uplink", help="host:port every output is sent to")
+    parser.add_argument(
+        "--uplink-file", type=Path, help="file holding the uplink host:port (re-read on reconnect)"
+    )
+    parser.add_argument("--trusted-key", action="append", default=[], help="ed25519 public key file (PEM)")
+    parser.add_argument("--deadline-s", type=float, default=1.0)
+    parser.add_argument(
+        "--state-in", type=Path, help="JSON state to import before start (a replaced runner's)"
+    )
+    parser.add_argument(
+        "--state-out", type=Path, help="where to write the NF's exported state on a clean stop"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    try:
+        raw = args.spec_file.read_text() if args.spec_file else os.environ["FLYSLICE_SPEC"]
+        spec = InstanceSpec.from_dict(json.loads(raw), where=str(args.spec_file or "FLYSLICE_SPEC"))
+        if not spec.module:
+            raise ValueError(f"instance {spec.name}: the runner needs 'module' and 'digest'")
+        keys = [load_public_key(Path(k).read_bytes()) for k in args.trusted_key]
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"runner: bad spec: {exc}", file=sys.stderr)
+        return 2
+
+    uplink: str | Any = args.uplink
+    if args.uplink_file:
+        path = args.uplink_file
+        uplink = lambda: _read_address(path)  # noqa: E731
+
+    plane = DataPlane(spec.node or "runner", sender_factory=lambda addr: TcpSender(uplink or addr))
+    plane.default_route = "uplink" if uplink else None
+    platform = ModularPlatform(plane, ModuleLoader(keys), deadline_s=args.deadline_s)
+    try:
+        state = json.loads(args.state_in.read_text()) if args.state_in and args.state_in.exists() else None
+        platform.install(spec)
+        platform.start(spec.name, state)
+        if platform.instances[spec.name].lifecycle.state != "Running":
+            raise RuntimeError(platform.instances[spec.name].lifecycle.message)
+    except Exception as exc:
+        print(f"runner: instance {spec.name} failed to load: {exc}", file=sys.stderr)
+        return 3
+    ingress = TcpIngress(args.listen, plane.deliver_many)
+    tune_for_data_plane()
+    if args.ready_file:
+        write_json_atomic(args.ready_file, {"address": ingress.address, "pid": os.getpid()})
+    log.info("instance %s serving on %s", spec.name, ingress.address)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        if args.spec_file and not args.spec_file.exists():
+            # Our record was removed (instance deleted while we were unreachable, or the agent's
+            # state wiped): nobody will ever adopt this process, so it must not linger.
+            log.warning("spec file %s is gone; stopping", args.spec_file)
+            break
+        if args.status_file:
+            inst = platform.instances[spec.name]
+            c = inst.counters
+            write_json_atomic(
+                args.status_file,
+                {
+                    "state": str(inst.lifecycle.state),
+                    "message": inst.lifecycle.message,
+                    "counters": {**c.as_dict(), "dropped": c.dropped + plane.dropped_total()},
+                    "latencyMs": c.latency_ms,
+                    "e2eLatencyMs": c.e2e_latency_ms,
+                },
+            )
+    ingress.close()
+    drain(plane, timeout_s=3.0)  # the local driver waits 5 s before SIGKILL
+    if args.state_out:
+        save_state(platform, spec.name, args.state_out)
+    platform.uninstall(spec.name)
+    plane.stop()
+    return 0
+
+
+def save_state(platform: ModularPlatform, name: str, path: Path) -> None:
+    inst = platform.instances[name]
+    if not inst.running:
+        return  # a failed NF's state is not worth carrying into its replacement
+    try:
+        state = platform.plane.worker(inst.slice).call(inst.nf.export_state)
+        write_json_atomic(path, state)
+    except Exception as exc:  # the replacement then starts fresh; say why
+        log.error("instance %s: could not save its state: %s", name, exc)
+
+
+def drain(plane: DataPlane, timeout_s: float) -> bool:
+    """Finish what was received before stopping: process the queues, then flush the senders."""
+    deadline = time.monotonic() + timeout_s
+
+    def idle() -> bool:
+        workers_idle = all(len(w.queue) == 0 and w.current is None for w in plane.workers.values())
+        senders_idle = all(s.idle() for s in plane.senders.values() if isinstance(s, TcpSender))
+        return workers_idle and senders_idle
+
+    while time.monotonic() < deadline:
+        if idle():
+            return True
+        time.sleep(0.01)
+    return idle()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

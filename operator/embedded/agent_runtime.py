@@ -1,0 +1,101 @@
+"""The embedded mode's node runtime: a real :class:`flyslice.nodeagent.Agent` per EdgeNode, in-process.
+
+fNFs load inside each agent; VNFs start as local processes (the agent's local-process driver),
+since the embedded mode has no container runtime. Agents reach each other over TCP on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from flyslice.nodeagent.agent import Agent, AgentConfig
+from flyslice.nodeagent.spec import InstanceSpec
+from flyslice.operator.planning.actions import InstanceAction
+from flyslice.operator.reconcile import InstanceObservation, NodeObservation
+
+
+class LocalAgentRuntime:
+    def __init__(
+        self, node: str, state_dir: Path, peers: dict[str, str], mqtt: tuple[str, int] | None = None
+    ) -> None:
+        self.node = node
+        self._state_dir = state_dir
+        self._peers = peers
+        self._mqtt = mqtt
+        self.agent: Agent | None = None
+        self._last_beat: float | None = None
+        #: Node load reported to the controller. The embedded agents share one machine, so its real
+        #: load says nothing about a simulated node: None unless set (demos of the 15 % rule).
+        self.load: float | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.agent = Agent(
+            AgentConfig(
+                node=self.node,
+                state_dir=self._state_dir,
+                peers=dict(self._peers),
+                mqtt=self._mqtt,
+                # Devices attached to this node publish under flyslice/<node>/<slice>/...
+                mqtt_prefix=f"flyslice/{self.node}",
+            )
+        )
+        self._peers[self.node] = self.agent.address
+        self._last_beat = time.time()
+
+    def update_peers(self) -> None:
+        if self.agent is not None:
+            self.agent.plane.peers.update(self._peers)
+
+    def kill(self) -> None:
+        """Stop the agent abruptly, as a crash would: its heartbeat stops, its VNF processes stay."""
+        if self.agent is not None:
+            self.agent.stop(stop_vnfs=False)
+            self.agent = None
+
+    async def converge(self, actions: Sequence[InstanceAction]) -> None:
+        agent = self.agent
+        if agent is None:
+            return
+        specs = [InstanceSpec.from_object(a.as_object()) for a in actions]
+        await asyncio.to_thread(agent.converge, specs)
+
+    def observe(self) -> tuple[NodeObservation, Mapping[tuple[str, str], InstanceObservation]]:
+        agent = self.agent
+        if agent is None:
+            return NodeObservation(heartbeat_at=self._last_beat, load=self.load), {}
+        healthy, _ = agent.healthy()
+        if healthy:
+            self._last_beat = time.time()
+        instances = {}
+        for name, st in agent.status().items():
+            spec = agent.desired.get(name)
+            ns = spec.namespace if spec else "default"
+            instances[(ns, name)] = InstanceObservation(st.state, self.node, st.message, st.e2e_latency_ms)
+        return NodeObservation(heartbeat_at=self._last_beat, load=self.load), instances
+
+    async def stop(self) -> None:
+        agent, self.agent = self.agent, None
+        self._peers.pop(self.node, None)
+        if agent is not None:
+            await asyncio.to_thread(agent.stop)
+
+
+class LocalAgentFleet:
+    """Creates one :class:`LocalAgentRuntime` per EdgeNode and keeps their peer tables in sync."""
+
+    def __init__(self, state_root: Path, mqtt: tuple[str, int] | None = None) -> None:
+        self.state_root = state_root
+        self.mqtt = mqtt
+        self.peers: dict[str, str] = {}
+        self.runtimes: dict[str, LocalAgentRuntime] = {}
+
+    def __call__(self, node: str, _catalog: object) -> LocalAgentRuntime:
+        runtime = LocalAgentRuntime(node, self.state_root / node, self.peers, self.mqtt)
+        self.runtimes[node] = runtime
+        for r in self.runtimes.values():
+            r.update_peers()
+        return runtime

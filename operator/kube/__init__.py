@@ -1,0 +1,5 @@
+"""The Kubernetes runtime: the kopf operator that runs the shared reconcile core in a cluster.
+
+Reads and writes flyslice custom resources through the API server, applies GitSources in-cluster,
+and elects one active replica with a Lease.
+"""

@@ -1,0 +1,512 @@
+"""The operator's I/O with the Kubernetes API: flyslice objects in, NFInstances, status and Events out.
+
+The reconcile core (:mod:`.reconcile`) is pure; this module is everything around it that talks to the
+API server, through the official ``kubernetes`` client:
+
+* :func:`manifests_from_objects`: API objects -> :class:`Manifest` values validated exactly like git YAML;
+* :func:`derive_state`: the controller's memory rebuilt from the NFInstances and Slice status that
+  exist, so that an operator restart re-plans from where things run and nothing moves;
+* :class:`ClusterClient`: list objects, apply NFInstances idempotently (create / patch / delete by
+  deterministic name), patch Slice status, post Events. It counts every HTTP request it makes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from flyslice.crds import is_namespaced
+from flyslice.operator.intake.catalog import Catalog
+from flyslice.operator.intake.manifests import Manifest
+from flyslice.operator.planning.actions import InstanceAction
+from flyslice.operator.reconcile import (
+    ControllerState,
+    InstanceObservation,
+    NodeObservation,
+    Observation,
+    SliceRecord,
+)
+from flyslice.solver.model import Assignment, Flavor
+
+log = logging.getLogger("flyslice.operator.cluster")
+T = TypeVar("T")
+R = TypeVar("R")
+
+GROUP, VERSION = "flyslice.io", "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+PLURALS = {
+    "EdgeNode": "edgenodes",
+    "NFPackage": "nfpackages",
+    "NetworkService": "networkservices",
+    "Slice": "slices",
+    "NFInstance": "nfinstances",
+    "GitSource": "gitsources",
+}
+#: The kinds that make up the desired state the solver sees.
+DESIRED_KINDS = ("EdgeNode", "NFPackage", "NetworkService", "Slice")
+MANAGED_BY = "app.kubernetes.io/managed-by"
+OPERATOR = "flyslice-operator"
+SLICE_LABEL = "flyslice.io/slice"
+COMPONENT = "flyslice-operator"
+#: Where Events about cluster-scoped objects (EdgeNodes) go, as kubectl does for Nodes.
+CLUSTER_EVENTS_NAMESPACE = "default"
+FILE = "cluster"
+
+
+# -- API objects -> manifests ------------------------------------------------------------------
+
+
+def manifests_from_objects(objects: Iterable[Mapping[str, Any]]) -> list[Manifest]:
+    """One :class:`Manifest` per object (file ``cluster``, line 0), as validation expects.
+
+    Server-managed metadata (uid, managedFields, ...) is dropped; ``generation`` is kept because the
+    Slice status reports ``observedGeneration``. Objects being deleted are left out: they are no
+    longer desired, and their finalizer tears them down.
+    """
+    out = []
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        slim: dict[str, Any] = {"name": meta.get("name", "")}
+        for key in ("namespace", "generation", "labels", "annotations"):
+            if meta.get(key) is not None:
+                slim[key] = meta[key]
+        data = {
+            "apiVersion": obj.get("apiVersion", API_VERSION),
+            "kind": obj.get("kind", ""),
+            "metadata": slim,
+        }
+        if "spec" in obj:
+            data["spec"] = obj["spec"]
+        out.append(Manifest(FILE, 0, data))
+    return out
+
+
+def object_ref(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    meta = obj.get("metadata") or {}
+    return str(obj.get("kind", "")), str(meta.get("namespace") or ""), str(meta.get("name", ""))
+
+
+# -- restart: the controller's memory from what exists ------------------------------------------
+
+
+def nf_id(spec: Mapping[str, Any]) -> str:
+    """The solver's NF id of an NFInstance spec (``role`` or ``role@attachment``, see expansion)."""
+    attachment = spec.get("attachment")
+    return f"{spec['role']}@{attachment}" if attachment else str(spec["role"])
+
+
+def derive_state(
+    catalog: Catalog, instances: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]]
+) -> ControllerState:
+    """What the previous operator life decided, read back from the cluster.
+
+    Each slice with NFInstances gets a record with those instances as its actions and their nodes
+    and flavours as its assignments, so the first re-plan passes them to the solver as ``current``
+    (whose migration term keeps them in place) and the apply step finds nothing to change. The plan
+    fingerprint stays empty: the first pass re-plans once, from these assignments.
+    """
+    by_slice: dict[str, list[InstanceAction]] = {}
+    for obj in instances:
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        if (meta.get("labels") or {}).get(MANAGED_BY) != OPERATOR or meta.get("deletionTimestamp"):
+            continue
+        try:
+            key = f"{meta['namespace']}/{spec['slice']}"
+            action = InstanceAction(meta["namespace"], meta["name"], dict(spec))
+            nf_id(spec), action.node, Flavor(spec["flavor"])
+        except (KeyError, ValueError):
+            continue
+        by_slice.setdefault(key, []).append(action)
+    status_of = {
+        f"{(s.get('metadata') or {}).get('namespace')}/{(s.get('metadata') or {}).get('name')}": s.get(
+            "status"
+        )
+        or {}
+        for s in slices
+    }
+    records: dict[str, SliceRecord] = {}
+    for spec_ in catalog.slices.values():
+        key = spec_.key
+        actions = sorted(by_slice.get(key, []), key=lambda a: a.name)
+        if not actions:
+            continue
+        status = status_of.get(key, {})
+        expires = _parse_time(status.get("expiresAt"))
+        first = expires - spec_.lifetime_s if expires is not None and spec_.lifetime_s else None
+        records[key] = SliceRecord(
+            fingerprint="",
+            admitted=True,
+            service=status.get("networkService"),
+            assignments={nf_id(a.spec): Assignment(a.node, Flavor(a.spec["flavor"])) for a in actions},
+            path_latency_ms={
+                p["name"]: float(p["predictedLatencyMs"])
+                for p in status.get("paths") or []
+                if "name" in p and "predictedLatencyMs" in p
+            },
+            budget_ms=spec_.max_latency_ms,
+            reasons=(),
+            first_placed_at=first,
+            expires_at=expires,
+            revision=str(status.get("lastAppliedRevision", "")),
+            actions=tuple(actions),
+        )
+    return ControllerState(slices=records)
+
+
+def observe(edge_nodes: Iterable[Mapping[str, Any]], instances: Iterable[Mapping[str, Any]]) -> Observation:
+    """Heartbeats and load from EdgeNode status, instance states from NFInstance status (agents write both)."""
+    nodes: dict[str, NodeObservation] = {}
+    for obj in edge_nodes:
+        status = obj.get("status") or {}
+        load = status.get("load")
+        nodes[(obj.get("metadata") or {}).get("name", "")] = NodeObservation(
+            heartbeat_at=_parse_time(status.get("heartbeatTime")),
+            load=float(load) if isinstance(load, int | float) else None,
+        )
+    found: dict[tuple[str, str], InstanceObservation] = {}
+    for obj in instances:
+        meta = obj.get("metadata") or {}
+        status = obj.get("status") or {}
+        if not status.get("state"):
+            continue
+        # A status written for an older spec describes what ran before: not yet this instance.
+        if status.get("observedGeneration", meta.get("generation")) != meta.get("generation"):
+            state = "Pending"
+        else:
+            state = str(status["state"])
+        found[(meta.get("namespace", ""), meta.get("name", ""))] = InstanceObservation(
+            state=state,
+            node=str((obj.get("spec") or {}).get("node", "")),
+            message=str(status.get("message", "")),
+        )
+    return Observation(nodes, found)
+
+
+def _parse_time(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- desired objects --------------------------------------------------------------------------
+
+
+def instance_object(action: InstanceAction, owner_uid: str | None) -> dict[str, Any]:
+    """The NFInstance for ``action``: labelled as the operator's, owned by its Slice."""
+    obj = action.as_object()
+    obj["metadata"]["labels"][MANAGED_BY] = OPERATOR
+    if owner_uid:
+        obj["metadata"]["ownerReferences"] = [
+            {
+                "apiVersion": API_VERSION,
+                "kind": "Slice",
+                "name": str(action.spec["slice"]),
+                "uid": owner_uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+    return obj
+
+
+def merge_conditions(
+    new: Sequence[Mapping[str, Any]], old: Sequence[Mapping[str, Any]], now: float, generation: int
+) -> list[dict[str, Any]]:
+    """``new`` with ``lastTransitionTime`` kept from ``old`` where a condition's status did not change."""
+    before = {c.get("type"): c for c in old}
+    out = []
+    for c in new:
+        prev = before.get(c["type"])
+        since = prev.get("lastTransitionTime") if prev and prev.get("status") == c["status"] else None
+        out.append({**c, "lastTransitionTime": since or rfc3339(now), "observedGeneration": generation})
+    return out
+
+
+def status_changed(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Whether patching ``wanted`` over ``current`` would change anything."""
+    return any(current.get(k) != v for k, v in wanted.items())
+
+
+_SLICE_EVENT = re.compile(r"^slice (?P<ns>[^/\s]+)/(?P<name>[^:\s]+): (?P<rest>.*)$", re.S)
+_NODE_EVENT = re.compile(r"^(?:node|load on node) (?P<name>\S+) ")
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    kind: str
+    namespace: str
+    name: str
+    reason: str
+    message: str
+    type: str = "Normal"
+
+
+def event_for(message: str) -> EventSpec | None:
+    """A reconcile decision (``Outcome.events``) as a Kubernetes Event on the object it is about."""
+    if m := _SLICE_EVENT.match(message):
+        rest = m["rest"]
+        if rest.startswith("placed"):
+            reason, type_ = "Placed", "Normal"
+        elif rest.startswith("re-placed"):
+            reason, type_ = "Replaced", "Normal"
+        elif rest.startswith("not admitted"):
+            reason, type_ = "Infeasible", "Warning"
+        elif rest.startswith("lifetime over"):
+            reason, type_ = "Expired", "Normal"
+        else:
+            reason, type_ = "Reconciled", "Normal"
+        return EventSpec("Slice", m["ns"], m["name"], reason, rest, type_)
+    if m := _NODE_EVENT.match(message):
+        reason = "HeartbeatLost" if message.startswith("node ") else "LoadChanged"
+        return EventSpec(
+            "EdgeNode", "", m["name"], reason, message, "Warning" if reason == "HeartbeatLost" else "Normal"
+        )
+    return None
+
+
+# -- the client -------------------------------------------------------------------------------
+
+
+@dataclass
+class ApplyResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+class ClusterClient:
+    """Synchronous API access for the operator; call it from a worker thread, not the event loop."""
+
+    def __init__(self, api_client: Any, *, workers: int = 8) -> None:
+        from kubernetes import client
+
+        self.api = api_client
+        # Typed Any: the client's generated stubs return ``object`` for custom objects (plain dicts).
+        self.custom: Any = client.CustomObjectsApi(api_client)
+        self.core: Any = client.CoreV1Api(api_client)
+        self.workers = max(1, workers)
+        self.requests = 0
+        self._count_lock = threading.Lock()
+        original = api_client.call_api
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            with self._count_lock:
+                self.requests += 1
+            return original(*args, **kwargs)
+
+        api_client.call_api = counted
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: str | None = None, *, pool: int = 8) -> ClusterClient:
+        return cls(api_client_for(kubeconfig, pool=pool))
+
+    # -- read --
+
+    def list_kind(
+        self, kind: str, *, label_selector: str = "", namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        plural = PLURALS[kind]
+        if namespace and is_namespaced(kind):
+            doc = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, label_selector=label_selector
+            )
+        else:
+            doc = self.custom.list_cluster_custom_object(
+                GROUP, VERSION, plural, label_selector=label_selector
+            )
+        items: list[dict[str, Any]] = doc.get("items", [])
+        for item in items:  # list items carry no kind/apiVersion of their own
+            item.setdefault("kind", kind)
+            item.setdefault("apiVersion", API_VERSION)
+        return items
+
+    # -- NFInstances --
+
+    def apply_instances(
+        self,
+        desired: Sequence[InstanceAction],
+        existing: Iterable[Mapping[str, Any]],
+        owners: Mapping[tuple[str, str], str],
+    ) -> ApplyResult:
+        """Make the operator's NFInstances exactly ``desired``: create, patch the spec of, or delete
+        only what differs. ``existing``: the NFInstances labelled as the operator's; ``owners``:
+        (namespace, slice) -> Slice uid. Idempotent; one failing object never stops the others.
+        Writes go out ``workers`` at a time: a burst of new slices is thousands of small requests."""
+        have = {
+            ((o.get("metadata") or {}).get("namespace", ""), (o.get("metadata") or {}).get("name", "")): o
+            for o in existing
+            if not (o.get("metadata") or {}).get("deletionTimestamp")
+        }
+        work: list[tuple[str, Any]] = []
+        for action in desired:
+            key = (action.namespace, action.name)
+            body = instance_object(action, owners.get((action.namespace, str(action.spec["slice"]))))
+            current = have.get(key)
+            if current is None or _instance_differs(current, body):
+                work.append(("write", (action, body, current)))
+        wanted = {(a.namespace, a.name) for a in desired}
+        work += [("delete", key) for key in sorted(have.keys() - wanted)]
+        result = ApplyResult()
+        for ref, outcome in self.parallel(self._apply_one, work):
+            if outcome in ("created", "updated", "deleted"):
+                getattr(result, outcome).append(ref)
+            elif outcome != "unchanged":
+                result.failed[ref] = outcome
+        return result
+
+    def parallel(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``fn`` over ``items`` with up to ``workers`` requests in flight; results in order."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if len(items) <= 1:
+            return [fn(i) for i in items]
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+    def _apply_one(self, item: tuple[str, Any]) -> tuple[str, str]:
+        """One NFInstance write: (namespace/name, created|updated|deleted or the API's refusal)."""
+        from kubernetes.client.exceptions import ApiException
+
+        what, arg = item
+        if what == "delete":
+            ref = f"{arg[0]}/{arg[1]}"
+            try:
+                self.delete_instance(*arg)
+            except ApiException as exc:
+                return ref, _api_reason(exc)
+            return ref, "deleted"
+        action, body, current = arg
+        ref = f"{action.namespace}/{action.name}"
+        plural = PLURALS["NFInstance"]
+        try:
+            if current is None:
+                try:
+                    self.custom.create_namespaced_custom_object(
+                        GROUP, VERSION, action.namespace, plural, body
+                    )
+                    return ref, "created"
+                except ApiException as exc:
+                    if exc.status != 409:  # 409: it exists after all (a stale list): update it
+                        raise
+                    current = self.custom.get_namespaced_custom_object(
+                        GROUP, VERSION, action.namespace, plural, action.name
+                    )
+                    if not _instance_differs(current, body):
+                        return ref, "unchanged"
+            labels = {**((current.get("metadata") or {}).get("labels") or {}), **body["metadata"]["labels"]}
+            patch = [
+                {"op": "replace", "path": "/spec", "value": body["spec"]},
+                {"op": "add", "path": "/metadata/labels", "value": labels},
+            ]
+            if "ownerReferences" in body["metadata"]:
+                refs = body["metadata"]["ownerReferences"]
+                patch.append({"op": "add", "path": "/metadata/ownerReferences", "value": refs})
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, action.namespace, plural, action.name, patch,
+                _content_type="application/json-patch+json",
+            )  # fmt: skip
+            return ref, "updated"
+        except ApiException as exc:
+            return ref, _api_reason(exc)
+
+    def delete_instance(self, namespace: str, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURALS["NFInstance"], name
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def slice_instances(self, namespace: str, slice_name: str) -> list[dict[str, Any]]:
+        return self.list_kind(
+            "NFInstance",
+            namespace=namespace,
+            label_selector=f"{MANAGED_BY}={OPERATOR},{SLICE_LABEL}={slice_name}",
+        )
+
+    # -- status and events --
+
+    def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        body = {"status": dict(status)}
+        if is_namespaced(kind):
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURALS[kind], name, body
+            )
+        else:
+            self.custom.patch_cluster_custom_object_status(GROUP, VERSION, PLURALS[kind], name, body)
+
+    def post_event(
+        self, involved: Mapping[str, Any], reason: str, message: str, type_: str = "Normal"
+    ) -> None:
+        """A core/v1 Event on ``involved`` (an object with kind, metadata.name/namespace/uid)."""
+        meta = involved.get("metadata") or {}
+        namespace = meta.get("namespace") or CLUSTER_EVENTS_NAMESPACE
+        now = datetime.now(UTC)
+        body = {
+            "metadata": {"generateName": f"{meta.get('name', 'flyslice')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", API_VERSION),
+                "kind": involved.get("kind", ""),
+                "name": meta.get("name", ""),
+                "namespace": meta.get("namespace") or "",
+                "uid": meta.get("uid", ""),
+            },
+            "reason": reason,
+            # Events hold at most 1 kB of message.
+            "message": message if len(message) <= 1000 else message[:997] + "...",
+            "type": type_,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.core.create_namespaced_event(namespace, body)
+
+
+def _instance_differs(current: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    meta = current.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if current.get("spec") != body["spec"]:
+        return True
+    if any(labels.get(k) != v for k, v in body["metadata"]["labels"].items()):
+        return True
+    want_owner = body["metadata"].get("ownerReferences")
+    have_uids = {o.get("uid") for o in meta.get("ownerReferences") or []}
+    return bool(want_owner) and want_owner[0]["uid"] not in have_uids
+
+
+def _api_reason(exc: Any) -> str:
+    import json
+
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return f"{exc.status} {exc.reason}"
+
+
+def api_client_for(kubeconfig: str | None = None, *, pool: int = 8) -> Any:
+    """A ``kubernetes.client.ApiClient`` with a pool sized for the operator's parallel writes."""
+    from flyslice.nodeagent.kube.agent import api_client_for as agent_client
+
+    return agent_client(kubeconfig, pool=pool)

@@ -1,0 +1,565 @@
+"""``flyslice operator``: the cluster form of the control plane, on kopf.
+
+kopf watches Slice, NetworkService, NFPackage, EdgeNode, NFInstance and GitSource objects; every
+change only *triggers* a debounced, global reconcile pass, because the ILP places all slices
+together. A pass is the embedded controller's, with the API server as source and sink:
+
+    list the desired objects -> validate (like git YAML) -> reconcile (the shared core)
+    -> create / patch / delete NFInstances (owned by their Slice) -> Slice status + Events
+
+Deleting a Slice runs its finalizer (``flyslice.io/teardown``): its NFInstances are deleted, and the
+finalizer is released once none is left. The agents then stop the NFs and delete the VNF pods.
+Only the holder of the leader Lease runs any of this (:mod:`.leader`); a standby replica waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from flyslice import solver
+from flyslice.operator.intake.errors import ManifestError
+from flyslice.operator.intake.validation import ValidationResult, validate
+from flyslice.operator.kube.cluster import (
+    API_VERSION,
+    DESIRED_KINDS,
+    MANAGED_BY,
+    OPERATOR,
+    PLURALS,
+    ClusterClient,
+    derive_state,
+    event_for,
+    manifests_from_objects,
+    merge_conditions,
+    object_ref,
+    observe,
+    status_changed,
+)
+from flyslice.operator.reconcile import HEARTBEAT_TIMEOUT_S, ControllerState, keep_last_good, reconcile
+
+log = logging.getLogger("flyslice.operator")
+
+FINALIZER = "flyslice.io/teardown"
+LEASE_NAME = "flyslice-operator"
+
+
+@dataclass
+class OperatorOptions:
+    kubeconfig: str | None = None
+    #: Namespaces to watch; empty = the whole cluster.
+    namespaces: Sequence[str] = ()
+    lease_namespace: str = "flyslice-system"
+    lease_name: str = LEASE_NAME
+    identity: str | None = None
+    liveness: str | None = "0.0.0.0:8080"
+    #: Quiet time after a change before a pass starts, so a burst of changes makes one pass.
+    debounce_s: float = 0.5
+    #: A pass also runs this often with no change (stale heartbeats, expiring lifetimes).
+    resync_s: float = 10.0
+    heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
+    lease_duration_s: float = 15.0
+    renew_s: float = 5.0
+    retry_s: float = 2.0
+    git_cache: Path = Path("/tmp/flyslice-gitsources")
+    solve_options: solver.SolveOptions | None = None
+
+
+@dataclass
+class PassReport:
+    passes: int = 0
+    last_pass_at: float | None = None
+    last_pass_s: float = 0.0
+    last_error: str = ""
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    slices: dict[str, str] = field(default_factory=dict)  # key -> phase
+
+
+class ReconcileLoop:
+    """The global reconcile pass and its debounced trigger. ``run_once`` is blocking (API calls and
+    the solver); :meth:`run` runs it in a worker thread so kopf's event loop stays responsive."""
+
+    def __init__(
+        self,
+        client: ClusterClient,
+        *,
+        namespaces: Sequence[str] = (),
+        debounce_s: float = 0.5,
+        resync_s: float = 10.0,
+        heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
+        solve_options: solver.SolveOptions | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.namespaces = tuple(namespaces)
+        self.debounce_s = debounce_s
+        self.resync_s = resync_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.solve_options = solve_options
+        self._clock = clock
+        #: None until the first pass rebuilds it from the cluster (operator restart).
+        self.state: ControllerState | None = None
+        self._validated: ValidationResult | None = None
+        self._reported_errors: dict[str, tuple[str, ...]] = {}
+        self.report = PassReport()
+        #: Held by a pass and by a Slice's teardown, so a pass never re-creates what a teardown deletes.
+        self.lock = threading.Lock()
+        self._wake: asyncio.Event | None = None
+        self._events: list[tuple[Mapping[str, Any], str, str, str]] = []
+
+    # -- trigger ----------------------------------------------------------------------------
+
+    def trigger(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._wake = asyncio.Event()
+        self._wake.set()  # a first pass at once: adopt what runs, place what is new
+        while not stop.is_set():
+            waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())}
+            _, pending = await asyncio.wait(
+                waiters, timeout=self.resync_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+            if stop.is_set():
+                break
+            await asyncio.sleep(self.debounce_s)
+            self._wake.clear()
+            try:
+                await asyncio.to_thread(self.run_once)
+            except Exception as exc:  # a failed pass is retried on the next trigger or resync
+                self.report.last_error = str(exc)
+                log.exception("reconcile pass failed")
+
+    # -- one pass ---------------------------------------------------------------------------
+
+    def run_once(self) -> PassReport:
+        with self.lock:
+            return self._run_once()
+
+    def _list(self, kind: str, label_selector: str = "") -> list[dict[str, Any]]:
+        if not self.namespaces or kind == "EdgeNode":
+            return self.client.list_kind(kind, label_selector=label_selector)
+        return [
+            o
+            for ns in self.namespaces
+            for o in self.client.list_kind(kind, label_selector=label_selector, namespace=ns)
+        ]
+
+    def _run_once(self) -> PassReport:
+        started = time.monotonic()
+        self._events = []
+        objects = {kind: self._list(kind) for kind in DESIRED_KINDS}
+        instances = self._list("NFInstance", f"{MANAGED_BY}={OPERATOR}")
+        result = validate(manifests_from_objects(o for kind in DESIRED_KINDS for o in objects[kind]))
+        catalog = keep_last_good(result, self._validated, result.errors)
+        self._validated = replace(result, catalog=catalog)
+        if self.state is None:
+            self.state = derive_state(catalog, instances, objects["Slice"])
+            log.info(
+                "adopted %d slice(s) with %d NFInstance(s) from the cluster",
+                len(self.state.slices),
+                len(instances),
+            )
+        read_s = time.monotonic() - started
+        outcome = reconcile(
+            catalog,
+            self.state,
+            observe(objects["EdgeNode"], instances),
+            now=self._clock(),
+            options=self.solve_options,
+            heartbeat_timeout_s=self.heartbeat_timeout_s,
+        )
+        self.state = outcome.state
+        plan_s = time.monotonic() - started - read_s
+        by_ref = {object_ref(o): o for kind in DESIRED_KINDS for o in objects[kind]}
+        owners = {
+            (o["metadata"]["namespace"], o["metadata"]["name"]): o["metadata"]["uid"]
+            for o in objects["Slice"]
+            if not o["metadata"].get("deletionTimestamp")
+        }
+        applied = self.client.apply_instances(outcome.actions, instances, owners)
+        apply_s = time.monotonic() - started - read_s - plan_s
+        for ref, why in applied.failed.items():
+            log.warning("NFInstance %s: %s", ref, why)
+        self._post_decisions(outcome.events, by_ref)
+        self._post_invalid(result.errors, by_ref)
+        phases = self._write_slice_status(
+            objects["Slice"], outcome.slice_status, result.errors, applied.failed
+        )
+        self._flush_events()
+        r = self.report
+        r.passes += 1
+        r.last_pass_at = self._clock()
+        r.last_pass_s = time.monotonic() - started
+        r.last_error = ""
+        r.created += len(applied.created)
+        r.updated += len(applied.updated)
+        r.deleted += len(applied.deleted)
+        r.slices = phases
+        if applied.created or applied.updated or applied.deleted or outcome.replanned:
+            log.info(
+                "pass %d: %s; NFInstances +%d ~%d -%d (%.2fs: read %.2f, plan %.2f, apply %.2f, status %.2f)",
+                r.passes, "re-planned" if outcome.replanned else "no re-plan",
+                len(applied.created), len(applied.updated), len(applied.deleted), r.last_pass_s,
+                read_s, plan_s, apply_s, r.last_pass_s - read_s - plan_s - apply_s,
+            )  # fmt: skip
+        return r
+
+    def _write_slice_status(
+        self,
+        slices: Sequence[Mapping[str, Any]],
+        statuses: Mapping[str, Mapping[str, Any]],
+        errors: Sequence[ManifestError],
+        failed: Mapping[str, str],
+    ) -> dict[str, str]:
+        now = self._clock()
+        phases = {}
+        writes: list[tuple[Mapping[str, Any], Mapping[str, Any], dict[str, Any], list[str]]] = []
+        for obj in slices:
+            meta = obj["metadata"]
+            if meta.get("deletionTimestamp"):
+                continue
+            key = f"{meta['namespace']}/{meta['name']}"
+            generation = int(meta.get("generation") or 0)
+            wanted = dict(statuses.get(key) or _invalid_status(key, errors, generation))
+            apply_failures = [f"NFInstance {ref} could not be written: {why}" for ref, why in sorted(failed.items())
+                              if ref.startswith(f"{meta['namespace']}/") and _is_of_slice(ref, meta["name"], wanted)]  # fmt: skip
+            if apply_failures:
+                wanted["reasons"] = [*wanted.get("reasons", []), *apply_failures]
+            current = obj.get("status") or {}
+            wanted["conditions"] = merge_conditions(
+                wanted.get("conditions", []), current.get("conditions", []), now, generation
+            )
+            phases[key] = str(wanted.get("phase", ""))
+            if status_changed(current, wanted):
+                writes.append((obj, current, wanted, apply_failures))
+
+        def write(item: tuple[Mapping[str, Any], Mapping[str, Any], dict[str, Any], list[str]]) -> bool:
+            meta = item[0]["metadata"]
+            try:
+                self.client.patch_status("Slice", meta["namespace"], meta["name"], item[2])
+                return True
+            except Exception as exc:
+                log.warning("status of Slice %s/%s: %s", meta["namespace"], meta["name"], exc)
+                return False
+
+        for item, ok in zip(writes, self.client.parallel(write, writes), strict=True):
+            if ok:
+                self._post_transition(*item)
+        return phases
+
+    def _post_transition(
+        self,
+        obj: Mapping[str, Any],
+        current: Mapping[str, Any],
+        wanted: Mapping[str, Any],
+        failures: Sequence[str],
+    ) -> None:
+        """Events for what went wrong or right since the last status: Ready, Degraded, ApplyFailed."""
+        phase, before = wanted.get("phase"), current.get("phase")
+        detail = "; ".join(wanted.get("reasons", []))
+        if phase != before and phase == "Ready":
+            self._event(obj, "Ready", "every NF instance is running", "Normal")
+        elif phase != before and phase == "Degraded":
+            self._event(obj, "Degraded", detail or "degraded", "Warning")
+        if failures and failures != [r for r in current.get("reasons", []) if r.startswith("NFInstance ")]:
+            self._event(obj, "ApplyFailed", "; ".join(failures), "Warning")
+
+    def _post_decisions(
+        self, events: Sequence[str], by_ref: Mapping[tuple[str, str, str], Mapping[str, Any]]
+    ) -> None:
+        for message in events:
+            log.info(message)
+            spec = event_for(message)
+            if spec is None:
+                continue
+            involved = by_ref.get((spec.kind, spec.namespace, spec.name))
+            if involved is None:
+                continue
+            self._event(involved, spec.reason, spec.message, spec.type)
+
+    def _post_invalid(
+        self, errors: Sequence[ManifestError], by_ref: Mapping[tuple[str, str, str], Mapping[str, Any]]
+    ) -> None:
+        """One Warning Event per object whose validation errors changed since the last pass."""
+        now: dict[str, tuple[str, ...]] = {}
+        for e in errors:
+            if e.severity == "error" and e.object:
+                now.setdefault(e.object, ())
+                now[e.object] += (f"{e.path}: {e.message}" if e.path else e.message,)
+        for ref, messages in now.items():
+            if self._reported_errors.get(ref) == messages:
+                continue
+            kind, _, rest = ref.partition("/")
+            ns, _, name = rest.rpartition("/")
+            involved = by_ref.get((kind, ns, name))
+            if involved is not None:
+                self._event(involved, "Invalid", "; ".join(messages), "Warning")
+        self._reported_errors = now
+
+    def _event(self, involved: Mapping[str, Any], reason: str, message: str, type_: str) -> None:
+        """Queue an Event; they are posted together at the end of the pass."""
+        self._events.append((involved, reason, message, type_))
+
+    def _flush_events(self) -> None:
+        def post(item: tuple[Mapping[str, Any], str, str, str]) -> None:
+            try:
+                self.client.post_event(*item)
+            except Exception as exc:  # an Event is informative: never fail a pass for it
+                log.warning("could not post event %s on %s: %s", item[1], object_ref(item[0]), exc)
+
+        self.client.parallel(post, self._events)
+        self._events = []
+
+    # -- slice teardown (finalizer) ---------------------------------------------------------
+
+    def teardown(self, namespace: str, name: str) -> int:
+        """Delete the slice's NFInstances; how many were still there (0: the teardown is complete)."""
+        with self.lock:
+            remaining = self.client.slice_instances(namespace, name)
+            for obj in remaining:
+                if not obj["metadata"].get("deletionTimestamp"):
+                    self.client.delete_instance(namespace, obj["metadata"]["name"])
+            if self.state is not None and f"{namespace}/{name}" in self.state.slices:
+                rest = {k: v for k, v in self.state.slices.items() if k != f"{namespace}/{name}"}
+                self.state = replace(self.state, slices=rest)
+            return len(remaining)
+
+    # -- health -----------------------------------------------------------------------------
+
+    def healthy(self, stale_after_s: float) -> bool:
+        last = self.report.last_pass_at
+        return last is None or self._clock() - last < stale_after_s
+
+
+def _is_of_slice(ref: str, slice_name: str, status: Mapping[str, Any]) -> bool:
+    name = ref.partition("/")[2]
+    return any(p.get("instance") == name for p in status.get("placement", [])) or name.startswith(
+        f"{slice_name}-"
+    )
+
+
+def _invalid_status(key: str, errors: Sequence[ManifestError], generation: int) -> dict[str, Any]:
+    """Status of a Slice the reconcile could not consider: why, in the validator's words."""
+    ns, _, name = key.partition("/")
+    reasons = [
+        f"{e.path}: {e.message}" if e.path else e.message
+        for e in errors
+        if e.severity == "error" and e.object in (f"Slice/{ns}/{name}", f"Slice/{name}")
+    ] or ["not yet considered by the controller"]
+    detail = "; ".join(reasons)
+    return {
+        "phase": "Pending",
+        "reasons": reasons,
+        "observedGeneration": generation,
+        "placement": [],
+        "nodeCount": 0,
+        "conditions": [
+            {"type": "Placed", "status": "False", "reason": "Invalid", "message": detail},
+            {"type": "Ready", "status": "False", "reason": "Invalid", "message": detail},
+            {"type": "Degraded", "status": "False", "reason": "Invalid", "message": ""},
+        ],
+    }
+
+
+# -- kopf wiring ------------------------------------------------------------------------------
+
+
+WATCHED = ("slices", "networkservices", "nfpackages", "edgenodes", "nfinstances")
+
+
+def build_registry(loop: ReconcileLoop, gitsources: Any = None) -> kopf.OperatorRegistry:
+    """kopf handlers: every change triggers the loop; a Slice's deletion runs its teardown."""
+    registry = kopf.OperatorRegistry()
+
+    for plural in WATCHED:
+
+        @kopf.on.event("flyslice.io", "v1alpha1", plural, registry=registry)
+        async def changed(**_: Any) -> None:
+            loop.trigger()
+
+    @kopf.on.delete("flyslice.io", "v1alpha1", "slices", registry=registry)
+    async def slice_deleted(namespace: str | None, name: str, logger: Any, **_: Any) -> None:
+        # NFInstances without finalizers go at once: wait here briefly rather than retry the handler.
+        remaining = 0
+        for _attempt in range(40):
+            remaining = await asyncio.to_thread(loop.teardown, namespace or "", name)
+            loop.trigger()
+            if not remaining:
+                return
+            await asyncio.sleep(0.25)
+        raise kopf.TemporaryError(f"waiting for {remaining} NFInstance(s) of the slice to go", delay=5)
+
+    if gitsources is not None:
+
+        @kopf.on.event("flyslice.io", "v1alpha1", "gitsources", registry=registry)
+        async def gitsource_changed(type: str | None, body: Any, **_: Any) -> None:
+            gitsources.observe(type, dict(body))
+
+        @kopf.on.delete("flyslice.io", "v1alpha1", "gitsources", registry=registry)
+        async def gitsource_deleted(body: Any, **_: Any) -> None:
+            # The finalizer kopf adds for this handler makes the cleanup survive an operator restart.
+            gitsources.observe("DELETED", dict(body))
+            await asyncio.to_thread(gitsources.prune_all, dict(body))
+            loop.trigger()
+
+    return registry
+
+
+def kopf_settings(settings: kopf.OperatorSettings | None = None) -> kopf.OperatorSettings:
+    s = settings or kopf.OperatorSettings()
+    s.persistence.finalizer = FINALIZER
+    # Slice status has a strict schema: keep kopf's own bookkeeping in annotations.
+    s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.flyslice.io")
+    s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kopf.flyslice.io")
+    s.posting.level = logging.WARNING
+    s.watching.server_timeout = 60
+    s.watching.client_timeout = 90
+    return s
+
+
+def kopf_login(kubeconfig: str | None) -> Callable[..., kopf.ConnectionInfo]:
+    """A kopf login handler for exactly this kubeconfig (not whatever the environment points at)."""
+
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        from flyslice.operator.kube.cluster import api_client_for
+
+        cfg = api_client_for(kubeconfig).configuration
+        # The kubernetes client keeps the token under 'BearerToken' (newer) or 'authorization' (older).
+        token = cfg.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
+        token = token.split(" ", 1)[1] if token.lower().startswith("bearer ") else token
+        return kopf.ConnectionInfo(
+            server=cfg.host,
+            ca_path=cfg.ssl_ca_cert,
+            insecure=not cfg.verify_ssl,
+            certificate_path=cfg.cert_file,
+            private_key_path=cfg.key_file,
+            token=token or None,
+            scheme="Bearer" if token else None,
+        )
+
+    return login
+
+
+_NAMESPACE_OK = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None) -> int:
+    """Stand by until leader, then run kopf and the reconcile loop until ``stop`` or lost leadership.
+
+    Returns 0 on a requested stop, 1 when leadership was lost (so the process restarts as a candidate).
+    """
+    from kubernetes import client as k8s
+
+    from flyslice.operator.kube.cluster_git import GitSourceManager
+    from flyslice.operator.kube.leader import LeaseElector
+    from flyslice.operator.status_api import StatusServer
+
+    for ns in opts.namespaces:
+        if not _NAMESPACE_OK.match(ns):
+            raise ValueError(f"--namespace {ns!r} is not a valid namespace name")
+    stop = stop or asyncio.Event()
+    # One line per handled event is noise at this rate (every change triggers the loop).
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    cluster = ClusterClient.from_kubeconfig(opts.kubeconfig)
+    loop = ReconcileLoop(
+        cluster, namespaces=opts.namespaces, debounce_s=opts.debounce_s, resync_s=opts.resync_s,
+        heartbeat_timeout_s=opts.heartbeat_timeout_s, solve_options=opts.solve_options,
+    )  # fmt: skip
+    elector = LeaseElector(
+        k8s.CoordinationV1Api(cluster.api), opts.lease_namespace, opts.lease_name, identity=opts.identity,
+        lease_duration_s=opts.lease_duration_s, renew_s=opts.renew_s, retry_s=opts.retry_s,
+    )  # fmt: skip
+    stale = max(60.0, 6 * opts.resync_s)
+
+    def snapshot() -> dict[str, Any]:
+        r = loop.report
+        return {
+            "identity": elector.identity,
+            "leader": elector.is_leader,
+            "passes": r.passes,
+            "lastPassSeconds": round(r.last_pass_s, 3),
+            "lastError": r.last_error,
+            "apiRequests": cluster.requests,
+            "nfinstances": {"created": r.created, "updated": r.updated, "deleted": r.deleted},
+            "slices": r.slices,
+        }
+
+    server = None
+    if opts.liveness:
+        server = StatusServer(snapshot, lambda: loop.healthy(stale))
+        await server.start(opts.liveness)
+        log.info("liveness on http://%s:%d/healthz", opts.liveness.rpartition(":")[0], server.port)
+    try:
+        log.info("standing by for lease %s/%s as %s", opts.lease_namespace, opts.lease_name, elector.identity)
+        if not await elector.acquire(stop):
+            return 0
+        gitsources = GitSourceManager(cluster, opts.git_cache, on_applied=loop.trigger)
+        registry = build_registry(loop, gitsources)
+        kopf.on.login(registry=registry)(kopf_login(opts.kubeconfig))
+        kopf_stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(
+                kopf.operator(
+                    registry=registry,
+                    settings=kopf_settings(),
+                    standalone=True,
+                    stop_flag=kopf_stop,
+                    clusterwide=not opts.namespaces,
+                    namespaces=list(opts.namespaces),
+                )
+            ),
+            asyncio.create_task(loop.run(kopf_stop)),
+            asyncio.create_task(gitsources.run(kopf_stop)),
+        ]
+        holding = asyncio.create_task(elector.hold(stop))
+        done, _ = await asyncio.wait([holding, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        lost = holding in done and not stop.is_set()
+        kopf_stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if not holding.done():
+            stop.set()
+            await holding
+        return 1 if lost else 0
+    finally:
+        if server is not None:
+            await server.stop()
+
+
+def main_operator(opts: OperatorOptions) -> int:
+    """Blocking entry point for the CLI: SIGINT/SIGTERM stop it cleanly (and release the lease)."""
+    import signal
+
+    async def runner() -> int:
+        stop = asyncio.Event()
+        running = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            running.add_signal_handler(sig, stop.set)
+        return await run_operator(opts, stop)
+
+    return asyncio.run(runner())
+
+
+__all__ = [
+    "API_VERSION",
+    "FINALIZER",
+    "PLURALS",
+    "OperatorOptions",
+    "ReconcileLoop",
+    "build_registry",
+    "main_operator",
+    "run_operator",
+]

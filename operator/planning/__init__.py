@@ -1,0 +1,6 @@
+"""Planning: from a validated catalog to a placement and the per-node actions that realise it.
+
+Chooses a network service for each slice intent, expands it into a solver ``Problem``, calls
+``flyslice.solver`` and turns the placement into NFInstance actions and the documented plan format.
+Pure: no I/O, no Kubernetes, no git.
+"""
