@@ -9,7 +9,6 @@ Metrics are read from the agent's counters at scrape time, so the data path pays
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -18,7 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from flyslice.nodeagent.dataplane.transport import parse_address
+from flyslice.nodeagent.dataplane.transport import ServerThread, parse_address
 from flyslice.nodeagent.message import EnvelopeError, Message, device_envelope
 from flyslice.nodeagent.spec import InstanceStatus
 
@@ -139,13 +138,10 @@ class TelemetryServer:
         self.status = status
         self.healthy = healthy
         self.deliver = deliver
-        self._server = ThreadingHTTPServer(parse_address(listen), Handler)
-        self._server.daemon_threads = True
-        host = parse_address(listen)[0]
-        self.address = f"{host}:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.2,), daemon=True)
-        self._thread.start()
+        server = ThreadingHTTPServer(parse_address(listen), Handler)
+        server.daemon_threads = True
+        self._serving = ServerThread(server, parse_address(listen)[0])
+        self.address = self._serving.address
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serving.close()

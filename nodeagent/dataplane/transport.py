@@ -33,6 +33,25 @@ def parse_address(addr: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class ServerThread:
+    """A socketserver served from a daemon thread: its bound address and one way to stop it.
+
+    Shared by the data-plane ingress and the telemetry endpoints so both poll for shutdown the same
+    way (0.2 s) and both report the port the kernel actually bound (``:0`` in tests).
+    """
+
+    def __init__(self, server: socketserver.BaseServer, host: str) -> None:
+        self.server = server
+        port = server.server_address[1]  # type: ignore[index]
+        self.address = f"{host}:{port}"
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.2,), daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class TcpSender(Sender):
     """One connection to one address, fed by a bounded queue; reconnects with backoff."""
 
@@ -171,15 +190,13 @@ class TcpIngress:
         self.received = 0
         self.errors = 0
         self.last_error = ""
-        self._server = _Server((host, port), _Handler)
-        self._server.ingress = self
-        self.address = f"{host}:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.2,), daemon=True)
-        self._thread.start()
+        server = _Server((host, port), _Handler)
+        server.ingress = self
+        self._serving = ServerThread(server, host)
+        self.address = self._serving.address
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._serving.close()
 
 
 def send_lines(address: str, msgs: list[Message], timeout: float = 5.0) -> None:
