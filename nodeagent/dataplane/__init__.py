@@ -3,3 +3,22 @@
 A hosted NF with its lifecycle state machine, counters and memory accounting; chains and next-hop
 routing; the TCP transport between agents and runners; bounded queues; MQTT ingress from devices.
 """
+
+from flyslice.nodeagent.dataplane.chains import DataPlane, SliceWorker
+from flyslice.nodeagent.dataplane.hosted import HostedNF, describe_fault
+from flyslice.nodeagent.dataplane.lifecycle import State
+from flyslice.nodeagent.dataplane.mqtt_ingress import MqttIngress
+from flyslice.nodeagent.dataplane.transport import ServerThread, TcpIngress, TcpSender, parse_address
+
+__all__ = [
+    "DataPlane",
+    "HostedNF",
+    "MqttIngress",
+    "ServerThread",
+    "SliceWorker",
+    "State",
+    "TcpIngress",
+    "TcpSender",
+    "describe_fault",
+    "parse_address",
+]

@@ -97,7 +97,7 @@ class HostedNF:
                     counters.in_ -= len(msgs) - i - 1  # never handed to the NF: dropped, not in
                     counters.dropped += len(msgs) - i - 1
                     self.fail(
-                        f"process raised {self._consecutive_errors} times in a row; last: {_describe(exc)}"
+                        f"process raised {self._consecutive_errors} times in a row; last: {describe_fault(exc)}"
                     )
                     break
                 continue
@@ -120,7 +120,7 @@ class HostedNF:
         except Exception as exc:
             counters = self.counters
             counters.errors += 1
-            self.fail(f"timer raised: {_describe(exc)}")
+            self.fail(f"timer raised: {describe_fault(exc)}")
             return []
         out = [] if r is None else [r] if isinstance(r, dict) else list(r)
         if self.ctx.outbox:
@@ -157,7 +157,7 @@ class HostedNF:
         return True
 
 
-def _describe(exc: BaseException) -> str:
+def describe_fault(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
     return f"{type(exc).__name__}: {exc}{where}"

@@ -3,3 +3,7 @@
 Reads its node's NFInstances, writes their status and EdgeNode heartbeats, and runs VNFs as pods
 pinned to its node.
 """
+
+from flyslice.nodeagent.kube.agent import api_client_for, main
+
+__all__ = ["api_client_for", "main"]

@@ -3,3 +3,18 @@
 The Modular Platform (install, start, stop, update, uninstall, configure), module references and
 their digest and signature checks, and the VNF drivers and the runner a VNF process executes.
 """
+
+from flyslice.nodeagent.runtime.drivers import LocalProcessDriver, VnfDriver, VnfObservation
+from flyslice.nodeagent.runtime.modules import ModuleLoader, ModuleRefError, load_public_key, module_digest
+from flyslice.nodeagent.runtime.platform import ModularPlatform
+
+__all__ = [
+    "LocalProcessDriver",
+    "ModularPlatform",
+    "ModuleLoader",
+    "ModuleRefError",
+    "VnfDriver",
+    "VnfObservation",
+    "load_public_key",
+    "module_digest",
+]

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from flyslice.nodeagent.dataplane.chains import DataPlane, SliceWorker
-from flyslice.nodeagent.dataplane.hosted import HostedNF, _describe
+from flyslice.nodeagent.dataplane.hosted import HostedNF, describe_fault
 from flyslice.nodeagent.dataplane.lifecycle import State
 from flyslice.nodeagent.runtime.modules import ModuleLoader
 from flyslice.nodeagent.sdk import Timer, validate_config
@@ -77,7 +77,7 @@ class ModularPlatform:
         try:
             inst = self._build(spec)
         except Exception as exc:
-            self.failures[spec.name] = _describe(exc) if not isinstance(exc, ValueError) else str(exc)
+            self.failures[spec.name] = describe_fault(exc) if not isinstance(exc, ValueError) else str(exc)
             raise
         self.failures.pop(spec.name, None)
         worker = self._worker(inst)
@@ -104,7 +104,7 @@ class ModularPlatform:
                     inst.nf.import_state(state)
                 inst.nf.start()
             except Exception as exc:
-                inst.fail(f"start raised: {_describe(exc)}")
+                inst.fail(f"start raised: {describe_fault(exc)}")
                 return
             inst.lifecycle.to(State.RUNNING)
             for timer in inst.ctx.timers:
@@ -122,7 +122,7 @@ class ModularPlatform:
             try:
                 inst.nf.stop()
             except Exception as exc:
-                inst.lifecycle.to(State.FAILED, f"stop raised: {_describe(exc)}")
+                inst.lifecycle.to(State.FAILED, f"stop raised: {describe_fault(exc)}")
 
         self._worker(inst).call(stop)
 
@@ -135,7 +135,7 @@ class ModularPlatform:
             try:
                 inst.nf.configure(checked)
             except Exception as exc:
-                inst.fail(f"configure raised: {_describe(exc)}")
+                inst.fail(f"configure raised: {describe_fault(exc)}")
 
         self._worker(inst).call(configure)
 
@@ -172,7 +172,7 @@ class ModularPlatform:
             except Exception as exc:
                 if was_running:
                     old.lifecycle.to(State.RUNNING, f"update to {spec.digest[:19]} failed; kept old version")
-                return f"update failed: {_describe(exc)}"
+                return f"update failed: {describe_fault(exc)}"
             new.lifecycle.to(State.STOPPED)
             new.counters = old.counters  # counters are the instance's, not the version's
             worker.instances[spec.name] = new

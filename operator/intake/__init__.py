@@ -4,3 +4,35 @@ Parses YAML with file and line for every object, validates it against the CRD sc
 their CEL rules, then against each other (references, graphs, quantities), and builds the catalog the
 planner reads. Every finding names file, line, object and field (``ManifestError``).
 """
+
+from flyslice.operator.intake.catalog import (
+    Catalog,
+    EdgeNodeSpec,
+    NetworkServiceSpec,
+    RoleSpec,
+    SliceSpec,
+    candidates,
+)
+from flyslice.operator.intake.errors import ManifestError
+from flyslice.operator.intake.manifests import Manifest, discover, load_paths
+from flyslice.operator.intake.quantities import cpu_millis, format_cpu, format_memory
+from flyslice.operator.intake.validation import ValidationResult, validate, validate_paths
+
+__all__ = [
+    "Catalog",
+    "EdgeNodeSpec",
+    "Manifest",
+    "ManifestError",
+    "NetworkServiceSpec",
+    "RoleSpec",
+    "SliceSpec",
+    "ValidationResult",
+    "candidates",
+    "cpu_millis",
+    "discover",
+    "format_cpu",
+    "format_memory",
+    "load_paths",
+    "validate",
+    "validate_paths",
+]

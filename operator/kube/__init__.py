@@ -3,3 +3,7 @@
 Reads and writes flyslice custom resources through the API server, applies GitSources in-cluster,
 and elects one active replica with a Lease.
 """
+
+from flyslice.operator.kube.kopf_operator import OperatorOptions, main_operator
+
+__all__ = ["OperatorOptions", "main_operator"]

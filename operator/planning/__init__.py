@@ -4,3 +4,9 @@ Chooses a network service for each slice intent, expands it into a solver ``Prob
 ``flyslice.solver`` and turns the placement into NFInstance actions and the documented plan format.
 Pure: no I/O, no Kubernetes, no git.
 """
+
+from flyslice.operator.planning.actions import InstanceAction, slice_actions
+from flyslice.operator.planning.pipeline import plan
+from flyslice.operator.planning.plan_format import plan_document, render_table
+
+__all__ = ["InstanceAction", "plan", "plan_document", "render_table", "slice_actions"]
