@@ -36,13 +36,17 @@ LAYERS: list[tuple[str, int]] = [
     ("flyslice.nodeagent.sources", 7),
     ("flyslice.nodeagent.kube", 7),
     ("flyslice.nodeagent.__main__", 8),
+    ("flyslice.operator.local_guard", 9),
     ("flyslice.operator.intake", 10),
     ("flyslice.operator.planning", 11),
     ("flyslice.operator.gitops", 11),
     ("flyslice.operator.reconcile", 12),
     ("flyslice.operator.status_api", 12),
+    ("flyslice.operator.observe", 12),
+    ("flyslice.operator.review", 12),
     ("flyslice.operator.embedded", 13),
     ("flyslice.operator.kube", 13),
+    ("flyslice.operator.testing", 13),
     ("flyslice.operator.cli", 14),
 ]
 
@@ -50,7 +54,9 @@ LAYERS: list[tuple[str, int]] = [
 def _group(module: str) -> tuple[str, int] | None:
     best: tuple[str, int] | None = None
     for prefix, layer in LAYERS:
-        if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > len(best[0])):
+        if (module == prefix or module.startswith(prefix + ".")) and (
+            best is None or len(prefix) > len(best[0])
+        ):
             best = (prefix, layer)
     return best
 

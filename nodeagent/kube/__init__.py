@@ -4,6 +4,18 @@ Reads its node's NFInstances, writes their status and EdgeNode heartbeats, and r
 pinned to its node.
 """
 
-from flyslice.nodeagent.kube.agent import api_client_for, main
+from typing import TYPE_CHECKING
+
+from flyslice._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from flyslice.nodeagent.kube.agent import api_client_for, main
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "agent": ["api_client_for", "main"],
+    },
+)
 
 __all__ = ["api_client_for", "main"]

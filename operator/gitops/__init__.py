@@ -4,19 +4,43 @@ Parses GitSource specs, fetches a ref into an immutable snapshot with auth and c
 checks, watches by polling or a push webhook, and keeps the inventory that pruning relies on.
 """
 
-from flyslice.operator.gitops.fetcher import GitSource
-from flyslice.operator.gitops.inventory import object_key, parse_object_key, plan_prune, retained_keys
-from flyslice.operator.gitops.sources import DesiredSource, DirectorySource, FetchError, Snapshot
-from flyslice.operator.gitops.spec import (
-    GitCredentials,
-    GitRef,
-    GitSourceSpec,
-    GitSpecError,
-    SignaturePolicy,
-    parse_interval,
+from typing import TYPE_CHECKING
+
+from flyslice._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from flyslice.operator.gitops.fetcher import GitSource
+    from flyslice.operator.gitops.inventory import object_key, parse_object_key, plan_prune, retained_keys
+    from flyslice.operator.gitops.sources import DesiredSource, DirectorySource, FetchError, Snapshot
+    from flyslice.operator.gitops.spec import (
+        GitCredentials,
+        GitRef,
+        GitSourceSpec,
+        GitSpecError,
+        SignaturePolicy,
+        parse_interval,
+    )
+    from flyslice.operator.gitops.watch import SourceWatcher
+    from flyslice.operator.gitops.webhook import WebhookReceiver
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "fetcher": ["GitSource"],
+        "inventory": ["object_key", "parse_object_key", "plan_prune", "retained_keys"],
+        "sources": ["DesiredSource", "DirectorySource", "FetchError", "Snapshot"],
+        "spec": [
+            "GitCredentials",
+            "GitRef",
+            "GitSourceSpec",
+            "GitSpecError",
+            "SignaturePolicy",
+            "parse_interval",
+        ],
+        "watch": ["SourceWatcher"],
+        "webhook": ["WebhookReceiver"],
+    },
 )
-from flyslice.operator.gitops.watch import SourceWatcher
-from flyslice.operator.gitops.webhook import WebhookReceiver
 
 __all__ = [
     "DesiredSource",

@@ -4,6 +4,18 @@ Reads and writes flyslice custom resources through the API server, applies GitSo
 and elects one active replica with a Lease.
 """
 
-from flyslice.operator.kube.kopf_operator import OperatorOptions, main_operator
+from typing import TYPE_CHECKING
+
+from flyslice._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from flyslice.operator.kube.kopf_operator import OperatorOptions, main_operator
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "kopf_operator": ["OperatorOptions", "main_operator"],
+    },
+)
 
 __all__ = ["OperatorOptions", "main_operator"]
