@@ -26,7 +26,7 @@ from .evaluation import (
 )
 from .model import Assignment, Placement, Problem, Resources, SliceDemand, SlicePlacement, SolverStatus
 from .options import SolveOptions
-from .validation import current_is_usable, slice_errors
+from .validation import check_problem, current_is_usable, slice_errors
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class _Context:
 
     @classmethod
     def of(cls, problem: Problem) -> _Context:
+        check_problem(problem)
         topo = problem.topology
         dist = distances_for(topo, max_budget(problem))
         base_free = {h.name: h.capacity - problem.background.get(h.name, Resources()) for h in topo.hosts}

@@ -106,6 +106,9 @@ class SliceSpec:
     priority: int = 0
     config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     generation: int = 0
+    #: Annotation ``flyslice.io/allow-teardown: "true"``: an intent that cannot be admitted may tear
+    #: the running placement down (by default the last good placement keeps running).
+    allow_teardown: bool = False
 
     @property
     def key(self) -> str:

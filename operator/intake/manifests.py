@@ -7,7 +7,7 @@ Syntax problems become :class:`ManifestError` values; nothing here raises on bad
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from flyslice.operator.intake.errors import ManifestError
+from flyslice.operator.intake.limits import MAX_NUMBER_DIGITS, LongNumber
 
 #: Larger files are refused before parsing; the API server stores objects up to ~1.5 MiB.
 MAX_FILE_BYTES = 4 * 2**20
@@ -156,6 +157,17 @@ def load_file(path: Path, display_name: str | None = None) -> tuple[list[Manifes
 def load_text(text: str, file: str) -> tuple[list[Manifest], list[ManifestError]]:
     if not text.strip():
         return [], [ManifestError(file, 0, "", "", "file is empty: expected one or more Kubernetes objects")]
+    deep_line = _line_beyond_flow_depth(text, MAX_FLOW_DEPTH)
+    if deep_line:
+        return [], [
+            ManifestError(
+                file,
+                deep_line,
+                _ref_from_text(text, deep_line),
+                "",
+                f"values are nested more than {MAX_FLOW_DEPTH} levels deep in [ ] or {{ }}: flatten the document",
+            )
+        ]
     try:
         loader = _Loader(text)
     except yaml.reader.ReaderError as exc:
@@ -223,6 +235,43 @@ def load_text(text: str, file: str) -> tuple[list[Manifest], list[ManifestError]
     return manifests, errors
 
 
+#: How deep ``[ ]`` and ``{ }`` may nest. PyYAML's scanner is quadratic in flow depth (each token
+#: revisits every open level), so a few thousand '[' cost seconds before any check could run.
+MAX_FLOW_DEPTH = 64
+
+
+def _line_beyond_flow_depth(text: str, limit: int) -> int:
+    """The line where flow collections first nest deeper than ``limit``, or 0.
+
+    A linear pre-scan that skips quoted scalars and comments; brackets inside a plain scalar
+    (``a[0]``) may count too, which only matters past the limit, far beyond real manifests.
+    """
+    depth = 0
+    line = 1
+    quote = ""
+    prev = "\n"
+    for ch in text:
+        if ch == "\n":
+            line += 1
+            if quote == "#":
+                quote = ""
+        elif quote:
+            if ch == quote and quote != "#":
+                quote = ""
+        elif ch in "\"'" and prev in " \t\n[{,:":
+            quote = ch
+        elif ch == "#" and prev in " \t\n":
+            quote = "#"
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return line
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        prev = ch
+    return 0
+
+
 #: How many extra values YAML aliases may add to one document. Merge keys (``<<: *defaults``)
 #: stay far below; an alias bomb ("billion laughs") of a few lines goes far above.
 MAX_ALIAS_EXPANSION = 100_000
@@ -240,6 +289,27 @@ class _Loader(yaml.SafeLoader):
         #: (id of the parent sequence node, item index) -> line of the alias
         self.alias_lines: dict[tuple[int, int], int] = {}
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
+        text = str(node.value)
+        digits = sum(ch.isdigit() for ch in text)
+        if digits > MAX_NUMBER_DIGITS and text.lstrip("+-")[:2].lower() not in ("0x", "0o", "0b"):
+            # int() refuses more than 4300 digits (and is quadratic without that limit): keep the
+            # text, for the checks to refuse with the field's own message.
+            return LongNumber(text)
+        return super().construct_yaml_int(node)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            # An explicit tag on a value that is not of that type (`!!int x`, `!!bool maybe`,
+            # `!!timestamp later`): PyYAML's constructors raise plain Python errors for these.
+            tag = str(node.tag).rsplit(":", 1)[-1]
+            value = str(getattr(node, "value", ""))[:40]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the value {value!r} is tagged !!{tag} but is not a valid {tag}", node.start_mark
+            ) from exc
+
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if parent is not None and isinstance(index, int) and self.check_event(yaml.AliasEvent):
             event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
@@ -247,6 +317,9 @@ class _Loader(yaml.SafeLoader):
                 self.alias_lines[(id(parent), index)] = event.start_mark.line + 1
         node: yaml.Node | None = super().compose_node(parent, index)
         return node
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 class _LineIndex:
@@ -459,6 +532,33 @@ def _yaml_type(value: Any) -> str:
     return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
         type(value), "value"
     )
+
+
+def manifests_from_objects(objects: Iterable[Mapping[str, Any]]) -> list[Manifest]:
+    """One :class:`Manifest` per object (file ``cluster``, line 0), as validation expects.
+
+    Server-managed metadata (uid, managedFields, ...) is dropped; ``generation`` is kept because the
+    Slice status reports ``observedGeneration``. Objects being deleted are left out: they are no
+    longer desired, and their finalizer tears them down.
+    """
+    out = []
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        slim: dict[str, Any] = {"name": meta.get("name", "")}
+        for key in ("namespace", "generation", "labels", "annotations"):
+            if meta.get(key) is not None:
+                slim[key] = meta[key]
+        data = {
+            "apiVersion": obj.get("apiVersion", "flyslice.io/v1alpha1"),
+            "kind": obj.get("kind", ""),
+            "metadata": slim,
+        }
+        if "spec" in obj:
+            data["spec"] = obj["spec"]
+        out.append(Manifest("cluster", 0, data))
+    return out
 
 
 def iter_kind(manifests: Iterable[Manifest], kind: str) -> Iterator[Manifest]:

@@ -7,8 +7,22 @@ parser that accepts days; both are a few lines and fully tested.
 
 from __future__ import annotations
 
+import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Context, Decimal, DivisionByZero, InvalidOperation, Overflow, localcontext
+
+from flyslice.operator.intake.limits import (
+    DURATION_UNITS_S,
+    LIMITS,
+    MAX_DURATION_CHARS,
+    MAX_EXPONENT_DIGITS,
+    MAX_QUANTITY_CHARS,
+    not_a_number,
+    quantity_maximum,
+    show_number,
+    too_large,
+    too_long,
+)
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {
@@ -24,7 +38,7 @@ _DECIMAL = {
     "E": Decimal(10**18),
 }
 _QUANTITY = re.compile(
-    r"^(?P<num>[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$"
+    r"^(?P<num>[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE](?P<exp>[+-]?[0-9]+))?)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$"
 )
 # [0-9], not \d: \d also matches other scripts' digits, which neither Kubernetes nor the CRD accept.
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
@@ -78,43 +92,89 @@ _DURATION_FIXES = {
 }
 QUANTITY_EXAMPLES = "a Kubernetes quantity such as 500m, 2, 128Mi or 1Gi"
 DURATION_EXAMPLES = "a duration such as 30s, 5m, 7h or 1d12h"
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 class QuantityError(ValueError):
     pass
 
 
-def parse_quantity(value: str | int | float) -> Decimal:
-    """A non-negative Kubernetes quantity as a Decimal in base units."""
+#: Beyond any field's maximum, and small enough that Decimal(int) stays cheap.
+LARGEST_QUANTITY = 10**30
+
+
+#: Enough digits for any quantity of MAX_QUANTITY_CHARS characters times the largest suffix, so that
+#: arithmetic on it is exact (the default context would round to 28 digits).
+_EXACT = Context(prec=200, traps=[InvalidOperation, Overflow, DivisionByZero])
+
+
+def parse_quantity(value: str | int | float, field: str | None = None) -> Decimal:
+    """A non-negative Kubernetes quantity as a Decimal in base units.
+
+    The work is bounded whatever the input: NaN, infinities, strings longer than
+    ``MAX_QUANTITY_CHARS`` and exponents of more than ``MAX_EXPONENT_DIGITS`` significant digits
+    are refused before any arithmetic. With ``field`` (``cpu`` or ``memory``), a value above that
+    field's maximum is refused too, with the message naming the maximum.
+    """
     if isinstance(value, bool):
         raise QuantityError(explain_bad_quantity(value))
+    if isinstance(value, float) and not math.isfinite(value):
+        raise QuantityError(not_a_number(field or "", value))
     if isinstance(value, int | float):
         if value < 0:
             raise QuantityError(explain_bad_quantity(value))
-        return Decimal(str(value))
+        if value > LARGEST_QUANTITY:
+            raise QuantityError(_too_large(field, value))
+        number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+        return _within(number, field, value)
     if not isinstance(value, str):
         raise QuantityError(explain_bad_quantity(value))
-    match = _QUANTITY.match(value.strip())
+    text = value.strip()
+    if len(text) > MAX_QUANTITY_CHARS:
+        if field is not None:
+            raise QuantityError(too_long(field, text, MAX_QUANTITY_CHARS, "a quantity"))
+        raise QuantityError(f"{show_number(text)} is longer than {MAX_QUANTITY_CHARS} characters")
+    match = _QUANTITY.match(text)
     if not match:
         raise QuantityError(explain_bad_quantity(value))
-    try:
-        number = Decimal(match["num"])
-    except InvalidOperation as exc:  # pragma: no cover - the regex admits only valid numbers
-        raise QuantityError(f"{value!r} is not a number") from exc
+    exponent = (match["exp"] or "").lstrip("+-").lstrip("0")
+    if len(exponent) > MAX_EXPONENT_DIGITS:
+        if (match["exp"] or "").startswith("-"):
+            name = f"{field} " if field else ""
+            raise QuantityError(
+                f"{name}{show_number(text)} has an exponent below -{'9' * MAX_EXPONENT_DIGITS}: "
+                f"use {QUANTITY_EXAMPLES}"
+            )
+        raise QuantityError(_too_large(field, text))
     suffix = match["suffix"] or ""
     factor = Decimal(_BINARY[suffix]) if suffix in _BINARY else _DECIMAL[suffix]
-    return number * factor
+    with localcontext(_EXACT):
+        number = Decimal(match["num"]) * factor
+    return _within(number, field, value)
+
+
+def _within(number: Decimal, field: str | None, value: object) -> Decimal:
+    if field is not None and number > quantity_maximum(field):
+        raise QuantityError(too_large(field, value))
+    return number
+
+
+def _too_large(field: str | None, value: object) -> str:
+    if field is not None:
+        return too_large(field, value)
+    return f"{show_number(value)} is larger than any quantity flyslice accepts"
 
 
 def cpu_millis(value: str | int | float) -> int:
-    """CPU quantity in millicores, rounded up as Kubernetes does."""
-    millis = parse_quantity(value) * 1000
-    return int(millis.to_integral_value(rounding="ROUND_CEILING"))
+    """CPU quantity in millicores, rounded up as Kubernetes does; at most ``LIMITS['cpu']``."""
+    with localcontext(_EXACT):
+        millis = parse_quantity(value, "cpu") * 1000
+        return int(millis.to_integral_value(rounding=ROUND_CEILING))
 
 
 def memory_bytes(value: str | int | float) -> int:
-    return int(parse_quantity(value).to_integral_value(rounding="ROUND_CEILING"))
+    """Memory quantity in bytes, rounded up; at most ``LIMITS['memory']``."""
+    with localcontext(_EXACT):
+        return int(parse_quantity(value, "memory").to_integral_value(rounding=ROUND_CEILING))
 
 
 def format_memory(n: int) -> str:
@@ -122,7 +182,9 @@ def format_memory(n: int) -> str:
         if n >= factor and n % factor == 0:
             return f"{n // factor}{suffix}"
     if n >= 2**20:
-        return f"{n / 2**20:.1f}Mi"
+        # Integer arithmetic: any int, however large, formats without a float overflow.
+        tenths = (n * 10 + 2**19) // 2**20
+        return f"{tenths // 10}.{tenths % 10}Mi"
     return str(n)
 
 
@@ -130,13 +192,26 @@ def format_cpu(millis: int) -> str:
     return f"{millis // 1000}" if millis % 1000 == 0 else f"{millis}m"
 
 
-def parse_duration(value: str) -> float:
-    """Seconds in a duration such as ``7h``, ``90s`` or ``1d12h``."""
+def parse_duration(value: str, field: str | None = None) -> float:
+    """Seconds in a duration such as ``7h``, ``90s`` or ``1d12h``.
+
+    Strings longer than ``MAX_DURATION_CHARS`` are refused before any number is read (a part of
+    thousands of digits is beyond ``int()``); with ``field`` (``lifetime`` or ``interval``), so is a
+    duration above that field's maximum.
+    """
     text = value.strip()
+    if len(text) > MAX_DURATION_CHARS:
+        if field is not None:
+            raise QuantityError(too_long(field, text, MAX_DURATION_CHARS, "a duration"))
+        raise QuantityError(f"{show_number(text)} is longer than {MAX_DURATION_CHARS} characters")
     parts = _DURATION_PART.findall(text)
     if not text or "".join(n + u for n, u in parts) != text:
         raise QuantityError(explain_bad_duration(value))
-    return sum(int(n) * _DURATION_UNITS[u] for n, u in parts)
+    # Whole milliseconds, exactly; the CRD's CEL rule compares the same sum.
+    millis = sum(int(n) * round(DURATION_UNITS_S[u] * 1000) for n, u in parts)
+    if field is not None and millis > LIMITS[field].maximum * 1000:
+        raise QuantityError(too_large(field, value))
+    return millis / 1000
 
 
 def explain_bad_quantity(value: object) -> str:
@@ -148,13 +223,13 @@ def explain_bad_quantity(value: object) -> str:
             return f"{value!r} is negative: use {QUANTITY_EXAMPLES}, greater than zero"
         return f"{value!r} is not {QUANTITY_EXAMPLES}"
     text = str(value)
-    base = f"{text!r} is not {QUANTITY_EXAMPLES}"
+    base = f"{show_number(text)} is not {QUANTITY_EXAMPLES}"
     found = _NUMBER_AND_UNIT.match(text)
     if not found:
         return base
     number, unit = found.groups()
     if number.startswith("-"):
-        return f"{text!r} is negative: use {QUANTITY_EXAMPLES}, greater than zero"
+        return f"{show_number(text)} is negative: use {QUANTITY_EXAMPLES}, greater than zero"
     if unit in _SUFFIX_FIXES:
         fixed = number + _SUFFIX_FIXES[unit]
         return f"{base}: did you mean {fixed!r}?"
@@ -168,7 +243,7 @@ def explain_bad_quantity(value: object) -> str:
 
 def explain_bad_duration(value: object) -> str:
     text = str(value).strip()
-    base = f"{text!r} is not {DURATION_EXAMPLES}"
+    base = f"{show_number(text)} is not {DURATION_EXAMPLES}"
     words = re.fullmatch(r"([0-9]+)\s*([A-Za-z]+)", text)
     if words and words[2] in _DURATION_FIXES:
         return f"{base}: did you mean {words[1] + _DURATION_FIXES[words[2]]!r}?"

@@ -16,6 +16,17 @@ import jsonschema
 
 from flyslice.crds import openapi_schema, strict_schema
 from flyslice.operator.intake.errors import ManifestError
+from flyslice.operator.intake.limits import (
+    LIMITS,
+    MAX_DURATION_CHARS,
+    MAX_QUANTITY_CHARS,
+    is_unstorable,
+    not_a_number,
+    show_number,
+    too_large,
+    too_long,
+    too_small,
+)
 from flyslice.operator.intake.manifests import Manifest, format_path
 from flyslice.operator.intake.quantities import (
     DURATION_EXAMPLES,
@@ -27,6 +38,10 @@ from flyslice.operator.intake.quantities import (
 PathKey = tuple[str | int, ...]
 _QUANTITY_FIELDS = ("cpu", "memory")
 _DURATION_FIELDS = ("lifetime", "interval")
+_MAX_CHARS = {
+    **dict.fromkeys(_QUANTITY_FIELDS, MAX_QUANTITY_CHARS),
+    **dict.fromkeys(_DURATION_FIELDS, MAX_DURATION_CHARS),
+}
 
 
 @cache
@@ -37,16 +52,63 @@ def _validator(kind: str) -> jsonschema.Draft4Validator:
 
 def schema_errors(manifest: Manifest) -> list[ManifestError]:
     errors: list[ManifestError] = []
+    unstorable = dict(_unstorable_numbers(openapi_schema(manifest.kind), manifest.data))
     found = list(_validator(manifest.kind).iter_errors(manifest.data))
+    # jsonschema lets .nan through every bound and words .inf as "must be at most"; those values
+    # get the one message above instead, as does whatever else jsonschema says about them.
+    found = [err for err in found if tuple(err.absolute_path) not in unstorable]
+    too_long_at = {tuple(err.absolute_path) for err in found if err.validator == "maxLength"}
+    # A pattern's explanation of a string of thousands of characters is noise next to "too long".
+    found = [
+        err for err in found if not (err.validator == "pattern" and tuple(err.absolute_path) in too_long_at)
+    ]
     typos = _typos(found)
     for err in found:
-        for path, message in _explain(err, typos):
+        for path, message in _explain(err, typos, crd=True):
             errors.append(manifest.error(path, message))
+    for path, message in unstorable.items():
+        errors.append(manifest.error(path, message))
     for path, message in _list_uniqueness(openapi_schema(manifest.kind), manifest.data, (), manifest):
         errors.append(manifest.error(path, message))
     # One finding per field: anyOf branches and their children may report the same place twice.
     unique = {(e.path, e.message): e for e in errors}
     return sorted(unique.values(), key=lambda e: (e.line, e.path))
+
+
+def _unstorable_numbers(schema: dict[str, Any], data: Any) -> Iterator[tuple[PathKey, str]]:
+    """NaN, infinities and integers beyond float64 anywhere in ``data``, with a message each.
+
+    Anywhere, status and free-form config included: JSON has no such numbers, so ``kubectl apply``
+    cannot send them either. Iterative, like the YAML line index: documents may be deep.
+    """
+    stack: list[tuple[Any, PathKey, dict[str, Any] | None]] = [(data, (), schema)]
+    while stack:
+        value, path, node = stack.pop()
+        if isinstance(value, dict):
+            props = node.get("properties", {}) if node is not None else {}
+            for key, child in value.items():
+                sub = props.get(key)
+                stack.append(
+                    (
+                        child,
+                        (*path, key if isinstance(key, str) else str(key)),
+                        sub if isinstance(sub, dict) else None,
+                    )
+                )
+        elif isinstance(value, list):
+            items = node.get("items") if node is not None else None
+            for i, child in enumerate(value):
+                stack.append((child, (*path, i), items if isinstance(items, dict) else None))
+        elif is_unstorable(value):
+            field = str(path[-1]) if path and isinstance(path[-1], str) else ""
+            yield path, not_a_number(field, value, limited=node is not None and _is_limited(field, node))
+
+
+def _is_limited(field: str, node: dict[str, Any]) -> bool:
+    """Whether ``node`` is a CRD field that :data:`LIMITS` bounds (not a status field of that name)."""
+    return field in LIMITS and (
+        "maximum" in node or "maxLength" in node or bool(node.get("x-kubernetes-validations"))
+    )
 
 
 def _typos(found: list[jsonschema.ValidationError]) -> set[tuple[PathKey, str]]:
@@ -72,12 +134,15 @@ def _typos(found: list[jsonschema.ValidationError]) -> set[tuple[PathKey, str]]:
 def explain_error(err: jsonschema.ValidationError) -> list[tuple[PathKey, str]]:
     """(path relative to the validated instance, message) for one jsonschema finding.
 
-    Used for CRD schemas and for packages' configSchemas alike.
+    Used for packages' configSchemas; CRD findings go through :func:`schema_errors`.
     """
-    return _explain(err, set())
+    return _explain(err, set(), crd=False)
 
 
-def _explain(err: jsonschema.ValidationError, typos: set[tuple[PathKey, str]]) -> list[tuple[PathKey, str]]:
+def _explain(
+    err: jsonschema.ValidationError, typos: set[tuple[PathKey, str]], crd: bool
+) -> list[tuple[PathKey, str]]:
+    """``crd``: the schema is a CRD's, so a field's bounds are those of :data:`LIMITS` and worded so."""
     path: PathKey = tuple(err.absolute_path)
     schema = err.schema if isinstance(err.schema, dict) else {}
     value = err.instance
@@ -144,7 +209,7 @@ def _explain(err: jsonschema.ValidationError, typos: set[tuple[PathKey, str]]) -
             hint = f': Kubernetes takes whole numbers or strings here, so quote it: "{value}"'
         return [(path, f"must be {QUANTITY_EXAMPLES}, got {describe_value(value)}{hint}")]
     if v in ("minimum", "maximum"):
-        return [(path, _bounds_message(field, schema, value))]
+        return [(path, _bounds_message(field, schema, value, v, crd))]
     if v in ("exclusiveMinimum", "exclusiveMaximum") and isinstance(err.validator_value, int | float):
         # JSON Schema draft 6 and later (packages' configSchemas): the bound itself is the value.
         op = "greater than" if v == "exclusiveMinimum" else "less than"
@@ -157,6 +222,9 @@ def _explain(err: jsonschema.ValidationError, typos: set[tuple[PathKey, str]]) -
     if v == "minLength":
         return [(path, "must not be empty")]
     if v == "maxLength":
+        if crd and field in _MAX_CHARS and field in LIMITS:
+            what = "a quantity" if field in _QUANTITY_FIELDS else "a duration"
+            return [(path, too_long(field, value, int(err.validator_value), what))]
         return [(path, f"must be at most {err.validator_value} characters long, is {len(value)}")]
     return [(path, err.message)]
 
@@ -195,18 +263,26 @@ def _expected(child: dict[str, Any]) -> str:
     return ""
 
 
-def _bounds_message(field: str, schema: dict[str, Any], value: Any) -> str:
+def _bounds_message(field: str, schema: dict[str, Any], value: Any, validator: str, crd: bool) -> str:
     low, high = schema.get("minimum"), schema.get("maximum")
+    shown = show_number(value)
+    # availability keeps "between 0 and 1" (below): its message explains percentages.
+    if crd and field in LIMITS and field != "availability":
+        if validator == "maximum":
+            return too_large(field, value)
+        if message := too_small(field, value):
+            return message
+        high = None
     if low is not None and high is not None:
-        message = f"must be between {low} and {high}, got {value!r}"
+        message = f"must be between {low} and {high}, got {shown}"
         if field == "availability" and isinstance(value, int | float) and 1 < value <= 100:
             message += f": availability is a fraction, so {value}% is {value / 100:g}"
         return message
     if low is not None:
         op = "greater than" if schema.get("exclusiveMinimum") else "at least"
-        return f"must be {op} {low}, got {value!r}"
+        return f"must be {op} {low}, got {shown}"
     op = "less than" if schema.get("exclusiveMaximum") else "at most"
-    return f"must be {op} {high}, got {value!r}"
+    return f"must be {op} {high}, got {shown}"
 
 
 def _pattern_message(path: PathKey, value: Any, pattern: str) -> str:
@@ -295,6 +371,6 @@ def describe_value(value: Any) -> str:
     if isinstance(value, str):
         return f"string {value!r}"
     if isinstance(value, int | float):
-        return f"number {value!r}"
+        return f"number {show_number(value)}"
     # YAML turns unquoted 2024-01-01 into a date and 2024-01-01T10:00:00 into a datetime.
     return f"{type(value).__name__} {value!s}"

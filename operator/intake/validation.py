@@ -47,6 +47,8 @@ from flyslice.operator.intake.schema_check import describe_value, explain_error,
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DEFAULT_NAMESPACE = "default"
+#: Slice annotation opting in to tearing a running slice down when its new intent cannot be admitted.
+ALLOW_TEARDOWN = "flyslice.io/allow-teardown"
 PathKey = tuple[str | int, ...]
 #: Kinds whose CEL rules (``x-kubernetes-validations``) this module re-checks in Python, with
 #: messages that point at the exact element and suggest a fix; tests prove every such rule is
@@ -609,9 +611,14 @@ class _Validator:
                 )
             )
             return
-        # Judge hosting against every node that passed its schema: a node with, say, a broken
-        # link is still a gateway, and blaming the role for it would send the user the wrong way.
+        # Judge hosting against every node whose tier and runtimes are readable: a node with, say,
+        # a broken link or a NaN availability is still a gateway, and blaming the role for it would
+        # send the user the wrong way.
         hosts = {name: mm.data["spec"] for (_, name), mm in self.by_kind["EdgeNode"].items()}
+        for (_, name), mm in self.rejected["EdgeNode"].items():
+            spec = mm.data.get("spec")
+            if name not in hosts and isinstance(spec, dict) and _readable_host(spec):
+                hosts[name] = spec
         if not hosts:
             return
         on_tier = {n: s for n, s in hosts.items() if role.tiers is None or s["tier"] in role.tiers}
@@ -731,7 +738,7 @@ class _Validator:
             lifetime = None
             if "lifetime" in spec:
                 try:
-                    lifetime = parse_duration(spec["lifetime"])
+                    lifetime = parse_duration(spec["lifetime"], "lifetime")
                 except QuantityError as exc:
                     self.errors.append(m.error(("spec", "lifetime"), str(exc)))
                 else:
@@ -759,6 +766,7 @@ class _Validator:
                 priority=int(spec.get("priority", 0)),
                 config=spec.get("config", {}),
                 generation=int(meta.get("generation", 0) or 0),
+                allow_teardown=_annotation(meta, ALLOW_TEARDOWN) == "true",
             )
             found = candidates(Catalog(services=services), slice_spec)
             if not found:
@@ -895,6 +903,24 @@ def _schema_problem(exc: jsonschema.SchemaError) -> str:
         hint = f"; did you mean {guess[0]!r}?" if guess else ""
         return f"{exc.instance!r} is not a JSON schema type: use one of {types}{hint}"
     return str(exc.message)
+
+
+def _annotation(meta: Any, name: str) -> str:
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    value = annotations.get(name) if isinstance(annotations, dict) else None
+    return str(value).strip().lower() if value is not None else ""
+
+
+def _readable_host(spec: dict[str, Any]) -> bool:
+    """Whether a schema-rejected EdgeNode's spec still says, validly, where it is and what it runs."""
+    fields = openapi_schema("EdgeNode")["properties"]["spec"]["properties"]
+    tier, runtimes = spec.get("tier"), spec.get("runtimes")
+    return (
+        tier in fields["tier"]["enum"]
+        and isinstance(runtimes, list)
+        and bool(runtimes)
+        and all(r in fields["runtimes"]["items"]["enum"] for r in runtimes)
+    )
 
 
 def _kind_from_spec(spec: Any) -> str:

@@ -100,8 +100,9 @@ def test_multi_document_file_and_several_paths(capsys: pytest.CaptureFixture[str
     combined.write_text("---\n".join(f.read_text() for f in sorted(WILDFIRE.glob("*.yaml"))))
     code, out, _ = run(capsys, str(combined), "-o", "json")
     assert code == 0 and json.loads(out) == {"valid": True, "objects": WILDFIRE_OBJECTS, "errors": []}
-    # `flyslice validate examples/*`: every example at once, names must not collide.
-    code, out, _ = run(capsys, *(str(p) for p in sorted((REPO / "examples").iterdir())), "-o", "json")
+    # `flyslice validate examples/*/`: every example at once, names must not collide.
+    examples = sorted(p for p in (REPO / "examples").iterdir() if p.is_dir() and p.name != "__pycache__")
+    code, out, _ = run(capsys, *(str(p) for p in examples), "-o", "json")
     doc = json.loads(out)
     assert code == 0 and len(doc["objects"]) == 17 and "Slice/default/home-iot-protection" in doc["objects"]
 
