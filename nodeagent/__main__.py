@@ -1,4 +1,9 @@
-"""Run a node agent: ``python -m flyslice.nodeagent --node gw1 --state-dir /var/lib/flyslice ...``"""
+"""Run a node agent: ``flyslice agent --node gw1 --state-dir /var/lib/flyslice ...``
+
+(``python -m flyslice.nodeagent`` runs the same.) A malformed option is a usage error (exit 2), an
+agent that cannot start (state directory, trusted key, address in use) exits 1 with one line saying
+why; ``flyslice --help`` lists every exit code.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,89 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import NoReturn
 
-from flyslice.nodeagent.agent import Agent, AgentConfig
-from flyslice.nodeagent.gctune import tune_for_data_plane
-from flyslice.nodeagent.runtime.modules import load_public_key
-from flyslice.nodeagent.sources import FileSource
+EPILOG = (
+    "exit codes: 0 stopped (SIGTERM, Ctrl-C), 1 cannot start (state directory, trusted key, address "
+    "in use), 2 usage error, 3 internal error (see `flyslice --help`)"
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    # One line, as `flyslice`'s own usage errors.
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`\n")
+
+
+def _address(text: str) -> str:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (a port from 0 to 65535)")
+    return text
+
+
+def _mqtt(text: str) -> tuple[str, int]:
+    host, _, port = _address(text).rpartition(":")
+    return host, int(port)
+
+
+def _peer(text: str) -> tuple[str, str]:
+    node, sep, addr = text.partition("=")
+    if not sep or not node:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NODE=HOST:PORT")
+    return node, _address(addr)
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 24 * 3600:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"{text!r}: give more than 0 and at most 86400 seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="flyslice agent", description="flyslice node agent", epilog=EPILOG)
+    p.add_argument("--node", required=True, help="EdgeNode name this agent serves")
+    p.add_argument("--state-dir", type=Path, required=True, help="desired-state cache, VNF records")
+    p.add_argument(
+        "--listen", type=_address, default="127.0.0.1:0", metavar="HOST:PORT", help="data-plane TCP host:port"
+    )
+    p.add_argument(
+        "--http", type=_address, default=None, metavar="HOST:PORT", help="telemetry/ingress HTTP host:port"
+    )
+    p.add_argument("--desired-file", type=Path, help="JSON/YAML desired instances (embedded/offline mode)")
+    p.add_argument("--kube", action="store_true", help="cluster mode: NFInstances from the Kubernetes API "
+                   "(see `flyslice agent --kube --help`)")  # fmt: skip
+    p.add_argument(
+        "--namespace",
+        default=None,
+        help="with --kube: read NFInstances of this namespace only (default: all)",
+    )
+    p.add_argument(
+        "--peer",
+        type=_peer,
+        action="append",
+        default=[],
+        metavar="NODE=HOST:PORT",
+        help="another node's agent (repeatable)",
+    )
+    p.add_argument(
+        "--mqtt", type=_mqtt, default=None, metavar="HOST:PORT", help="MQTT broker devices publish to"
+    )
+    p.add_argument(
+        "--trusted-key",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="ed25519 public key (PEM, raw or base64) fNF modules may be signed with (repeatable)",
+    )
+    p.add_argument(
+        "--interval", type=_interval, default=1.0, metavar="SECONDS", help="seconds between syncs (default 1)"
+    )
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,32 +104,39 @@ def main(argv: list[str] | None = None) -> int:
         from flyslice.nodeagent.kube.agent import main as cluster_main
 
         return cluster_main(argv)
-    p = argparse.ArgumentParser(prog="flyslice.nodeagent", description="flyslice node agent")
-    p.add_argument("--node", required=True, help="EdgeNode name this agent serves")
-    p.add_argument("--state-dir", type=Path, required=True, help="desired-state cache, VNF records")
-    p.add_argument("--listen", default="127.0.0.1:0", help="data-plane TCP host:port")
-    p.add_argument("--http", default=None, help="telemetry/ingress HTTP host:port")
-    p.add_argument("--desired-file", type=Path, help="JSON/YAML desired instances (embedded/offline mode)")
-    p.add_argument("--kube", action="store_true", help="cluster mode: NFInstances from the Kubernetes API "
-                   "(see `flyslice agent --kube --help`)")  # fmt: skip
-    p.add_argument("--namespace", default=None)
-    p.add_argument("--peer", action="append", default=[], help="node=host:port of another agent")
-    p.add_argument("--mqtt", default=None, help="host:port of the MQTT broker devices publish to")
-    p.add_argument("--trusted-key", action="append", default=[], help="ed25519 public key (PEM file)")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between syncs")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    peers = dict(item.split("=", 1) for item in args.peer)
-    mqtt = None
-    if args.mqtt:
-        host, _, port = args.mqtt.rpartition(":")
-        mqtt = (host, int(port))
+    from flyslice.nodeagent.agent import Agent, AgentConfig
+    from flyslice.nodeagent.gctune import tune_for_data_plane
+    from flyslice.nodeagent.runtime.modules import load_public_key
+    from flyslice.nodeagent.sources import FileSource
+
+    keys = []
+    for k in args.trusted_key:
+        try:
+            keys.append(load_public_key(Path(k).read_bytes()))
+        except OSError as exc:
+            return _cannot_start(f"--trusted-key {k}: {exc.strerror or exc}")
+        except ValueError as exc:  # also binascii.Error: not PEM, not 32 bytes, not base64
+            return _cannot_start(
+                f"--trusted-key {k}: not an ed25519 public key ({exc}); give PEM, raw or base64"
+            )
+    try:
+        args.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _cannot_start(
+            f"--state-dir {args.state_dir}: {exc.strerror or exc}; give a directory it can create"
+        )
     config = AgentConfig(
-        node=args.node, state_dir=args.state_dir, listen=args.listen, http_listen=args.http, peers=peers,
-        mqtt=mqtt, trusted_keys=[load_public_key(Path(k).read_bytes()) for k in args.trusted_key],
+        node=args.node, state_dir=args.state_dir, listen=args.listen, http_listen=args.http,
+        peers=dict(args.peer), mqtt=args.mqtt, trusted_keys=keys,
     )  # fmt: skip
-    agent = Agent(config)
+    try:
+        agent = Agent(config)
+    except OSError as exc:
+        where = f"--listen {args.listen}" + (f" or --http {args.http}" if args.http else "")
+        return _cannot_start(f"cannot listen on {where}: {exc.strerror or exc}; choose a free local address")
     tune_for_data_plane()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -59,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         agent.stop(stop_vnfs=False)
     return 0
+
+
+def _cannot_start(message: str) -> int:
+    print(f"flyslice agent: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
