@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
         print(f"\nwrote {args.json}")
-    return 0
+    # A suite that checks a contract as it measures (fuzz) counts what broke it; CI must see a failure.
+    return 1 if result.get("failures") else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Fuzzing the CLI with mutated example manifests (issue 9, part 5)."""
