@@ -10,9 +10,11 @@ the cached state; on reconnect, instances whose spec did not change are left unt
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from flyslice.nodeagent.dataplane.mqtt_ingress import MqttIngress
+    from flyslice.nodeagent.dataplane.tls import CertificateAuthority, TlsFiles
     from flyslice.nodeagent.telemetry import TelemetryServer
 
 log = logging.getLogger("flyslice.nodeagent")
@@ -58,6 +61,12 @@ class AgentConfig:
     mqtt: tuple[str, int] | None = None
     mqtt_prefix: str = "flyslice"
     trusted_keys: list[Ed25519PublicKey] = field(default_factory=list)
+    #: Mutual TLS for the data plane: this agent's certificate (``flyslice://agent/<node>``) for its
+    #: listener, its senders and its runner probes. None: plain TCP, nothing authenticated.
+    tls: TlsFiles | None = None
+    #: Issues each VNF runner a certificate bound to the runner's slice. Needed with ``tls`` to run
+    #: local-process VNFs: without it they are refused rather than started on an open port.
+    tls_issuer: CertificateAuthority | None = None
     queue_size: int = 10_000
     error_limit: int = 5
     deadline_s: float = 1.0
@@ -65,6 +74,25 @@ class AgentConfig:
     resync_s: float = 1.0
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
+    #: Local-process VNFs stop when this process dies, instead of outliving it to be re-adopted by
+    #: the next agent on the state dir. ``flyslice up`` sets it: its agents die with it, and runners
+    #: left behind would run unsupervised until the next ``up`` (which may never come).
+    vnfs_die_with_agent: bool = False
+
+
+@dataclass(frozen=True)
+class AgentEvent:
+    """Something that happened to an instance on its own: a failure, a restart, a removal."""
+
+    seq: int
+    at: float
+    instance: str
+    #: Failed | Restarted | Removed
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"instance {self.instance}: {self.reason}: {self.message}"
 
 
 @dataclass
@@ -82,17 +110,39 @@ class Agent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.cache = DesiredCache(self.state_dir)
         self.loader = ModuleLoader(config.trusted_keys)
+        tls = config.tls
+
+        def sender(address: str) -> TcpSender:
+            return TcpSender(address, tls=tls)
+
         self.plane = DataPlane(
-            config.node, queue_size=config.queue_size, sender_factory=TcpSender, peers=dict(config.peers)
+            config.node, queue_size=config.queue_size, sender_factory=sender, peers=dict(config.peers)
         )
         self.platform = ModularPlatform(
-            self.plane, self.loader, error_limit=config.error_limit, deadline_s=config.deadline_s
+            self.plane,
+            self.loader,
+            error_limit=config.error_limit,
+            deadline_s=config.deadline_s,
+            data_root=self.state_dir / "data",  # the same root the VNF runners get: see drivers.py
         )
-        self.ingress = TcpIngress(config.listen, self.plane.deliver_many)
+        self.ingress = TcpIngress(config.listen, self.plane.deliver_many, tls=config.tls)
         self.address = self.ingress.address
         self.uplink_file = self.state_dir / "agent.addr"
         self.uplink_file.write_text(self.address)
-        self.vnf: VnfDriver = vnf_driver or LocalProcessDriver(self.state_dir, self.uplink_file)
+        self.vnf: VnfDriver = vnf_driver or LocalProcessDriver(
+            self.state_dir,
+            self.uplink_file,
+            die_with_parent=config.vnfs_die_with_agent,
+            trusted_keys=config.trusted_keys,  # the fNF loader's policy, for VNF runners too
+            tls=config.tls,
+            tls_issuer=config.tls_issuer,
+        )
+        #: Failures, restarts and removals the agent saw or did on its own, newest last (bounded).
+        self.events: deque[AgentEvent] = deque(maxlen=500)
+        self._event_seq = itertools.count(1)
+        #: Restarts per instance since it was installed on this agent (reported in its status).
+        self.restarts: dict[str, int] = {}
+        self._failure_noted: dict[str, str] = {}  # name -> the failure already reported as an event
         self.desired: dict[str, InstanceSpec] = {}
         self.actual: dict[str, InstanceSpec] = {}  # what was last applied successfully, by name
         self.errors: dict[str, str] = {}  # why the last attempt on an instance failed
@@ -184,6 +234,31 @@ class Agent:
         self.actual.pop(name, None)
         self.errors.pop(name, None)
         self._retries.pop(name, None)
+        self.restarts.pop(name, None)
+        self._failure_noted.pop(name, None)
+        self._event(name, "Removed", "no longer in this node's desired state; stopped", logging.INFO)
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def _event(self, name: str, reason: str, message: str, level: int = logging.WARNING) -> None:
+        event = AgentEvent(next(self._event_seq), time.time(), name, reason, message)
+        self.events.append(event)
+        log.log(level, "%s", event)
+
+    def events_since(self, seq: int) -> list[AgentEvent]:
+        """Events newer than ``seq`` (0: all that are kept); safe to call from any thread."""
+        return [e for e in list(self.events) if e.seq > seq]
+
+    def _note_failure(self, name: str, why: str) -> None:
+        """One Failed event per failure, however many passes see it before the retry is due."""
+        if self._failure_noted.get(name) is None:
+            self._failure_noted[name] = why
+            self._event(name, "Failed", why or "failed (no reason given)")
+
+    def _restarted(self, name: str, kind: str) -> None:
+        why = self._failure_noted.pop(name, "") or "it had failed"
+        n = self.restarts[name] = self.restarts.get(name, 0) + 1
+        self._event(name, "Restarted", f"{kind} restarted (restart {n}) after: {why}")
 
     def _retry_due(self, spec: InstanceSpec) -> bool:
         r = self._retries.get(spec.name)
@@ -217,11 +292,13 @@ class Agent:
             self._install_fnf(spec)
             return
         if inst.lifecycle.state is State.FAILED:
+            self._note_failure(spec.name, inst.lifecycle.message)
             if self._retry_due(spec):
                 self._schedule_retry(spec)  # backs off if the fresh copy fails again
                 self.platform.uninstall(spec.name)
                 self.actual.pop(spec.name, None)
                 self._install_fnf(spec, keep_retry=True)
+                self._restarted(spec.name, "fNF")
             return
         if cur.fingerprint == spec.fingerprint:
             self.errors.pop(spec.name, None)  # e.g. a failed update the control plane took back
@@ -255,8 +332,10 @@ class Agent:
         if spec.name in self.platform.instances:  # flavour changed fnf -> vnf
             self.platform.uninstall(spec.name)
         obs = self.vnf.observe(spec.name)
-        if obs is not None and obs.state == "Failed" and not self._retry_due(spec):
-            return
+        if obs is not None and obs.state == "Failed":
+            self._note_failure(spec.name, obs.message)
+            if not self._retry_due(spec):
+                return
         healthy = obs is not None and obs.state in ("Running", "Installing")
         if cur is not None and cur.fingerprint == spec.fingerprint and healthy:
             # Already converged: skip ensure, which for the pod driver is an API round trip.
@@ -264,10 +343,13 @@ class Agent:
             if obs is not None and obs.address and self.plane.vnf_addresses.get(spec.name) != obs.address:
                 self.plane.set_topology(spec.name, spec.slice, spec.next_hops, vnf_address=obs.address)
             return
-        if obs is not None and obs.state == "Failed":
+        restarting = obs is not None and obs.state == "Failed"
+        if restarting:
             self._schedule_retry(spec)
             self.vnf.remove(spec.name)
         self.vnf.ensure(spec)
+        if restarting:
+            self._restarted(spec.name, "VNF runner")
         obs = self.vnf.observe(spec.name)
         self.plane.set_topology(
             spec.name, spec.slice, spec.next_hops, vnf_address=obs.address if obs and obs.address else None
@@ -305,7 +387,7 @@ class Agent:
             st = statuses.get(spec.name)
             if st is None:
                 continue
-            key = (spec.generation, st.state, st.message, st.address, st.fingerprint)
+            key = (spec.generation, st.state, st.message, st.address, st.fingerprint, st.restarts)
             if self._reported.get(spec.name) == key:
                 continue
             try:
@@ -341,8 +423,13 @@ class Agent:
             name=name, state=str(State.PENDING), flavor=flavor,
             fingerprint=self.actual[name].fingerprint if name in self.actual else "",
             generation=self.actual[name].generation if name in self.actual else 0,
+            restarts=self.restarts.get(name, 0),
         )  # fmt: skip
         inst = self.platform.instances.get(name)
+        if inst is not None and inst.lifecycle.state is State.UNINSTALLED:
+            # Read just before a hot swap retired it: the swap publishes the new version first,
+            # so a second read finds that one (status never shows a live instance Uninstalled).
+            inst = self.platform.instances.get(name)
         if inst is not None:
             c = inst.counters
             base.state = str(inst.lifecycle.state)
@@ -394,6 +481,14 @@ class Agent:
             "heartbeat": self.heartbeat(),
             "instances": {n: s.to_dict() for n, s in self.status().items()},
         }
+
+    def warnings(self) -> list[str]:
+        """What keeps this agent from doing its whole job although its NFs run: today, an MQTT
+        broker it cannot reach (the devices' readings never arrive, so Ready alone would mislead)."""
+        if self.mqtt is None:
+            return []
+        ok, why = self.mqtt.health()
+        return [] if ok else [why]
 
     def healthy(self) -> tuple[bool, str]:
         dead = [s for s, w in self.plane.workers.items() if not w.thread.is_alive() and not w.stopping]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import jsonschema
@@ -58,6 +59,17 @@ class Context:
     outbox: list[Message] = field(default_factory=list)
     #: Called by the host when a timer is added after start, so it can be scheduled at once.
     on_timer_added: Callable[[Timer], None] | None = None
+    #: This instance's own directory on the host's disk. It outlives restarts, updates, a switch
+    #: between fNF and VNF on the same node and the instance's removal (data is never deleted
+    #: behind the user's back); None when the host keeps nothing on disk. See ``data_file``.
+    data_dir: Path | None = None
+
+    def data_file(self, name: str) -> Path | None:
+        """``data_dir / name`` (the directory created), or None when the host gives no directory."""
+        if self.data_dir is None:
+            return None
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.data_dir / name
 
     def emit(self, msg: Message) -> None:
         """Send a message on to the instance's next hops (from a timer or from process)."""

@@ -203,6 +203,8 @@ class InstanceStatus:
     #: Mean end-to-end latency of messages that ended their path here (sinks only).
     e2e_latency_ms: float | None = None
     started_at: float | None = None
+    #: How often the agent restarted the instance after a failure (crash, hang, frozen runner).
+    restarts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}

@@ -9,24 +9,30 @@ Re-placement happens when the desired state changes, when a node stops heartbeat
 disappears, when a node's load moves by ``LOAD_CHANGE`` or more since the last placement
 (GNF's 15 % rule), and when a slice's attachments move (roaming). Every re-placement passes
 the current assignments to the solver, whose migration term keeps moves to a minimum.
+
+What runs keeps running: a slice whose new intent cannot be admitted keeps its last good placement
+(``Degraded``, reason ``NewIntentNotAdmitted``) unless it opts in with the annotation
+``flyslice.io/allow-teardown: "true"``, and the other slices are planned around it. A slice whose
+planning raises is isolated (``Stalled``) so that it never stops the others.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from flyslice import solver
 from flyslice.operator.intake.catalog import Catalog, EdgeNodeSpec, SliceSpec
 from flyslice.operator.intake.errors import ManifestError
-from flyslice.operator.intake.quantities import cpu_millis
+from flyslice.operator.intake.quantities import cpu_millis, memory_bytes
 from flyslice.operator.intake.validation import ValidationResult
 from flyslice.operator.planning.actions import InstanceAction, slice_actions
-from flyslice.operator.planning.pipeline import plan
+from flyslice.operator.planning.pipeline import Plan, plan
 from flyslice.solver.model import Assignment, Resources
 
 LOAD_CHANGE = 0.15
@@ -47,6 +53,8 @@ class InstanceObservation:
     message: str = ""
     #: End-to-end latency observed by this instance (sinks report it), in ms.
     e2e_latency_ms: float | None = None
+    #: Restarts after failures, as counted by the node's agent.
+    restarts: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,10 @@ class SliceRecord:
     expires_at: float | None
     revision: str
     actions: tuple[InstanceAction, ...] = ()
+    #: Why the slice's newest intent is not admitted while its last good placement keeps running.
+    held: tuple[str, ...] = ()
+    #: Why planning this slice failed (an error, not a verdict); its last good placement keeps running.
+    stalled: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,9 @@ class ControllerState:
     plan_fingerprint: str = ""
     load_at_plan: Mapping[str, float] = field(default_factory=dict)
     plans: int = 0
+    #: The last solve's wall time and relative MIP gap (None: not proven / no solve yet), for metrics.
+    solve_seconds: float = 0.0
+    solve_gap: float | None = None
 
 
 @dataclass(frozen=True)
@@ -121,15 +136,31 @@ def reconcile(
     records = dict(state.slices)
     load_at_plan = dict(state.load_at_plan)
     plans = state.plans
+    solve_seconds, solve_gap = state.solve_seconds, state.solve_gap
+    held: dict[str, tuple[str, ...]] = {}
+    broken: dict[str, str] = {}
     if replanned:
         current = {key: rec.assignments for key, rec in state.slices.items() if rec.admitted}
-        the_plan = plan(
-            placeable,
-            options=options,
-            current=current,
-            background=_background(placeable, observation, state),
-        )
+        background = _background(placeable, observation, state)
+        the_plan, broken = _plan_isolating_failures(placeable, options, current, background)
+        # A running slice that the new plan drops keeps its placement; the others are planned again
+        # around what it holds, until no further running slice is dropped.
+        for _round in range(len(placeable.slices)):
+            newly = _to_hold(the_plan, state, set(live.nodes))
+            if not newly:
+                break
+            held.update(newly)
+            rest = replace(
+                placeable,
+                slices={
+                    k: s for k, s in placeable.slices.items() if s.key not in held and s.key not in broken
+                },
+            )
+            reserved = _add(background, _usage(state.slices[k].actions for k in held))
+            the_plan, more = _plan_isolating_failures(rest, options, current, reserved)
+            broken.update(more)
         plans += 1
+        solve_seconds, solve_gap = the_plan.placement.seconds, the_plan.placement.gap
         load_at_plan = {n: o.load for n, o in observation.nodes.items() if o.load is not None}
         records = {k: v for k, v in records.items() if k in expired}
         for sp in the_plan.slices:
@@ -143,9 +174,11 @@ def reconcile(
             if sp.service is not None and sp.demand is not None:
                 actions = tuple(slice_actions(placeable, sp.slice, sp.service, sp.demand, sp.placement))
             moved = _moves(old, sp.placement.assignments) if old else 0
-            if old and moved:
+            if old and old.held and sp.placement.admitted:
+                events.append(f"slice {key}: new intent admitted, {moved} NF(s) moved")
+            elif old and moved:
                 events.append(f"slice {key}: re-placed, {moved} NF(s) moved")
-            elif not old and sp.placement.admitted:
+            elif (not old or not old.admitted) and sp.placement.admitted:
                 events.append(f"slice {key}: placed {len(actions)} NF(s)")
             if not sp.placement.admitted:
                 events.append(f"slice {key}: not admitted: {'; '.join(sp.placement.reasons)}")
@@ -162,6 +195,28 @@ def reconcile(
                 revision=revision or (old.revision if old else ""),
                 actions=actions,
             )
+        for key, reasons in held.items():
+            old = state.slices[key]
+            teardown = (
+                ""
+                if old.held == reasons
+                else ' (set the annotation flyslice.io/allow-teardown: "true" to tear it down instead)'
+            )
+            if old.held != reasons:
+                events.append(
+                    f"slice {key}: new intent not admitted, keeping the last good placement "
+                    f"({len(old.actions)} NF(s)): {'; '.join(reasons)}{teardown}"
+                )
+            records[key] = replace(
+                old, fingerprint=_slice_fingerprint(placeable, key), held=reasons, stalled=""
+            )
+        for key, error in broken.items():
+            old = state.slices.get(key)
+            if old is None or old.stalled != error:
+                events.append(f"slice {key}: cannot be planned, keeping what runs: {error}")
+            records[key] = (
+                replace(old, stalled=error) if old is not None else _stalled_record(error, revision)
+            )
     # Slices removed from the desired state are forgotten; their instances are pruned because
     # they are no longer in the action list.
     records = {k: v for k, v in records.items() if k in {s.key for s in catalog.slices.values()}}
@@ -175,8 +230,84 @@ def reconcile(
         key: _status(catalog.slices[_split(key)], rec, observation, expired=key in expired)
         for key, rec in records.items()
     }
-    new_state = ControllerState(records, fingerprint, load_at_plan, plans)
+    new_state = ControllerState(records, fingerprint, load_at_plan, plans, solve_seconds, solve_gap)
     return Outcome(all_actions, statuses, new_state, replanned, tuple(events))
+
+
+def _plan_isolating_failures(
+    catalog: Catalog,
+    options: solver.SolveOptions | None,
+    current: Mapping[str, Mapping[str, Assignment]],
+    background: Mapping[str, Resources],
+) -> tuple[Plan, dict[str, str]]:
+    """Plan every slice; when planning raises, find the slices it raises on and plan the rest.
+
+    Raises only when the failure is not one slice's (a node or package breaks every plan): then the
+    whole pass fails and the caller reports it as stalled.
+    """
+    try:
+        return plan(catalog, options=options, current=current, background=background), {}
+    except Exception as whole:
+        broken: dict[str, str] = {}
+        for key, spec in catalog.slices.items():
+            try:
+                plan(
+                    replace(catalog, slices={key: spec}),
+                    options=options,
+                    current=current,
+                    background=background,
+                )
+            except Exception as exc:
+                broken[spec.key] = f"{type(exc).__name__}: {exc}"
+        if not broken or len(broken) == len(catalog.slices):
+            raise whole
+        rest = replace(catalog, slices={k: s for k, s in catalog.slices.items() if s.key not in broken})
+        return plan(rest, options=options, current=current, background=background), broken
+
+
+def _to_hold(the_plan: Plan, state: ControllerState, live_nodes: set[str]) -> dict[str, tuple[str, ...]]:
+    """Slices the plan does not admit whose last good placement should keep running instead."""
+    held = {}
+    for sp in the_plan.slices:
+        old = state.slices.get(sp.slice.key)
+        if sp.placement.admitted or old is None or not old.admitted or not old.actions:
+            continue
+        if sp.slice.allow_teardown:
+            continue
+        if any(a.node not in live_nodes for a in old.actions):
+            continue  # part of it ran on a node that is gone: there is no whole placement to keep
+        held[sp.slice.key] = tuple(sp.placement.reasons) or ("the solver did not admit it",)
+    return held
+
+
+def _usage(actions: Any) -> dict[str, Resources]:
+    out: dict[str, Resources] = {}
+    for group in actions:
+        for a in group:
+            res = a.spec.get("resources", {})
+            used = Resources(cpu_millis(res.get("cpu", 0)), memory_bytes(res.get("memory", 0)))
+            out[a.node] = out.get(a.node, Resources()) + used
+    return out
+
+
+def _add(a: Mapping[str, Resources], b: Mapping[str, Resources]) -> dict[str, Resources]:
+    return {n: a.get(n, Resources()) + b.get(n, Resources()) for n in {*a, *b}}
+
+
+def _stalled_record(error: str, revision: str) -> SliceRecord:
+    return SliceRecord(
+        fingerprint="",
+        admitted=False,
+        service=None,
+        assignments={},
+        path_latency_ms={},
+        budget_ms=0.0,
+        reasons=(),
+        first_placed_at=None,
+        expires_at=None,
+        revision=revision,
+        stalled=error,
+    )
 
 
 def _split(key: str) -> tuple[str, str]:
@@ -282,10 +413,18 @@ def _status(slice_: SliceSpec, rec: SliceRecord, obs: Observation, *, expired: b
         }
         if "attachment" in action.spec:
             entry["attachment"] = action.spec["attachment"]
+        if o is not None and o.restarts:
+            entry["restarts"] = o.restarts
         placement.append(entry)
     reasons = list(rec.reasons)
+    if rec.stalled:
+        reasons.insert(0, f"planning failed, keeping what runs: {rec.stalled}")
+    if rec.held:
+        reasons.insert(0, f"new intent not admitted, keeping the last good placement: {'; '.join(rec.held)}")
     if expired:
         phase = "Expired"
+    elif rec.stalled and not rec.admitted:
+        phase = "Pending"
     elif not rec.admitted:
         phase = "Infeasible"
     elif states and all(s == "Running" for s in states):
@@ -304,6 +443,9 @@ def _status(slice_: SliceSpec, rec: SliceRecord, obs: Observation, *, expired: b
     if phase == "Ready" and worst_observed is not None and worst_observed > rec.budget_ms:
         phase = "Degraded"
         reasons.append(f"observed latency {worst_observed:.2f} ms exceeds the {rec.budget_ms:g} ms budget")
+    if phase in ("Ready", "Deploying") and (rec.held or rec.stalled):
+        # Running is not the same as converged: the desired state is not what runs.
+        phase = "Degraded"
     nodes_used = sorted({a.host for a in rec.assignments.values()})
     status: dict[str, Any] = {
         "phase": phase,
@@ -339,28 +481,83 @@ def _conditions(phase: str, rec: SliceRecord, reasons: list[str]) -> list[dict[s
         return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
 
     detail = "; ".join(reasons)
+    why = "PlanningFailed" if rec.stalled else "NewIntentNotAdmitted" if rec.held else phase
+    placed_reason = "Placed" if rec.admitted else "PlanningFailed" if rec.stalled else "Infeasible"
+    # kstatus (docs/health-checks.md): Reconciling while flyslice still acts toward this generation on its
+    # own; Stalled when it cannot get there without the user: planning failed, or the intent is infeasible.
+    stuck = "PlanningFailed" if rec.stalled else "NewIntentNotAdmitted" if rec.held else ""
+    stuck = stuck or ("Infeasible" if phase == "Infeasible" else "")
+    working = phase in ("Pending", "Placing", "Deploying") and not stuck
     return [
-        cond(
-            "Placed",
-            rec.admitted,
-            "Placed" if rec.admitted else "Infeasible",
-            detail if not rec.admitted else "",
-        ),
-        cond("Ready", phase == "Ready", phase, detail),
-        cond("Degraded", phase == "Degraded", phase, detail if phase == "Degraded" else ""),
+        cond("Placed", rec.admitted, placed_reason, detail if not rec.admitted else ""),
+        cond("Ready", phase == "Ready", why, detail),
+        cond("Degraded", phase == "Degraded", why, detail if phase == "Degraded" else ""),
+        cond("Reconciling", working, phase if working else "Reconciled", detail if working else ""),
+        cond("Stalled", bool(stuck), stuck or "Planned", (rec.stalled or detail) if stuck else ""),
     ]
 
 
+def mark_stalled(status: Mapping[str, Any], error: str) -> dict[str, Any]:
+    """A slice status from the last pass that worked, now that passes fail: never Ready while stalled.
+
+    Both front ends apply it to every slice while their reconcile passes keep failing; what runs is
+    left alone, but nobody may read Ready from a controller that no longer reconciles.
+    """
+    out = dict(status)
+    message = f"reconcile passes are failing; this status may be stale: {error}"
+    if out.get("phase") in ("Ready", "Deploying"):
+        out["phase"] = "Degraded"
+    out["reasons"] = [message, *[r for r in out.get("reasons", []) if not r.startswith("reconcile passes")]]
+    conditions = {c["type"]: dict(c) for c in out.get("conditions", [])}
+    conditions["Stalled"] = {"type": "Stalled", "status": "True", "reason": "PassFailed", "message": error}
+    conditions["Ready"] = {"type": "Ready", "status": "False", "reason": "Stalled", "message": message}
+    out["conditions"] = list(conditions.values())
+    out["stalled"] = True
+    return out
+
+
 def keep_last_good(
-    result: ValidationResult, previous: ValidationResult | None, errors: list[ManifestError]
+    result: ValidationResult,
+    previous: ValidationResult | None,
+    errors: list[ManifestError],
+    *,
+    root: Path | None = None,
+    previous_root: Path | None = None,
 ) -> Catalog:
     """Objects invalid in this revision keep their last valid version instead of vanishing."""
+    return carry_last_good(result, previous, errors, root=root, previous_root=previous_root).catalog
+
+
+def carry_last_good(
+    result: ValidationResult,
+    previous: ValidationResult | None,
+    errors: list[ManifestError],
+    *,
+    load_errors: Iterable[ManifestError] = (),
+    root: Path | None = None,
+    previous_root: Path | None = None,
+) -> ValidationResult:
+    """``result`` with every object that this revision breaks carried over from ``previous``.
+
+    Broken: an object an error names, and every object of a file that failed as a whole (unreadable,
+    empty, too large, not UTF-8) or that the loader reported at all (``load_errors``: a YAML error
+    stops the rest of the file) — a truncated or emptied file is a mistake to report, not a deletion. Files are compared relative to their snapshot roots (each git revision is exported
+    to its own directory). The carried objects stay in ``sources``, re-rooted, so a file that stays
+    broken for several revisions keeps them for as long.
+    """
     if previous is None:
-        return result.catalog
+        return result
     broken = {e.object for e in errors if e.severity == "error" and e.object}
-    kept = {key for key in previous.sources if _refs(key) & broken and key not in result.sources}
+    loaded = list(load_errors)
+    broken_files = _broken_files([*errors, *loaded], root, {id(e) for e in loaded})
+    kept = {
+        key
+        for key, m in previous.sources.items()
+        if key not in result.sources
+        and (_refs(key) & broken or _relative(m.file, previous_root) in broken_files)
+    }
     if not kept:
-        return result.catalog
+        return result
     cat = result.catalog
     prev = previous.catalog
     nodes = dict(cat.nodes)
@@ -376,7 +573,39 @@ def keep_last_good(
             services[(ns, name)] = prev.services[(ns, name)]
         elif kind == "Slice" and (ns, name) in prev.slices:
             slices[(ns, name)] = prev.slices[(ns, name)]
-    return replace(cat, nodes=nodes, packages=packages, services=services, slices=slices)
+    sources = dict(result.sources)
+    for key in kept:
+        m = previous.sources[key]
+        sources[key] = replace(m, file=_reroot(m.file, previous_root, root))
+    catalog = replace(cat, nodes=nodes, packages=packages, services=services, slices=slices)
+    return replace(result, catalog=catalog, sources=sources)
+
+
+def _broken_files(errors: list[ManifestError], root: Path | None, from_loader: set[int]) -> set[str]:
+    """Files the loader reported, and files with an error that names no object."""
+    return {
+        _relative(e.file, root)
+        for e in errors
+        if e.severity == "error" and e.file and (id(e) in from_loader or not e.object or "<" in e.object)
+    }
+
+
+def _relative(file: str, root: Path | None) -> str:
+    if root is None:
+        return file
+    try:
+        return str(Path(file).relative_to(root))
+    except ValueError:
+        return file
+
+
+def _reroot(file: str, old: Path | None, new: Path | None) -> str:
+    if old is None or new is None:
+        return file
+    try:
+        return str(new / Path(file).relative_to(old))
+    except ValueError:
+        return file
 
 
 def _refs(key: tuple[str, str, str]) -> set[str]:

@@ -10,6 +10,7 @@ import contextlib
 import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 
 from flyslice.nodeagent.dataplane.lifecycle import Lifecycle, State
 from flyslice.nodeagent.message import Message
@@ -50,11 +51,12 @@ class HostedNF:
         error_limit: int = 5,
         deadline_s: float = 1.0,
         memory_budget: int | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
         self.slice = spec.slice
-        self.ctx = Context(spec.name, spec.slice, spec.role)
+        self.ctx = Context(spec.name, spec.slice, spec.role, data_dir=data_dir)
         self.nf = nf_class(self.ctx)
         self.lifecycle = Lifecycle(spec.name)
         self.counters = Counters()

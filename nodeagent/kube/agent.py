@@ -21,7 +21,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flyslice.nodeagent.agent import Agent, AgentConfig, SourceUnavailable
-from flyslice.nodeagent.kube.source import GROUP, PLURAL, VERSION, KubeSource, status_body
+from flyslice.nodeagent.kube.source import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    KubeSource,
+    edgenode_conditions,
+    status_body,
+)
 from flyslice.nodeagent.spec import InstanceSpec
 
 log = logging.getLogger("flyslice.nodeagent.cluster")
@@ -54,7 +61,11 @@ class ClusterAgent:
         self.source = KubeSource(self.custom, config.node, instance_namespace)
         self.pods = (
             KubernetesPodDriver(
-                self.core, namespace=pod_namespace, node_name=kubernetes_node or config.node, agent_address=""
+                self.core,
+                namespace=pod_namespace,
+                node_name=kubernetes_node or config.node,
+                agent_address="",
+                trusted_keys=config.trusted_keys,  # pods verify under the agent's signing policy
             )
             if pod_namespace
             else None
@@ -70,6 +81,10 @@ class ClusterAgent:
         self.report_load = report_load
         self._reported: dict[str, tuple[dict[str, Any], float]] = {}
         self._last_beat = 0.0
+        #: This node's EdgeNode metadata.generation, from the last EdgeNode list (None until one).
+        self._generation: int | None = None
+        #: (Ready, since when) of the last heartbeat: lastTransitionTime moves only when Ready flips.
+        self._ready_since: tuple[bool, str] | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -146,10 +161,15 @@ class ClusterAgent:
         if self.report_load:
             status["load"] = round(float(hb["load"]), 3)
         healthy, why = self.agent.healthy()
-        status["conditions"] = [
-            {"type": "Ready", "status": "True" if healthy else "False", "reason": "AgentReady" if healthy else "AgentUnhealthy",
-             "message": why, "lastTransitionTime": now}
-        ]  # fmt: skip
+        # The peer list read right before carries this node's own object: its generation is what the
+        # kstatus observedGeneration says this heartbeat saw (Argo CD / Flux compare the two).
+        self.refresh_peers()
+        generation = self._generation
+        if self._ready_since is None or self._ready_since[0] != healthy:
+            self._ready_since = (healthy, now)
+        status["conditions"] = edgenode_conditions(healthy, why, self._ready_since[1], generation)
+        if generation is not None:
+            status["observedGeneration"] = generation
         try:
             self.custom.patch_cluster_custom_object_status(
                 GROUP, VERSION, "edgenodes", self.node, {"status": status}
@@ -158,7 +178,6 @@ class ClusterAgent:
             log.warning("heartbeat of EdgeNode %s: %s", self.node, getattr(exc, "reason", exc))
             return False
         self._last_beat = time.monotonic()
-        self.refresh_peers()
         return True
 
     def refresh_peers(self) -> dict[str, str]:
@@ -169,6 +188,9 @@ class ClusterAgent:
         except Exception as exc:
             log.warning("listing EdgeNodes for peer addresses: %s", getattr(exc, "reason", exc))
             return dict(self.agent.plane.peers)
+        own = next((n for n in nodes if n["metadata"]["name"] == self.node), None)
+        if own is not None and own["metadata"].get("generation") is not None:
+            self._generation = int(own["metadata"]["generation"])
         learned = {
             n["metadata"]["name"]: addr
             for n in nodes

@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from flyslice.nodeagent.runtime.drivers import VnfObservation
 from flyslice.nodeagent.spec import InstanceSpec
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 MANAGED_BY = "flyslice-nodeagent"
 DATA_PORT = 7000
+#: Where a pod's NFs keep their files (``FLYSLICE_DATA_DIR`` of the runner).
+DATA_MOUNT = "/var/lib/flyslice/data"
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -40,8 +46,13 @@ def pod_manifest(
     agent_address: str,
     default_image: str = "ghcr.io/flyslice/nf-runner:0.1",
     owner_uid: str | None = None,
+    trusted_keys_b64: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The pod that runs ``spec`` as a VNF on Kubernetes node ``node_name``."""
+    """The pod that runs ``spec`` as a VNF on Kubernetes node ``node_name``.
+
+    ``trusted_keys_b64`` is the agent's signing policy (``public_key_b64``): the runner in the pod
+    then verifies the module's signature, as the agent does for fNFs, before any NF code runs.
+    """
     labels = {
         "app.kubernetes.io/name": "flyslice-nf",
         "app.kubernetes.io/managed-by": MANAGED_BY,
@@ -58,6 +69,8 @@ def pod_manifest(
     args: list[str] = []
     if spec.module:  # the NF-runner image runs the same module an fNF would
         args = ["--listen", f"0.0.0.0:{DATA_PORT}", "--uplink", agent_address]
+        for key in trusted_keys_b64:
+            args += ["--trusted-key-data", key]
     resources: dict[str, dict[str, str]] = {}
     if spec.cpu:
         resources.setdefault("requests", {})["cpu"] = spec.cpu
@@ -70,7 +83,11 @@ def pod_manifest(
         "env": [
             {"name": "FLYSLICE_SPEC", "value": json.dumps(spec.to_dict(), sort_keys=True)},
             {"name": "FLYSLICE_INSTANCE", "value": spec.name},
+            {"name": "FLYSLICE_DATA_DIR", "value": DATA_MOUNT},
         ],
+        # The NF's files (the storage NF's database): they survive container restarts in the pod;
+        # to outlive the pod, mount a PersistentVolumeClaim at the same path instead.
+        "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT}],
         "ports": [{"name": "data", "containerPort": DATA_PORT, "protocol": "TCP"}],
         "readinessProbe": {"tcpSocket": {"port": DATA_PORT}, "periodSeconds": 2},
     }
@@ -99,7 +116,12 @@ def pod_manifest(
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": metadata,
-        "spec": {"nodeName": node_name, "restartPolicy": "Always", "containers": [container]},
+        "spec": {
+            "nodeName": node_name,
+            "restartPolicy": "Always",
+            "containers": [container],
+            "volumes": [{"name": "data", "emptyDir": {}}],
+        },
     }
 
 
@@ -134,8 +156,14 @@ class KubernetesPodDriver:
     """VNFs as pods on this node. ``core`` is a ``kubernetes.client.CoreV1Api``."""
 
     def __init__(self, core: Any, *, namespace: str, node_name: str, agent_address: str,
-                 default_image: str = "ghcr.io/flyslice/nf-runner:0.1") -> None:  # fmt: skip
+                 default_image: str = "ghcr.io/flyslice/nf-runner:0.1",
+                 trusted_keys: Sequence[Ed25519PublicKey] = ()) -> None:  # fmt: skip
         self.core = core
+        self.trusted_keys_b64: list[str] = []
+        if trusted_keys:
+            from flyslice.nodeagent.runtime.modules import public_key_b64
+
+            self.trusted_keys_b64 = sorted(public_key_b64(k) for k in trusted_keys)
         self.namespace = namespace
         self.node_name = node_name
         self.agent_address = agent_address
@@ -154,12 +182,20 @@ class KubernetesPodDriver:
     def ensure(self, spec: InstanceSpec) -> None:
         from kubernetes.client.exceptions import ApiException
 
+        if self.trusted_keys_b64 and not spec.module:
+            # An image-only VNF runs code no module signature covers, and this agent verifies no
+            # image signatures: under a signing policy it is refused rather than run unverified.
+            raise ValueError(
+                f"instance {spec.name}: a signing policy is configured, and an image-only VNF "
+                "cannot be verified; give the package's vnf flavour a signed module"
+            )
         want = pod_name(spec)
         pods = self._pods(spec.name)
         if not any(p.metadata.name == want for p in pods):
             body = pod_manifest(
                 spec, node_name=self.node_name, namespace=self.namespace, agent_address=self.agent_address,
                 default_image=self.default_image, owner_uid=self.uids.get(spec.name),
+                trusted_keys_b64=self.trusted_keys_b64,
             )  # fmt: skip
             try:
                 self.core.create_namespaced_pod(self.namespace, body)

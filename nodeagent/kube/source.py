@@ -70,14 +70,62 @@ def status_body(spec: InstanceSpec, status: InstanceStatus) -> dict[str, Any]:
         body["address"] = status.address
     if status.latency_ms is not None:
         body["latencyMs"] = round(status.latency_ms, 6)
-    ready = status.state == "Running"
-    body["conditions"] = [
-        {
-            "type": "Ready",
-            "status": "True" if ready else "False",
-            "reason": status.state,
-            "message": status.message,
-            "observedGeneration": spec.generation,
-        }
-    ]
+    body["restarts"] = status.restarts
+    body["conditions"] = instance_conditions(body["state"], status.message, spec.generation)
     return body
+
+
+#: NFInstance state -> (Ready, Reconciling, Stalled), the kstatus triple Argo CD and Flux read
+#: (deploy/health/). Failed is Stalled: the agent keeps its restart budget in ``restarts`` and a Failed
+#: instance needs a person (or a new spec); the transient states are Reconciling: the agent is on it.
+_KSTATUS: dict[str, tuple[bool, bool, bool]] = {
+    "Running": (True, False, False),
+    "Failed": (False, False, True),
+    "Pending": (False, True, False),
+    "Installing": (False, True, False),
+    "Updating": (False, True, False),
+    "Stopped": (False, True, False),
+}
+
+
+def instance_conditions(state: str, message: str, generation: int) -> list[dict[str, Any]]:
+    """kstatus conditions (Ready, Reconciling, Stalled) for an NFInstance in ``state``.
+
+    No lastTransitionTime: the agent writes status only when this body changes, and a timestamp
+    would make every body differ (the operator's Slice conditions carry the transitions).
+    """
+    ready, reconciling, stalled = _KSTATUS.get(state, (False, True, False))
+
+    def cond(kind: str, holds: bool, reason: str) -> dict[str, Any]:
+        return {
+            "type": kind,
+            "status": "True" if holds else "False",
+            "reason": reason,
+            "message": message if holds != (kind == "Ready") else "",
+            "observedGeneration": generation,
+        }
+
+    return [
+        cond("Ready", ready, state),
+        cond("Reconciling", reconciling, state if reconciling else "Reconciled"),
+        cond("Stalled", stalled, state if stalled else "NotStalled"),
+    ]
+
+
+def edgenode_conditions(healthy: bool, why: str, since: str, generation: int | None) -> list[dict[str, Any]]:
+    """kstatus conditions of an EdgeNode, written with each heartbeat by the node's own agent.
+
+    Ready means "heartbeating and healthy"; an agent that reports itself unhealthy (NFs it cannot
+    keep up) is Stalled, since it will not recover on its own. A node whose agent stopped writing
+    keeps its last conditions: the operator judges staleness from ``heartbeatTime`` (and moves its NFs).
+    """
+    gen = {} if generation is None else {"observedGeneration": generation}
+    reason = "AgentReady" if healthy else "AgentUnhealthy"
+    return [
+        {"type": "Ready", "status": "True" if healthy else "False", "reason": reason,
+         "message": why, "lastTransitionTime": since, **gen},
+        {"type": "Reconciling", "status": "False", "reason": "Heartbeating", "message": "",
+         "lastTransitionTime": since, **gen},
+        {"type": "Stalled", "status": "False" if healthy else "True", "reason": reason,
+         "message": "" if healthy else why, "lastTransitionTime": since, **gen},
+    ]  # fmt: skip

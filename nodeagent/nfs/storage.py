@@ -1,12 +1,16 @@
 """Storage NF: an SQLite time series of the messages it receives.
 
 config:
-  path: database file (default ":memory:")
+  path: database file; a relative path is inside the instance's data directory. Default
+        ``storage.sqlite`` there (``<agent state>/data/<namespace>/<instance>/``), so readings survive
+        a restart of the NF, its runner or the agent; ":memory:" only when asked for, or when the
+        host gives no data directory (then a warning says the data is not kept)
   field: payload field stored in the numeric ``value`` column (the whole payload is kept as JSON)
   retentionSeconds: rows older than this are deleted by a timer
   forward: also pass messages on to next hops (default false: storage is a sink)
 Writes are committed by a timer every ``commitMs`` (default 200) and on stop/update, which
-keeps per-message cost low. On update an in-memory database's rows are handed to the new version.
+keeps per-message cost low, so a crash (SIGKILL) loses at most the last ``commitMs`` of readings.
+On update an in-memory database's rows are handed to the new version.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 from flyslice.nodeagent.message import Message
 from flyslice.nodeagent.nfkit import get_field, number
 from flyslice.nodeagent.sdk import NetworkFunction, Output
 
+#: The database file in the instance's data directory when config.path is not given.
+DEFAULT_FILE = "storage.sqlite"
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS series (ts INTEGER NOT NULL, topic TEXT NOT NULL, value REAL, payload TEXT)"
 )
@@ -40,9 +47,16 @@ class NF(NetworkFunction):
 
     def configure(self, config: dict[str, Any]) -> None:
         self.config = config
-        path = config.get("path", ":memory:")
+        path = self._resolve(config.get("path", DEFAULT_FILE))
         if getattr(self, "path", None) != path:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
+            if path != ":memory:":
+                # WAL: readers (a user's sqlite3, a test counting rows) never block the writer, and
+                # a commit is on disk for any later process even if this one is killed right after.
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute(SCHEMA)
             self.db.execute("CREATE INDEX IF NOT EXISTS series_topic_ts ON series (topic, ts)")
             self.path = path
@@ -51,6 +65,19 @@ class NF(NetworkFunction):
         self.forward = config.get("forward", False)
         self.commit_s = config.get("commitMs", 200) / 1000
         self.dirty = False
+
+    def _resolve(self, path: str) -> str:
+        if path == ":memory:" or Path(path).is_absolute():
+            return path
+        file = self.ctx.data_file(path)
+        if file is None:
+            self.ctx.log.warning(
+                "instance %s: the host gives no data directory; readings are kept in memory only "
+                "and are lost when the NF stops (set config.path to an absolute file to keep them)",
+                self.ctx.instance,
+            )
+            return ":memory:"
+        return str(file)
 
     def start(self) -> None:
         self.ctx.every(self.commit_s, self.commit)

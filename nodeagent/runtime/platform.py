@@ -8,6 +8,8 @@ the data plane; every call into a live NF is run on its slice's worker thread (s
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
 from flyslice.nodeagent.dataplane.chains import DataPlane, SliceWorker
@@ -24,6 +26,19 @@ class PlatformError(RuntimeError):
     pass
 
 
+# Kubernetes object names; anything else (a '/' or '..' from a hand-written desired file) must not
+# pick a directory outside the data root.
+_PATH_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+
+
+def instance_data_dir(root: Path | None, spec: InstanceSpec) -> Path | None:
+    """The instance's persistent directory under ``root``; keyed by namespace and name, not by
+    flavour or process, so an NF finds its files again after a restart or a flavour switch."""
+    if root is None or not (_PATH_SAFE.match(spec.namespace) and _PATH_SAFE.match(spec.name)):
+        return None
+    return Path(root) / spec.namespace / spec.name
+
+
 class ModularPlatform:
     def __init__(
         self,
@@ -32,11 +47,14 @@ class ModularPlatform:
         *,
         error_limit: int = 5,
         deadline_s: float = 1.0,
+        data_root: Path | None = None,
     ) -> None:
         self.plane = plane
         self.loader = loader
         self.error_limit = error_limit
         self.deadline_s = deadline_s
+        #: Where instances keep their files: ``<data_root>/<namespace>/<name>/`` (None: nowhere).
+        self.data_root = data_root
         self.instances: dict[str, HostedNF] = {}
         #: Why the last install of a name failed before an NF object existed (integrity, config...).
         self.failures: dict[str, str] = {}
@@ -53,10 +71,15 @@ class ModularPlatform:
             error_limit=self.error_limit,
             deadline_s=self.deadline_s,
             memory_budget=spec.memory_bytes,
+            data_dir=instance_data_dir(self.data_root, spec),
         )
         inst.lifecycle.to(State.INSTALLING)
         inst.nf.configure(config)
         return inst
+
+    def _release_unused_code(self) -> None:
+        """Drop the loader's modules that no installed instance runs (uninstall, update, failure)."""
+        self.loader.prune({inst.spec.digest for inst in list(self.instances.values())})
 
     def _worker(self, inst: HostedNF) -> SliceWorker:
         return self.plane.worker(inst.slice)
@@ -78,6 +101,7 @@ class ModularPlatform:
             inst = self._build(spec)
         except Exception as exc:
             self.failures[spec.name] = describe_fault(exc) if not isinstance(exc, ValueError) else str(exc)
+            self._release_unused_code()  # e.g. a module that loaded but whose config was refused
             raise
         self.failures.pop(spec.name, None)
         worker = self._worker(inst)
@@ -156,6 +180,9 @@ class ModularPlatform:
         old.pending_update = spec.digest or spec.module
         try:
             new = self._build(spec)  # raises before touching the running version
+        except Exception:
+            self._release_unused_code()
+            raise
         finally:
             old.pending_update = ""
         worker = self._worker(old)
@@ -192,8 +219,10 @@ class ModularPlatform:
 
         error = worker.call(swap)
         if error:
+            self._release_unused_code()  # the new version's module, unless another instance runs it
             raise PlatformError(f"instance {spec.name}: {error}")
         self.instances[spec.name] = new
+        self._release_unused_code()  # the old version's module, unless another instance runs it
         self.plane.set_topology(spec.name, spec.slice, spec.next_hops)
         return new
 
@@ -226,6 +255,7 @@ class ModularPlatform:
         worker.call(remove)
         self.plane.forget(name)
         self.plane.retire_if_empty(inst.slice)
+        self._release_unused_code()
 
     def _get(self, name: str) -> HostedNF:
         inst = self.instances.get(name)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from flyslice.nodeagent.agent import Agent, AgentConfig
+from flyslice.nodeagent.dataplane.tls import CertificateAuthority
 from flyslice.nodeagent.spec import InstanceSpec
 from flyslice.operator.planning.actions import InstanceAction
 from flyslice.operator.reconcile import InstanceObservation, NodeObservation
@@ -19,20 +20,34 @@ from flyslice.operator.reconcile import InstanceObservation, NodeObservation
 
 class LocalAgentRuntime:
     def __init__(
-        self, node: str, state_dir: Path, peers: dict[str, str], mqtt: tuple[str, int] | None = None
+        self,
+        node: str,
+        state_dir: Path,
+        peers: dict[str, str],
+        mqtt: tuple[str, int] | None = None,
+        ca: CertificateAuthority | None = None,
     ) -> None:
         self.node = node
+        #: The installation's data-plane CA (``flyslice up``: ``<state>/pki``); None = plain TCP.
+        self._ca = ca
         self._state_dir = state_dir
         self._peers = peers
         self._mqtt = mqtt
         self.agent: Agent | None = None
         self._last_beat: float | None = None
+        self._events_seen = 0  # the last agent event handed to the controller (drain_events)
         #: Node load reported to the controller. The embedded agents share one machine, so its real
         #: load says nothing about a simulated node: None unless set (demos of the 15 % rule).
         self.load: float | None = None
         self.start()
 
     def start(self) -> None:
+        # A fresh agent certificate at every start: restarting an agent rotates its key.
+        tls = (
+            self._ca.issue_to(self._state_dir / "tls", f"agent {self.node}", node=self.node)
+            if self._ca is not None
+            else None
+        )
         self.agent = Agent(
             AgentConfig(
                 node=self.node,
@@ -41,8 +56,14 @@ class LocalAgentRuntime:
                 mqtt=self._mqtt,
                 # Devices attached to this node publish under flyslice/<node>/<slice>/...
                 mqtt_prefix=f"flyslice/{self.node}",
+                # Nothing adopts the runners of a `flyslice up` that was killed until the next `up`:
+                # they stop with this process rather than run unsupervised.
+                vnfs_die_with_agent=True,
+                tls=tls,
+                tls_issuer=self._ca,
             )
         )
+        self._events_seen = 0
         self._peers[self.node] = self.agent.address
         self._last_beat = time.time()
 
@@ -74,8 +95,25 @@ class LocalAgentRuntime:
         for name, st in agent.status().items():
             spec = agent.desired.get(name)
             ns = spec.namespace if spec else "default"
-            instances[(ns, name)] = InstanceObservation(st.state, self.node, st.message, st.e2e_latency_ms)
+            instances[(ns, name)] = InstanceObservation(
+                st.state, self.node, st.message, st.e2e_latency_ms, restarts=st.restarts
+            )
         return NodeObservation(heartbeat_at=self._last_beat, load=self.load), instances
+
+    def warnings(self) -> list[str]:
+        """What the agent cannot do although it runs (an unreachable MQTT broker), one line each."""
+        agent = self.agent
+        return [] if agent is None else agent.warnings()
+
+    def drain_events(self) -> list[str]:
+        """The agent's failure, restart and removal events since the last call, as one line each."""
+        agent = self.agent
+        if agent is None:
+            return []
+        new = agent.events_since(self._events_seen)
+        if new:
+            self._events_seen = new[-1].seq
+        return [f"node {self.node}: {e}" for e in new]
 
     async def stop(self) -> None:
         agent, self.agent = self.agent, None
@@ -87,14 +125,17 @@ class LocalAgentRuntime:
 class LocalAgentFleet:
     """Creates one :class:`LocalAgentRuntime` per EdgeNode and keeps their peer tables in sync."""
 
-    def __init__(self, state_root: Path, mqtt: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self, state_root: Path, mqtt: tuple[str, int] | None = None, ca: CertificateAuthority | None = None
+    ) -> None:
         self.state_root = state_root
         self.mqtt = mqtt
+        self.ca = ca
         self.peers: dict[str, str] = {}
         self.runtimes: dict[str, LocalAgentRuntime] = {}
 
     def __call__(self, node: str, _catalog: object) -> LocalAgentRuntime:
-        runtime = LocalAgentRuntime(node, self.state_root / node, self.peers, self.mqtt)
+        runtime = LocalAgentRuntime(node, self.state_root / node, self.peers, self.mqtt, self.ca)
         self.runtimes[node] = runtime
         for r in self.runtimes.values():
             r.update_peers()

@@ -1,9 +1,15 @@
 """The embedded controller: the reconcile core plus one node runtime per EdgeNode, no cluster.
 
 Each pass: fetch the desired state (pinned to one revision) -> validate (invalid objects are
-reported and skipped; an object that turns invalid keeps its last good version) -> reconcile
+reported and skipped; an object that turns invalid, or whose file no longer reads, keeps its last
+good version; a revision that would prune most of what runs waits for a confirmation) -> reconcile
 -> hand every node runtime its NFInstances -> read back what the runtimes observe. Passes never
 wait for NFs to become ready, so a newer revision always supersedes the one being deployed.
+
+Reading a revision runs in a child process with a time budget (past it, the source reports the
+revision unreadable and the last good one keeps running) and solving in a worker thread, so the
+status API on the same event loop keeps answering. A pass that fails is counted: the status says Stalled at once and
+:meth:`EmbeddedController.healthy` turns false after ``unhealthy_after`` failures in a row.
 """
 
 from __future__ import annotations
@@ -13,20 +19,23 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
+from flyslice.operator.embedded.intake_worker import DEFAULT_BUDGET_S, IntakeTimeout, read_in_child
+from flyslice.operator.gitops import prune_guard
 from flyslice.operator.gitops.sources import DesiredSource, FetchError, Snapshot
 from flyslice.operator.intake.catalog import Catalog
 from flyslice.operator.intake.errors import ManifestError
-from flyslice.operator.intake.manifests import load_paths
-from flyslice.operator.intake.validation import ValidationResult, validate
+from flyslice.operator.intake.validation import ValidationResult
 from flyslice.operator.planning.actions import InstanceAction
 from flyslice.operator.reconcile import (
     ControllerState,
     InstanceObservation,
     NodeObservation,
     Observation,
-    keep_last_good,
+    carry_last_good,
+    mark_stalled,
     reconcile,
 )
 
@@ -65,6 +74,10 @@ class EmbeddedController:
         heartbeat_timeout_s: float = 30.0,
         solve_options: Any = None,
         on_applied: Callable[[str, list[tuple[str, str, str]], list[ManifestError]], None] | None = None,
+        unhealthy_after: int = 3,
+        intake_budget_s: float = DEFAULT_BUDGET_S,
+        confirm_prune: bool = False,
+        max_prune_share: float = prune_guard.DEFAULT_MAX_PRUNE_SHARE,
     ) -> None:
         self.source = source
         self._factory = runtime_factory
@@ -84,16 +97,60 @@ class EmbeddedController:
         self.passes = 0
         self.last_pass_at: float | None = None
         self._validated: ValidationResult | None = None
+        self._root: Path | None = None
         self._revision = ""
         self._wake = asyncio.Event()
+        #: /healthz fails after this many failed passes in a row (one may be a blip; three are not).
+        self.unhealthy_after = unhealthy_after
+        self.consecutive_failures = 0
+        self.last_pass_error = ""
+        self.last_attempt_at: float | None = None
+        self._intake_budget_s = intake_budget_s
+        #: A revision that could not be read within the budget, and what the source says about it.
+        self._unreadable = ("", "")
+        self.confirm_prune = confirm_prune
+        self._max_prune_share = max_prune_share
+        self.prune_held = prune_guard.PruneDecision((), ())
+        #: node -> what its agent cannot do although it runs (an unreachable MQTT broker): a
+        #: condition and a warning in the status, so Ready never hides it.
+        self.node_warnings: dict[str, list[str]] = {}
 
     # -- one pass ------------------------------------------------------------------------
 
     async def run_once(self) -> None:
-        self._refresh_desired_state()
+        """One pass; a pass that raises is counted as failed (Stalled) and the exception re-raised."""
+        self.last_attempt_at = self._clock()
+        try:
+            await self._refresh_desired_state()
+            await self._pass()
+        except Exception as exc:
+            self._pass_failed(f"{type(exc).__name__}: {exc}")
+            raise
+        if self.consecutive_failures:
+            self._event(f"reconcile resumed after {self.consecutive_failures} failed pass(es)", logging.INFO)
+            self.consecutive_failures = 0
+            self.last_pass_error = ""
+
+    def _pass_failed(self, error: str) -> None:
+        self.consecutive_failures += 1
+        if error != self.last_pass_error:
+            self._event(f"reconcile pass failed, keeping what runs: {error}", logging.ERROR)
+        self.last_pass_error = error
+
+    def _event(self, message: str, level: int) -> None:
+        log.log(level, message)
+        self.events = [*self.events, message][-100:]
+
+    def healthy(self) -> bool:
+        """For /healthz: a pass has run, and fewer than ``unhealthy_after`` in a row failed."""
+        return self.last_attempt_at is not None and self.consecutive_failures < self.unhealthy_after
+
+    async def _pass(self) -> None:
         await self._sync_runtimes()
         observation = self.observation = self._observe()
-        outcome = reconcile(
+        # The solver may run for its whole time limit: off the loop, so the status API answers.
+        outcome = await asyncio.to_thread(
+            reconcile,
             self.catalog,
             self.state,
             observation,
@@ -121,10 +178,12 @@ class EmbeddedController:
         self.passes += 1
         self.last_pass_at = self._clock()
 
-    def _refresh_desired_state(self) -> None:
+    async def _refresh_desired_state(self) -> None:
+        """Fetch and, for a new revision, read it (in a child process, within the time budget)."""
         status = self.source_status
         try:
-            snap = self.source.fetch()
+            # A directory source reads (and hashes) every file: off the loop.
+            snap = await asyncio.to_thread(self.source.fetch)
         except FetchError as exc:
             status.last_error = str(exc)
             if self._revision:
@@ -137,21 +196,66 @@ class EmbeddedController:
         status.last_error = ""
         if snap.revision == self._revision:
             return
-        self._apply_snapshot(snap)
+        if self._unreadable[0] == snap.revision:
+            status.last_error = self._unreadable[1]
+            return  # reported once; a new revision is read again
+        try:
+            result, load_errors = await read_in_child(snap.root, self._intake_budget_s)
+        except IntakeTimeout as exc:
+            # Not a failed pass: what runs is reconciled as before; the source says why it is not new.
+            message = f"revision {snap.revision}: {exc}; still serving {self._revision or 'nothing'}"
+            self._unreadable = (snap.revision, message)
+            status.last_error = message
+            self._event(message, logging.WARNING)
+            return
+        self._apply_snapshot(snap, result, load_errors)
 
-    def _apply_snapshot(self, snap: Snapshot) -> None:
-        manifests, load_errors = load_paths([snap.root])
-        result = validate(manifests)
+    def _apply_snapshot(
+        self, snap: Snapshot, result: ValidationResult, load_errors: list[ManifestError]
+    ) -> None:
         errors = [*load_errors, *result.errors]
-        catalog = keep_last_good(result, self._validated, errors)
+        carried = carry_last_good(
+            result, self._validated, errors, load_errors=load_errors, root=snap.root, previous_root=self._root
+        )
+        catalog = self._guard_prune(snap, carried.catalog)
         self.catalog = catalog
-        self._validated = replace(result, catalog=catalog)
+        self._validated = replace(carried, catalog=catalog)
+        self._root = snap.root
         self._revision = snap.revision
         self.source_status.errors = errors
         if self._on_applied is not None:
             self._on_applied(snap.revision, sorted(result.sources), errors)
         for e in errors:
             (log.info if e.severity == "note" else log.warning)("%s: %s", snap.revision, e)
+
+    def _guard_prune(self, snap: Snapshot, catalog: Catalog) -> Catalog:
+        """Hold back the removal of slices when it would remove too much of what runs."""
+        confirmed = self.confirm_prune or prune_guard.confirmed_by_message(snap.message)
+        decision = prune_guard.decide(
+            [s.key for s in self.catalog.slices.values()],
+            [s.key for s in catalog.slices.values()],
+            {key: len(rec.actions) for key, rec in self.state.slices.items()},
+            max_share=self._max_prune_share,
+            confirmed=confirmed,
+        )
+        if decision.held and decision.reason != self.prune_held.reason:
+            self._event(f"revision {snap.revision}: prune held: {decision.reason}", logging.WARNING)
+        for key in sorted(set(decision.removed) - set(decision.held)):
+            self._event(f"revision {snap.revision} removes slice {key}: pruning it", logging.INFO)
+        self.prune_held = decision
+        if not decision.held:
+            return catalog
+        keep = {k: v for k, v in self.catalog.slices.items() if v.key in decision.held}
+        # A held slice still needs the nodes, packages and services it runs on: a revision that
+        # deleted every manifest deleted those too, and they are held with it.
+        prev = self.catalog
+        return replace(
+            catalog,
+            slices={**catalog.slices, **keep},
+            nodes={**prev.nodes, **catalog.nodes},
+            packages={**prev.packages, **catalog.packages},
+            services={**prev.services, **catalog.services},
+        )
 
     async def _sync_runtimes(self) -> None:
         for node in self.catalog.nodes:
@@ -175,7 +279,42 @@ class EmbeddedController:
                 continue
             nodes[node] = n_obs
             instances.update(i_obs)
+            self._note_warnings(node, runtime)
+            # Restarts, crashes and removals the agents did on their own (they logged them already).
+            drain = getattr(runtime, "drain_events", None)
+            if drain is not None:
+                self.events = (self.events + list(drain()))[-100:]
         return Observation(nodes, instances)
+
+    def _note_warnings(self, node: str, runtime: NodeRuntime) -> None:
+        """Record a node's warnings; an event when one appears or clears (not one per pass)."""
+        read = getattr(runtime, "warnings", None)
+        now = list(read()) if read is not None else []
+        before = self.node_warnings.get(node, [])
+        # The messages carry a running duration: compare what is wrong, not the wording of how long.
+        if [w.split(" (", 1)[0] for w in now] != [w.split(" (", 1)[0] for w in before]:
+            for w in now:
+                self._event(f"node {node}: {w}", logging.WARNING)
+            if before and not now:
+                self._event(f"node {node}: cleared: {before[0].split(' (', 1)[0]}", logging.INFO)
+        if now:
+            self.node_warnings[node] = now
+        else:
+            self.node_warnings.pop(node, None)
+
+    def _slice_warnings(self, namespace: str, name: str) -> list[str]:
+        spec = self.catalog.slices.get((namespace, name))
+        attachments = spec.attachments if spec is not None else ()
+        return [f"{n}: {w}" for n in attachments for w in self.node_warnings.get(n, [])]
+
+    def conditions(self) -> list[dict[str, str]]:
+        """Controller-wide conditions (kstatus style); ``IngressReady`` only when an agent has ingress."""
+        if not self.node_warnings:
+            return []
+        message = "; ".join(f"{n}: {w[0]}" for n, w in sorted(self.node_warnings.items()))
+        return [
+            {"type": "IngressReady", "status": "False", "reason": "BrokerUnreachable", "message": message}
+        ]
 
     # -- loop ----------------------------------------------------------------------------
 
@@ -188,7 +327,9 @@ class EmbeddedController:
             try:
                 await self.run_once()
             except Exception:
-                log.exception("reconcile pass failed")
+                # run_once reported it (status, event, log line); the traceback once is enough.
+                if self.consecutive_failures == 1:
+                    log.exception("reconcile pass failed")
             self._wake.clear()
             waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())}
             _, pending = await asyncio.wait(waiters, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
@@ -220,6 +361,8 @@ class EmbeddedController:
                     "budgetMs": st["paths"][0]["budgetMs"] if st.get("paths") else None,
                     "expiresAt": st.get("expiresAt"),
                     "reasons": st.get("reasons", []),
+                    # Its devices attach where the agent cannot receive them: Ready, but not the whole truth.
+                    "warnings": self._slice_warnings(ns, name),
                 }
             )
         nodes = []
@@ -235,13 +378,30 @@ class EmbeddedController:
                     "load": n_obs.load if n_obs else None,
                 }
             )
+        if self.consecutive_failures:
+            stale = [mark_stalled(st, self.last_pass_error) for st in slices]
+            slices = [
+                {**s, "phase": m["phase"], "reasons": m["reasons"], "stalled": True}
+                for s, m in zip(slices, stale, strict=True)
+            ]
         return {
+            "controller": {
+                "healthy": self.healthy(),
+                "stalled": bool(self.consecutive_failures),
+                "consecutiveFailedPasses": self.consecutive_failures,
+                "lastPassError": self.last_pass_error,
+                "conditions": self.conditions(),
+            },
+            "warnings": [f"node {n}: {w}" for n, ws in sorted(self.node_warnings.items()) for w in ws],
             "source": {
                 "url": src.url,
                 "lastFetchedRevision": src.last_fetched_revision,
                 "lastAppliedRevision": src.last_applied_revision,
                 "lastError": src.last_error,
                 "errors": [e.as_dict() for e in src.errors],
+                "pruneHeld": {"slices": list(self.prune_held.held), "reason": self.prune_held.reason}
+                if self.prune_held.held
+                else None,
             },
             "slices": slices,
             "nodes": nodes,

@@ -32,6 +32,9 @@ def render_status(doc: dict[str, Any]) -> str:
         lines.append(f"  invalid: {e['file']}:{e['line']}: {e['object']}: {e['path']}: {e['message']}")
     if len(errors) > 10:
         lines.append(f"  ... and {len(errors) - 10} more invalid object(s)")
+    # Above the tables: a Ready slice whose devices cannot reach its agent is not the whole story.
+    for w in doc.get("warnings", []):
+        lines.append(f"WARNING {w}")
     lines.append("")
     lines += _table(
         ["SLICE", "PHASE", "PREDICTED", "OBSERVED", "BUDGET", "INSTANCES"],
@@ -50,13 +53,18 @@ def render_status(doc: dict[str, Any]) -> str:
     for s in doc["slices"]:
         for reason in s.get("reasons", []):
             lines.append(f"  {s['name']}: {reason}")
+        for warning in s.get("warnings", []):
+            lines.append(f"  {s['name']}: warning: {warning}")
     lines.append("")
     instances = [(s, i) for s in doc["slices"] for i in s["instances"]]
     if instances:
         lines += _table(
-            ["INSTANCE", "ROLE", "ATTACHMENT", "NODE", "FLAVOR", "STATE"],
+            ["INSTANCE", "ROLE", "ATTACHMENT", "NODE", "FLAVOR", "STATE", "RESTARTS"],
             [
-                [i["instance"], i["role"], i.get("attachment", "-"), i["node"], i["flavor"], i["state"]]
+                [
+                    *(i["instance"], i["role"], i.get("attachment", "-"), i["node"], i["flavor"]),
+                    *(i["state"], str(i.get("restarts", 0))),
+                ]
                 for _, i in instances
             ],
         )
@@ -65,4 +73,7 @@ def render_status(doc: dict[str, Any]) -> str:
         ["NODE", "TIER", "HEARTBEAT", "LOAD"],
         [[n["name"], n["tier"], _fmt(n["heartbeatAgeS"], "s ago"), _fmt(n["load"])] for n in doc["nodes"]],
     )
+    events = doc.get("events", [])[-5:]
+    if events:  # restarts and failures are facts a user watching the table must not miss
+        lines += ["", "RECENT EVENTS", *(f"  {e}" for e in events)]
     return "\n".join(lines)

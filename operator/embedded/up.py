@@ -12,16 +12,30 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flyslice.operator.embedded.agent_runtime import LocalAgentFleet
-from flyslice.operator.embedded.controller import EmbeddedController
-from flyslice.operator.embedded.status_view import render_status
-from flyslice.operator.gitops.sources import DesiredSource, DirectorySource
-from flyslice.operator.status_api import StatusServer
+if TYPE_CHECKING:
+    from flyslice.operator.gitops.sources import DesiredSource
+
+# The runtime (agents, controller, aiohttp, the solver) is imported by run_up, not here: the CLI
+# imports this module to show default_state_dir() in `flyslice up --help`, and that must stay fast.
 
 log = logging.getLogger("flyslice.up")
-DEFAULT_STATE_DIR = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "flyslice"
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/flyslice``, else ``~/.local/state/flyslice`` (the XDG base directory rules)."""
+    base = os.environ.get("XDG_STATE_HOME", "")
+    # The spec says to ignore an empty or relative value; a relative one would follow the cwd.
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state"
+    return root / "flyslice"
+
+
+DEFAULT_STATE_DIR = default_state_dir()
+
+
+class UpError(Exception):
+    """``flyslice up`` cannot start; the message says why and what to do, in one line."""
 
 
 @dataclass
@@ -44,6 +58,8 @@ class UpOptions:
     #: Apply only commits signed by one of these keys (GPG public key files / an SSH allowed-signers file).
     trusted_gpg_keys: tuple[Path, ...] = ()
     trusted_ssh_signers: Path | None = None
+    #: Apply revisions that remove every slice or most running NFs without holding them.
+    confirm_prune: bool = False
 
 
 def is_git_source(source: str) -> bool:
@@ -53,6 +69,8 @@ def is_git_source(source: str) -> bool:
 def build_source(opts: UpOptions) -> tuple[DesiredSource, Any]:
     """A plain directory source, or a git source with its fetch loop (second item, else None)."""
     if not is_git_source(opts.source):
+        from flyslice.operator.gitops.sources import DirectorySource
+
         return DirectorySource(Path(opts.source)), None
     from flyslice.operator.gitops.fetcher import GitSource
     from flyslice.operator.gitops.spec import GitRef, GitSourceSpec, SignaturePolicy
@@ -70,7 +88,8 @@ def build_source(opts: UpOptions) -> tuple[DesiredSource, Any]:
     spec = GitSourceSpec(
         url=opts.source, ref=ref, path=opts.path, interval_s=opts.interval_s or 60.0, verify=verify
     )
-    cache = opts.state_dir / "git" / _slug(opts.source)
+    # One cache per url, ref and path: a cache never answers for another ref.
+    cache = opts.state_dir / "git" / _slug(f"{opts.source}\0{ref}\0{opts.path}")
     watcher = SourceWatcher(GitSource(spec, cache))
     return watcher, watcher
 
@@ -102,44 +121,93 @@ def all_ready(doc: dict[str, Any]) -> bool:
 
 
 async def run_up(opts: UpOptions) -> int:
+    """Run until interrupted (or, with ``exit_when_ready_s``, until Ready or the time-out).
+
+    Raises :class:`UpError` when it cannot start: another ``up`` holds the state directory, or the
+    status API's or the webhook's address is taken.
+    """
+    from flyslice.operator.embedded.agent_runtime import LocalAgentFleet
+    from flyslice.operator.embedded.controller import EmbeddedController
+    from flyslice.operator.embedded.state_lock import StateDirError, lock_state_dir
+    from flyslice.operator.embedded.status_view import render_status
+    from flyslice.operator.status_api import ListenError, StatusServer
+
+    try:
+        # First, before anything touches the state dir: a second `up` on it would adopt this one's
+        # VNF runners and kill them. Released at the end, or by the kernel if this process dies.
+        state_lock = lock_state_dir(opts.state_dir)
+    except StateDirError as exc:
+        raise UpError(str(exc)) from exc
     source, watcher = build_source(opts)
-    fleet = LocalAgentFleet(opts.state_dir / "agents", opts.mqtt)
+    from flyslice.nodeagent.dataplane.tls import CertificateAuthority
+
+    # The installation's data-plane CA, kept across runs (rotation: docs/security.md); every agent and
+    # runner gets a certificate from it and the data plane is mutual TLS.
+    try:
+        ca = CertificateAuthority.load_or_create(opts.state_dir / "pki")
+    except (OSError, ValueError) as exc:
+        raise UpError(
+            f"data-plane CA in {opts.state_dir / 'pki'}: {exc}; remove that directory to create a new one"
+        ) from exc
+    fleet = LocalAgentFleet(opts.state_dir / "agents", opts.mqtt, ca)
     controller = EmbeddedController(
-        source, fleet, heartbeat_timeout_s=opts.heartbeat_timeout_s, on_applied=_recorder(watcher)
+        source,
+        fleet,
+        heartbeat_timeout_s=opts.heartbeat_timeout_s,
+        on_applied=_recorder(watcher),
+        confirm_prune=opts.confirm_prune,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    server = StatusServer(controller.snapshot, lambda: controller.last_pass_at is not None)
-    await server.start(opts.status_addr)
+    # /metrics and the web console ride on the status address (flyslice.operator.observe).
+    from flyslice.operator.observe.adapters import for_embedded
+
+    observe = for_embedded(controller, watcher)
+    if observe.metrics is not None:
+        from flyslice.nodeagent.telemetry import DataplaneRejectCollector
+
+        observe.metrics.registry.register(DataplaneRejectCollector())
+    # Unhealthy after consecutive failed passes, not merely while the loop is alive.
+    server = StatusServer(controller.snapshot, controller.healthy, observe)
+    try:
+        await server.start(opts.status_addr)
+    except ListenError as exc:
+        hint = "is another `flyslice up` running? Stop it, or " if exc.in_use else ""
+        raise UpError(
+            f"status API: {exc}; {hint}choose another --status-addr (port 0 picks a free one)"
+        ) from exc
     print(
         f"flyslice: status API on http://{opts.status_addr.rpartition(':')[0]}:{server.port}/status",
         file=sys.stderr,
     )
-    tasks = []
+    print(
+        f"flyslice: web console on http://{opts.status_addr.rpartition(':')[0]}:{server.port}/console/",
+        file=sys.stderr,
+    )
+    tasks: list[asyncio.Task[None]] = []
     receiver = None
-    if watcher is not None:
-        watcher.on_revision = lambda _snap: controller.trigger()
-        tasks.append(asyncio.create_task(watcher.run(stop)))
-        await watcher.fetch_now()
-        if opts.webhook_addr:
-            from flyslice.operator.gitops.webhook import WebhookReceiver
-            from flyslice.operator.status_api import parse_addr
-
-            host, port = parse_addr(opts.webhook_addr)
-            receiver = WebhookReceiver(host, port)
-            receiver.register("up", opts.webhook_secret, watcher.handle_push)
-            receiver.port = await receiver.start()
-            print(f"flyslice: webhook on {receiver.url('up')}", file=sys.stderr)
-    interval = 1.0 if watcher is None else 0.5
-    tasks.append(asyncio.create_task(controller.run(stop, interval_s=interval)))
     started = time.monotonic()
     code = 0
     try:
+        if watcher is not None:
+            watcher.on_revision = lambda _snap: controller.trigger()
+            tasks.append(asyncio.create_task(watcher.run(stop)))
+            await watcher.fetch_now()
+            if opts.webhook_addr:
+                receiver = await _start_webhook(opts, watcher)
+        interval = 1.0 if watcher is None else 0.5
+        tasks.append(asyncio.create_task(controller.run(stop, interval_s=interval)))
         while not stop.is_set():
             await asyncio.sleep(0.5)
+            for task in tasks:
+                # Both loops catch what they expect; anything else is a bug that must not go unseen
+                # behind a live view that keeps showing the last good state.
+                failure = task.exception() if task.done() and not task.cancelled() else None
+                if failure is not None:
+                    raise failure
             doc = controller.snapshot()
             if opts.view and sys.stdout.isatty():
                 sys.stdout.write("\x1b[H\x1b[2J" + render_status(doc) + "\n")
@@ -162,4 +230,25 @@ async def run_up(opts: UpOptions) -> int:
         if receiver is not None:
             await receiver.stop()
         await server.stop()
+        state_lock.release()  # after the agents stopped their runners (controller.run's exit)
     return code
+
+
+async def _start_webhook(opts: UpOptions, watcher: Any) -> Any:
+    from flyslice.operator.gitops.webhook import WebhookReceiver
+    from flyslice.operator.status_api import describe_listen_error, parse_addr
+
+    assert opts.webhook_addr is not None
+    host, port = parse_addr(opts.webhook_addr)
+    receiver = WebhookReceiver(host, port)
+    receiver.register("up", opts.webhook_secret, watcher.handle_push)
+    try:
+        receiver.port = await receiver.start()
+    except OSError as exc:
+        await receiver.stop()
+        raise UpError(
+            f"webhook: cannot listen on {opts.webhook_addr}: {describe_listen_error(exc)}; "
+            "choose another --webhook-addr"
+        ) from exc
+    print(f"flyslice: webhook on {receiver.url('up')}", file=sys.stderr)
+    return receiver

@@ -94,6 +94,9 @@ class GitSourceStatus:
     #: CamelCase: FetchFailed, TimedOut, AuthenticationFailed, HostKeyVerificationFailed, RefNotFound, PathNotFound, SignatureRefused, InvalidSpec.
     last_error_reason: str = ""
     last_error_at: float | None = None
+    #: Failed fetches since the last successful one (``status.fetchFailures``; the operator's
+    #: ``flyslice_git_fetch_errors_total`` counts its increments).
+    fetch_failures: int = 0
     refused_revision: str = ""
     #: Who signed the last accepted commit (when the policy is ``required``).
     signed_by: str = ""
@@ -122,6 +125,7 @@ class GitSourceStatus:
             out["lastAppliedAt"] = _rfc3339(self.last_applied_at)
         if observed_generation is not None:
             out["observedGeneration"] = observed_generation
+        out["fetchFailures"] = self.fetch_failures
         out["inventory"] = list(self.inventory)
         out["errors"] = [dict(e) for e in self.errors]
         conditions = []
@@ -196,9 +200,11 @@ class GitSource:
         st.last_fetched_at = now
         st.last_fetch_duration_s = now - started
         st.last_error = st.last_error_reason = ""
+        st.fetch_failures = 0
         st.refused_revision = ""
         st.signed_by = self.last_signature.signer if self.last_signature else ""
         st.set_condition("Ready", True, "Succeeded", f"fetched revision {snap.revision}", now)
+        st.set_condition("Stalled", False, "Succeeded", "", now)
         self._set_reconciling(now)
         self.last_good = snap
         self._collect_snapshots()
@@ -215,7 +221,7 @@ class GitSource:
             with repo.git.custom_environment(**env):
                 sha = self._resolve(repo)
                 self.last_signature = self._verifier.require(repo, sha)
-                return Snapshot(sha, self._export(repo, sha))
+                return Snapshot(sha, self._export(repo, sha), self._message(repo, sha))
         except (OSError, git.GitError) as exc:
             # A full disk, an unwritable cache, a git that cannot run: still a fetch error, never a crash.
             message = scrub(
@@ -345,6 +351,12 @@ class GitSource:
             shutil.rmtree(staging, ignore_errors=True)
         return dest
 
+    def _message(self, repo: git.Repo, sha: str) -> str:
+        try:
+            return str(repo.git.execute(["git", "show", "-s", "--format=%B", sha]))
+        except git.GitCommandError:
+            return ""  # informative only (the prune guard's trailer): never fail a fetch for it
+
     def _object_type(self, repo: git.Repo, treeish: str) -> str | None:
         try:
             return str(repo.git.execute(["git", "cat-file", "-t", treeish])).strip()
@@ -392,6 +404,7 @@ class GitSource:
         st = self.status
         st.last_error = str(exc)
         st.last_error_at = now
+        st.fetch_failures += 1
         st.last_fetch_duration_s = now - started
         if isinstance(exc, SignatureRejected):
             st.last_error_reason = "SignatureRefused"
@@ -400,6 +413,16 @@ class GitSource:
             st.last_error_reason = _classify(str(exc))
         kept = f"; still serving {self.last_good.revision}" if self.last_good else ""
         st.set_condition("Ready", False, st.last_error_reason, str(exc) + kept, now)
+        # kstatus Stalled: only what retrying on the interval will not fix (credentials, a missing
+        # ref or path, a refused signature); a network failure or timeout may heal by itself.
+        stalled = st.last_error_reason not in TRANSIENT_REASONS
+        st.set_condition(
+            "Stalled",
+            stalled,
+            st.last_error_reason if stalled else "Retrying",
+            str(exc) + kept if stalled else "",
+            now,
+        )
         log.warning("%s: %s%s", self.name, exc, kept)
 
     # -- state that survives a restart ---------------------------------------------------------
@@ -411,7 +434,12 @@ class GitSource:
         state = {
             "url": st.url,
             "path": self.spec.path,
-            "lastGood": {"revision": self.last_good.revision, "root": str(self.last_good.root)}
+            "ref": str(self.spec.ref),
+            "lastGood": {
+                "revision": self.last_good.revision,
+                "root": str(self.last_good.root),
+                "message": self.last_good.message,
+            }
             if self.last_good
             else None,
             "lastFetchedRevision": st.last_fetched_revision,
@@ -438,12 +466,17 @@ class GitSource:
             not isinstance(state, dict)
             or state.get("url") != self.status.url
             or state.get("path") != self.spec.path
+            or state.get("ref") != str(self.spec.ref)
         ):
-            return  # the cache belonged to another spec: start afresh
+            # The cache belonged to another spec: start afresh. Above all never serve another ref's
+            # last good revision as this one's (a branch that does not exist must be an error).
+            return
         st = self.status
         good = state.get("lastGood")
         if isinstance(good, dict) and Path(str(good.get("root"))).is_dir():
-            self.last_good = Snapshot(str(good["revision"]), Path(str(good["root"])))
+            self.last_good = Snapshot(
+                str(good["revision"]), Path(str(good["root"])), str(good.get("message") or "")
+            )
             st.last_fetched_revision = str(state.get("lastFetchedRevision") or "")
             st.last_fetched_at = state.get("lastFetchedAt")
         st.last_applied_revision = str(state.get("lastAppliedRevision") or "")
@@ -482,6 +515,10 @@ def _summarize_stderr(stderr: str) -> str:
     if first == 0:
         return "; ".join(lines[:2])
     return "; ".join(lines[first - 1 : first + 1])
+
+
+#: Fetch failures that retrying on the interval may fix: not Stalled (kstatus).
+TRANSIENT_REASONS = frozenset({"FetchFailed", "TimedOut"})
 
 
 def _classify(message: str) -> str:

@@ -18,6 +18,8 @@ from flyslice.operator.intake.manifests import discover
 class Snapshot:
     revision: str
     root: Path
+    #: The commit message (git sources), read for the prune guard's confirmation trailer.
+    message: str = ""
 
 
 class FetchError(RuntimeError):

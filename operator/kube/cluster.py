@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 
 from flyslice.crds import is_namespaced
 from flyslice.operator.intake.catalog import Catalog
-from flyslice.operator.intake.manifests import Manifest
+
+# Re-exported: it lives in intake so that `flyslice diff` (operator/review) can read the cluster too.
+from flyslice.operator.intake.manifests import manifests_from_objects as manifests_from_objects
 from flyslice.operator.planning.actions import InstanceAction
 from flyslice.operator.reconcile import (
     ControllerState,
@@ -55,37 +57,9 @@ SLICE_LABEL = "flyslice.io/slice"
 COMPONENT = "flyslice-operator"
 #: Where Events about cluster-scoped objects (EdgeNodes) go, as kubectl does for Nodes.
 CLUSTER_EVENTS_NAMESPACE = "default"
-FILE = "cluster"
 
 
 # -- API objects -> manifests ------------------------------------------------------------------
-
-
-def manifests_from_objects(objects: Iterable[Mapping[str, Any]]) -> list[Manifest]:
-    """One :class:`Manifest` per object (file ``cluster``, line 0), as validation expects.
-
-    Server-managed metadata (uid, managedFields, ...) is dropped; ``generation`` is kept because the
-    Slice status reports ``observedGeneration``. Objects being deleted are left out: they are no
-    longer desired, and their finalizer tears them down.
-    """
-    out = []
-    for obj in objects:
-        meta = obj.get("metadata") or {}
-        if meta.get("deletionTimestamp"):
-            continue
-        slim: dict[str, Any] = {"name": meta.get("name", "")}
-        for key in ("namespace", "generation", "labels", "annotations"):
-            if meta.get(key) is not None:
-                slim[key] = meta[key]
-        data = {
-            "apiVersion": obj.get("apiVersion", API_VERSION),
-            "kind": obj.get("kind", ""),
-            "metadata": slim,
-        }
-        if "spec" in obj:
-            data["spec"] = obj["spec"]
-        out.append(Manifest(FILE, 0, data))
-    return out
 
 
 def object_ref(obj: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -266,6 +240,12 @@ def event_for(message: str) -> EventSpec | None:
             reason, type_ = "Replaced", "Normal"
         elif rest.startswith("not admitted"):
             reason, type_ = "Infeasible", "Warning"
+        elif rest.startswith("new intent not admitted"):
+            reason, type_ = "NewIntentNotAdmitted", "Warning"
+        elif rest.startswith("new intent admitted"):
+            reason, type_ = "NewIntentAdmitted", "Normal"
+        elif rest.startswith("cannot be planned"):
+            reason, type_ = "Stalled", "Warning"
         elif rest.startswith("lifetime over"):
             reason, type_ = "Expired", "Normal"
         else:

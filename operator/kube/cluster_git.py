@@ -6,6 +6,13 @@ valid flyslice object of the revision is server-side applied with field manager
 ``flyslice-gitsource`` and the label ``flyslice.io/gitsource=<namespace>.<name>``; per-object errors
 go to the GitSource ``status.errors`` and never block the valid objects; pruning deletes only objects
 in the GitSource's recorded ``status.inventory`` that still carry its label.
+
+The prune guard (:mod:`flyslice.operator.gitops.prune_guard`, as in ``flyslice up``): a revision that
+removes every Slice, or more than half of the running NFInstances, is applied except for its
+deletions, which wait — with the condition ``PruneHeld=True`` on the GitSource and a Warning Event —
+until the commit carries ``Flyslice-Prune: confirm`` or the GitSource is annotated
+``flyslice.io/confirm-prune: "<revision>"`` (that revision, so a stale annotation never confirms the
+next mistake). Every deletion is logged and gets an Event.
 """
 
 from __future__ import annotations
@@ -13,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from flyslice.crds import is_namespaced
+from flyslice.operator.gitops import prune_guard
 from flyslice.operator.gitops.fetcher import GitSource
 from flyslice.operator.gitops.inventory import object_key, parse_object_key, plan_prune, retained_keys
 from flyslice.operator.gitops.sources import FetchError, Snapshot
@@ -34,6 +43,8 @@ SOURCE_LABEL = "flyslice.io/gitsource"
 FIELD_MANAGER = "flyslice-gitsource"
 REVISION_ANNOTATION = "flyslice.io/revision"
 FILE_ANNOTATION = "flyslice.io/source-file"
+#: On a GitSource: the revision (full or at least 7 hex digits of it) whose held prune to carry out.
+CONFIRM_PRUNE_ANNOTATION = "flyslice.io/confirm-prune"
 #: NFInstances are the operator's output, never input from git.
 APPLIED_KINDS = frozenset({"EdgeNode", "NFPackage", "NetworkService", "Slice", "GitSource"})
 
@@ -53,9 +64,17 @@ class GitSourceSync:
         self.label = source_label(self.namespace, self.name)
         self.previous_inventory: tuple[str, ...] = tuple((obj.get("status") or {}).get("inventory") or ())
         self.files: dict[str, str] = {}
+        self.obj: dict[str, Any] = dict(obj)
+        #: The prune guard's decision on the last applied revision (``held`` empty: nothing waits).
+        self.prune_held = prune_guard.PruneDecision((), ())
 
-    def apply(self, snap: Snapshot, prune: bool) -> tuple[tuple[str, ...], list[ManifestError]]:
-        """Apply ``snap``'s valid objects and prune; the new inventory and the errors to report."""
+    def apply(
+        self, snap: Snapshot, prune: bool, *, confirmed: bool = False
+    ) -> tuple[tuple[str, ...], list[ManifestError]]:
+        """Apply ``snap``'s valid objects and prune; the new inventory and the errors to report.
+
+        ``confirmed``: the GitSource's annotation confirms this revision's prune.
+        """
         manifests, load_errors = load_paths([snap.root])
         for m in manifests:
             m.file = _relative(m.file, snap.root)
@@ -93,14 +112,67 @@ class GitSourceSync:
             broken_files=broken_files,
         )
         plan = plan_prune(self.previous_inventory, desired, retained=retained, prune=prune)
+        decision = self._guard(
+            plan.prune, plan.inventory, confirmed or prune_guard.confirmed_by_message(snap.message)
+        )
+        if decision.held:
+            # Hold every deletion of the revision, not only the Slices': a held Slice still needs
+            # its EdgeNodes, packages and service. They stay in the inventory, so a confirmation
+            # (or a later revision) prunes them then.
+            if decision.reason != self.prune_held.reason:
+                log.warning(
+                    "%s/%s: revision %s: prune held: %s",
+                    self.namespace,
+                    self.name,
+                    snap.revision[:12],
+                    decision.reason,
+                )
+                self._event("PruneHeld", f"revision {snap.revision[:12]}: {decision.reason}", "Warning")
+            self.prune_held = decision
+            plan = replace(plan, prune=(), inventory=tuple(sorted({*plan.inventory, *plan.prune})))
+        else:
+            self.prune_held = decision
         for key in plan.prune:
             try:
                 self._prune(key)
+                self._event("Pruned", f"revision {snap.revision[:12]} removes {key}: pruned it", "Normal")
             except Exception as exc:
                 errors.append(ManifestError("", 0, key, "", f"could not be pruned: {_reason(exc)}"))
         self.previous_inventory = plan.inventory
         self.files = {k: v for k, v in {**self.files, **files}.items() if k in plan.inventory}
         return plan.inventory, errors
+
+    def _guard(
+        self, pruning: tuple[str, ...], inventory: tuple[str, ...], confirmed: bool
+    ) -> prune_guard.PruneDecision:
+        """The prune guard over this source's Slices, weighed by their NFInstances in the cluster."""
+
+        def slices(keys: tuple[str, ...]) -> list[str]:
+            return [f"{ns}/{name}" for kind, ns, name in map(parse_object_key, keys) if kind == "Slice"]
+
+        previous = slices(self.previous_inventory)
+        if not set(previous) & set(slices(pruning)):
+            return prune_guard.PruneDecision((), ())
+        running: dict[str, int] = {}
+        for inst in self.cluster.list_kind("NFInstance"):
+            meta = inst.get("metadata") or {}
+            key = f"{meta.get('namespace', '')}/{(inst.get('spec') or {}).get('slice', '')}"
+            running[key] = running.get(key, 0) + 1
+        return prune_guard.decide(
+            previous,
+            [k for k in previous if k not in set(slices(pruning))]
+            + [k for k in slices(inventory) if k not in previous],
+            running,
+            confirmed=confirmed,
+            how=f"or annotate the GitSource {CONFIRM_PRUNE_ANNOTATION}=<revision>",
+        )
+
+    def _event(self, reason: str, message: str, type_: str) -> None:
+        """An Event on the GitSource; a failure to post one never fails the sync."""
+        try:
+            self.cluster.post_event({**self.obj, "kind": "GitSource"}, reason, message, type_)
+        except Exception as exc:
+            log.warning("event on GitSource %s/%s: %s", self.namespace, self.name, _reason(exc))
 
     def _apply_one(self, kind: str, ns: str, data: Mapping[str, Any], revision: str, file: str) -> None:
         body = copy.deepcopy(dict(data))
@@ -260,8 +332,21 @@ class GitSourceManager:
             snap = await asyncio.to_thread(source.fetch)
         except FetchError:
             snap = None
-        if snap is not None and snap.revision != applied:
-            inventory, errors = await asyncio.to_thread(sync.apply, snap, spec.prune)
+        # A held prune is re-applied once the GitSource's annotation confirms that revision (an
+        # annotation does not bump the generation, so the follower reads it itself).
+        confirm = await asyncio.to_thread(self._confirmation, ns, name) if sync.prune_held.held else ""
+        confirmed = snap is not None and _confirms(confirm, snap.revision)
+        if snap is not None and (snap.revision != applied or confirmed):
+            inventory, errors = await asyncio.to_thread(sync.apply, snap, spec.prune, confirmed=confirmed)
+            if sync.prune_held.held:
+                source.status.set_condition(
+                    "PruneHeld", True, "PruneNeedsConfirmation", sync.prune_held.reason, time.time()
+                )
+            elif "PruneHeld" in source.status.conditions:
+                source.status.set_condition(
+                    "PruneHeld", False, "Confirmed" if confirmed else "NothingHeld",
+                    f"revision {snap.revision[:12]}: no deletion waits", time.time(),
+                )  # fmt: skip
             source.mark_applied(
                 snap.revision,
                 inventory=inventory,
@@ -279,6 +364,17 @@ class GitSourceManager:
             self.on_applied()
         await self._status(ns, name, source.status.as_crd_status(generation))
         return applied
+
+    def _confirmation(self, ns: str, name: str) -> str:
+        """The GitSource's ``flyslice.io/confirm-prune`` annotation now ("" if none or unreadable)."""
+        try:
+            obj = self.cluster.custom.get_namespaced_custom_object(
+                GROUP, VERSION, ns, PLURALS["GitSource"], name
+            )
+        except Exception as exc:
+            log.warning("GitSource %s/%s: cannot read its annotations: %s", ns, name, _reason(exc))
+            return ""
+        return str(((obj.get("metadata") or {}).get("annotations") or {}).get(CONFIRM_PRUNE_ANNOTATION, ""))
 
     def _credentials(self, obj: Mapping[str, Any]) -> GitCredentials | None:
         ref = ((obj.get("spec") or {}).get("secretRef") or {}).get("name")
@@ -315,6 +411,12 @@ def _failed_status(generation: int, reason: str, message: str, *, ready: bool = 
             }
         ],
     }  # fmt: skip
+
+
+def _confirms(annotation: str, revision: str) -> bool:
+    """Whether the annotation names ``revision``: in full or by a prefix of at least 7 characters."""
+    value = annotation.strip().lower()
+    return len(value) >= 7 and revision.lower().startswith(value)
 
 
 def _error_dict(e: ManifestError) -> dict[str, Any]:

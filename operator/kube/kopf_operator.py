@@ -44,7 +44,13 @@ from flyslice.operator.kube.cluster import (
     observe,
     status_changed,
 )
-from flyslice.operator.reconcile import HEARTBEAT_TIMEOUT_S, ControllerState, keep_last_good, reconcile
+from flyslice.operator.reconcile import (
+    HEARTBEAT_TIMEOUT_S,
+    ControllerState,
+    carry_last_good,
+    mark_stalled,
+    reconcile,
+)
 
 log = logging.getLogger("flyslice.operator")
 
@@ -60,7 +66,10 @@ class OperatorOptions:
     lease_namespace: str = "flyslice-system"
     lease_name: str = LEASE_NAME
     identity: str | None = None
-    liveness: str | None = "0.0.0.0:8080"
+    #: The probe port (``/healthz``, ``/readyz`` only); ``flyslice operator`` defaults it to the pod IP.
+    liveness: str | None = "127.0.0.1:8080"
+    #: Status, ``/metrics`` and the console: off unless configured (they describe the whole cluster).
+    status_addr: str | None = None
     #: Quiet time after a change before a pass starts, so a burst of changes makes one pass.
     debounce_s: float = 0.5
     #: A pass also runs this often with no change (stale heartbeats, expiring lifetimes).
@@ -79,6 +88,8 @@ class PassReport:
     last_pass_at: float | None = None
     last_pass_s: float = 0.0
     last_error: str = ""
+    #: Failed passes in a row; /healthz fails from ``ReconcileLoop.unhealthy_after`` on.
+    consecutive_failures: int = 0
     created: int = 0
     updated: int = 0
     deleted: int = 0
@@ -99,8 +110,10 @@ class ReconcileLoop:
         heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
         solve_options: solver.SolveOptions | None = None,
         clock: Callable[[], float] = time.time,
+        unhealthy_after: int = 3,
     ) -> None:
         self.client = client
+        self.unhealthy_after = unhealthy_after
         self.namespaces = tuple(namespaces)
         self.debounce_s = debounce_s
         self.resync_s = resync_s
@@ -139,9 +152,13 @@ class ReconcileLoop:
             self._wake.clear()
             try:
                 await asyncio.to_thread(self.run_once)
+                self.report.consecutive_failures = 0
             except Exception as exc:  # a failed pass is retried on the next trigger or resync
-                self.report.last_error = str(exc)
+                error = _pass_error(exc)
+                self.report.last_error = error
+                self.report.consecutive_failures += 1
                 log.exception("reconcile pass failed")
+                await asyncio.to_thread(self.mark_stalled, error)
 
     # -- one pass ---------------------------------------------------------------------------
 
@@ -164,8 +181,8 @@ class ReconcileLoop:
         objects = {kind: self._list(kind) for kind in DESIRED_KINDS}
         instances = self._list("NFInstance", f"{MANAGED_BY}={OPERATOR}")
         result = validate(manifests_from_objects(o for kind in DESIRED_KINDS for o in objects[kind]))
-        catalog = keep_last_good(result, self._validated, result.errors)
-        self._validated = replace(result, catalog=catalog)
+        self._validated = carry_last_good(result, self._validated, result.errors)
+        catalog = self._validated.catalog
         if self.state is None:
             self.state = derive_state(catalog, instances, objects["Slice"])
             log.info(
@@ -324,6 +341,31 @@ class ReconcileLoop:
         self.client.parallel(post, self._events)
         self._events = []
 
+    def mark_stalled(self, error: str) -> None:
+        """After a failed pass: every Slice says Stalled (Ready=False) with the error, best effort
+        (the API server may be what failed). What runs is left alone."""
+        try:
+            slices = self._list("Slice")
+        except Exception as exc:
+            log.warning("cannot mark slices stalled: %s", exc)
+            return
+        for obj in slices:
+            meta, current = obj["metadata"], obj.get("status") or {}
+            stalled = mark_stalled(current, error)
+            stalled.pop("stalled", None)  # not a field of the Slice status schema
+            if status_changed(current, stalled):
+                try:
+                    self.client.patch_status("Slice", meta["namespace"], meta["name"], stalled)
+                    # On the transition only (the status changed), not once per failed pass.
+                    self.client.post_event(
+                        {**obj, "kind": "Slice"},
+                        "Stalled",
+                        f"reconcile pass failed, keeping what runs: {error}",
+                        "Warning",
+                    )
+                except Exception as exc:
+                    log.warning("status of Slice %s/%s: %s", meta["namespace"], meta["name"], exc)
+
     # -- slice teardown (finalizer) ---------------------------------------------------------
 
     def teardown(self, namespace: str, name: str) -> int:
@@ -341,6 +383,8 @@ class ReconcileLoop:
     # -- health -----------------------------------------------------------------------------
 
     def healthy(self, stale_after_s: float) -> bool:
+        if self.report.consecutive_failures >= self.unhealthy_after:
+            return False
         last = self.report.last_pass_at
         return last is None or self._clock() - last < stale_after_s
 
@@ -379,6 +423,26 @@ def _invalid_status(key: str, errors: Sequence[ManifestError], generation: int) 
 
 
 WATCHED = ("slices", "networkservices", "nfpackages", "edgenodes", "nfinstances")
+
+
+def _pass_error(exc: Exception) -> str:
+    """A failed pass in one stable line: for the API server's refusals its own message, since the
+    exception's text carries per-request headers (Audit-Id, Date) that would make every failed pass
+    look like a new error (a status patch and an Event each time)."""
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(exc, ApiException):
+        return f"{type(exc).__name__}: {exc.status} {_api_message(exc)}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _api_message(exc: Any) -> str:
+    import json
+
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.reason)
 
 
 def build_registry(loop: ReconcileLoop, gitsources: Any = None) -> kopf.OperatorRegistry:
@@ -466,7 +530,7 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
 
     from flyslice.operator.kube.cluster_git import GitSourceManager
     from flyslice.operator.kube.leader import LeaseElector
-    from flyslice.operator.status_api import StatusServer
+    from flyslice.operator.status_api import ProbeServer, StatusServer
 
     for ns in opts.namespaces:
         if not _NAMESPACE_OK.match(ns):
@@ -498,11 +562,25 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
             "slices": r.slices,
         }
 
-    server = None
+    server: StatusServer | None = None
+    probes: ProbeServer | None = None
     if opts.liveness:
-        server = StatusServer(snapshot, lambda: loop.healthy(stale))
-        await server.start(opts.liveness)
-        log.info("liveness on http://%s:%d/healthz", opts.liveness.rpartition(":")[0], server.port)
+        # Only the probes here: the port kubelet reaches on the pod IP says nothing about the cluster.
+        probes = ProbeServer(lambda: loop.healthy(stale))
+        await probes.start(opts.liveness)
+        log.info("liveness on http://%s:%d/healthz", opts.liveness.rpartition(":")[0], probes.port)
+    if opts.status_addr:
+        from flyslice.operator.observe.adapters import for_operator
+
+        # /status, /metrics (controller-runtime names) and the read-only console, where configured.
+        server = StatusServer(snapshot, lambda: loop.healthy(stale), for_operator(loop, snapshot))
+        try:
+            await server.start(opts.status_addr)
+        except Exception:
+            if probes is not None:
+                await probes.stop()
+            raise
+        log.info("status on http://%s:%d/status", opts.status_addr.rpartition(":")[0], server.port)
     try:
         log.info("standing by for lease %s/%s as %s", opts.lease_namespace, opts.lease_name, elector.identity)
         if not await elector.acquire(stop):
@@ -537,6 +615,8 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
     finally:
         if server is not None:
             await server.stop()
+        if probes is not None:
+            await probes.stop()
 
 
 def main_operator(opts: OperatorOptions) -> int:

@@ -62,7 +62,9 @@ def test_force_push_rewriting_history_is_followed(tmp_path):
         slice_doc["metadata"]["name"] = "rewritten"
         repo.write("slice.yaml", [slice_doc])
         repo.repo.git.add(A=True)
-        repo.repo.git.commit("--amend", "-m", "history rewritten")  # the old tip is gone from main
+        # The old tip is gone from main. Renaming the only slice removes every running NF: the prune
+        # guard holds that unless the commit confirms it.
+        repo.repo.git.commit("--amend", "-m", "history rewritten\n\nFlyslice-Prune: confirm")
         rev2 = repo.repo.head.commit.hexsha
         emb.wait_ready("rewritten", rev2)
         emb.wait(lambda: emb.slice("wildfire") is None, 10, "the slice of the dropped commit to be pruned")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from pathlib import Path
 from urllib.parse import quote
@@ -25,10 +26,20 @@ def push_body(ref: str = "refs/heads/main", after: str = "0" * 40) -> bytes:
     return json.dumps({"ref": ref, "after": after, "repository": {"full_name": "acme/fleet"}}).encode()
 
 
+_deliveries = itertools.count(1)
+
+
 async def post(
-    session: aiohttp.ClientSession, url: str, body: bytes, signature: str | None, event: str = "push"
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    signature: str | None,
+    event: str = "push",
+    delivery: str | None = None,
 ) -> tuple[int, dict[str, object]]:
-    headers = {"Content-Type": "application/json", "X-GitHub-Event": event, "X-GitHub-Delivery": "d-1"}
+    # Every call is a new delivery unless the test replays one: the receiver drops repeats.
+    delivery = delivery or f"d-{next(_deliveries)}"
+    headers = {"Content-Type": "application/json", "X-GitHub-Event": event, "X-GitHub-Delivery": delivery}
     if signature is not None:
         headers[SIGNATURE_HEADER] = signature
     async with session.post(url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
@@ -95,9 +106,9 @@ def test_bad_or_missing_signature_is_refused_and_triggers_nothing() -> None:
                 )
                 assert events == []
 
-                status, _ = await post(session, url, body, sign(SECRET, body))
+                status, _ = await post(session, url, body, sign(SECRET, body), delivery="d-first")
                 assert status == 202
-                assert events == [PushEvent("fleet", "push", "refs/heads/main", "0" * 40, "d-1")]
+                assert events == [PushEvent("fleet", "push", "refs/heads/main", "0" * 40, "d-first")]
 
                 # Names may carry a namespace, as GitSource objects do.
                 receiver.register("edge/fleet", SECRET, events.append)
@@ -158,3 +169,71 @@ def test_oversized_payload_is_refused() -> None:
 def test_empty_secret_is_rejected() -> None:
     with pytest.raises(ValueError, match="secret must not be empty"):
         WebhookReceiver().register("fleet", "", lambda e: True)
+
+
+def test_a_delivery_is_handled_once_within_the_window() -> None:
+    now = [1000.0]
+
+    async def scenario() -> None:
+        events: list[PushEvent] = []
+        receiver = WebhookReceiver(dedupe_window_s=60, clock=lambda: now[0])
+        receiver.register("fleet", SECRET, events.append)
+        receiver.register("other", SECRET, events.append)
+        await receiver.start()
+        body = push_body()
+        try:
+            async with aiohttp.ClientSession() as session:
+                url = receiver.url("fleet")
+                assert (await post(session, url, body, sign(SECRET, body), delivery="same"))[0] == 202
+                replies = [
+                    await post(session, url, body, sign(SECRET, body), delivery="same") for _ in range(300)
+                ]
+                assert {(s, r["duplicate"], r["triggered"]) for s, r in replies} == {(200, True, False)}
+                assert len(events) == 1 and receiver.duplicates == 300
+                # The same id for another source is another delivery.
+                assert (
+                    await post(session, receiver.url("other"), body, sign(SECRET, body), delivery="same")
+                )[0] == 202
+                # An unsigned request with a fresh id neither triggers nor uses up the id.
+                assert (await post(session, url, body, None, delivery="fresh"))[0] == 401
+                assert (await post(session, url, body, sign(SECRET, body), delivery="fresh"))[0] == 202
+                assert len(events) == 3
+                now[0] += 61  # past the window: a redelivery is handled again
+                assert (await post(session, url, body, sign(SECRET, body), delivery="same"))[0] == 202
+                assert len(events) == 4
+        finally:
+            await receiver.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # deeper than json's recursion limit
+        b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+        b"{not json",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'"a string"',
+    ],
+    ids=["deep-list", "deep-object", "malformed", "not-utf8", "list", "string"],
+)
+def test_a_signed_body_that_is_not_a_json_object_gets_400(body: bytes) -> None:
+    async def scenario() -> None:
+        events: list[PushEvent] = []
+        receiver = WebhookReceiver()
+        receiver.register("fleet", SECRET, events.append)
+        await receiver.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                status, reply = await post(session, receiver.url("fleet"), body, sign(SECRET, body))
+                assert status == 400 and reply["error"]
+                # The receiver still works afterwards.
+                good = push_body()
+                assert (await post(session, receiver.url("fleet"), good, sign(SECRET, good)))[0] == 202
+            assert len(events) == 1
+        finally:
+            await receiver.stop()
+
+    asyncio.run(scenario())

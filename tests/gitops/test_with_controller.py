@@ -95,7 +95,10 @@ def test_commit_webhook_apply_and_outage(upstream: Upstream, git_daemon: GitDaem
             assert instances == 9
 
             # A commit removes the slice; the webhook makes it land without waiting for the hour-long poll.
-            removed = await asyncio.to_thread(upstream.commit, {"fleet/slice.yaml": None}, "remove slice")
+            # Removing every slice is held unless the commit confirms it (see test_prune_guard).
+            removed = await asyncio.to_thread(
+                upstream.commit, {"fleet/slice.yaml": None}, "remove slice\n\nFlyslice-Prune: confirm\n"
+            )
             body = json.dumps({"ref": "refs/heads/main", "after": removed}).encode()
             posted = time.monotonic()
             async with (

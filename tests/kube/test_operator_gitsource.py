@@ -117,7 +117,9 @@ def test_gitsource_applies_valid_objects_reports_errors_and_prunes_only_its_own(
 
         (repo / "slice.yaml").unlink()
         _git(repo, "add", "-A")
-        _git(repo, "commit", "-q", "-m", "retire the slice")
+        # Removing the only slice is what the prune guard holds: this commit says it means it
+        # (tests/kube/test_operator_prune_guard.py covers the held case).
+        _git(repo, "commit", "-q", "-m", "retire the slice\n\nFlyslice-Prune: confirm")
         second = _git(repo, "rev-parse", "HEAD")
         status = wait_for(
             lambda: (s := _status(kube_env, namespace)).get("lastAppliedRevision") == second and s,

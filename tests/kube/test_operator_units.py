@@ -113,6 +113,17 @@ def test_decisions_become_events_on_the_object_they_are_about() -> None:
     refused = event_for("slice ns1/big: not admitted: no host has 64 CPUs")
     assert refused is not None and (refused.reason, refused.type) == ("Infeasible", "Warning")
     assert refused.message == "not admitted: no host has 64 CPUs"
+    for message, reason, type_ in [
+        (
+            "new intent not admitted, keeping the last good placement (9 NF(s)): too tight",
+            "NewIntentNotAdmitted",
+            "Warning",
+        ),
+        ("new intent admitted, 0 NF(s) moved", "NewIntentAdmitted", "Normal"),
+        ("cannot be planned, keeping what runs: ArithmeticError: boom", "Stalled", "Warning"),
+    ]:
+        spec = event_for(f"slice ns1/wildfire: {message}")
+        assert spec is not None and (spec.name, spec.reason, spec.type) == ("wildfire", reason, type_)
     lost = event_for("node gw-1 has not sent a heartbeat for over 30s: moving its NFs")
     assert lost is not None and (lost.kind, lost.name, lost.reason, lost.type) == (
         "EdgeNode",

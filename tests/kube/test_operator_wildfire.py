@@ -103,6 +103,8 @@ def test_wildfire_placed_run_ready_and_torn_down(
                 "Placed": "True",
                 "Ready": "True",
                 "Degraded": "False",
+                "Reconciling": "False",
+                "Stalled": "False",
             }
             assert {p["state"] for p in ready["placement"]} == {"Running"}
             wait_for(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+from flyslice.operator.intake.quantities import cpu_millis
 from flyslice.operator.reconcile import (
     ControllerState,
     InstanceObservation,
@@ -72,6 +73,8 @@ def test_wildfire_is_placed_deployed_and_ready(wildfire):
         "Placed": "True",
         "Ready": "True",
         "Degraded": "False",
+        "Reconciling": "False",
+        "Stalled": "False",
     }
     assert st["expiresAt"] == "1970-01-12T20:46:40Z"  # T0 + 7h
 
@@ -155,10 +158,8 @@ def test_roaming_moves_only_the_per_attachment_stage(wildfire):
 
 def test_removed_slice_is_pruned_and_infeasible_slice_explains_why(wildfire):
     docs = copy.deepcopy(wildfire)
-    out = reconcile(catalog_from(docs), ControllerState(), Observation(), now=T0)
-    assert out.actions
     find(docs, "Slice", "wildfire")["spec"]["qos"]["maxLatencyMs"] = 2
-    tight = reconcile(catalog_from(docs), out.state, Observation(), now=T0 + 1)
+    tight = reconcile(catalog_from(docs), ControllerState(), Observation(), now=T0)
     st = tight.slice_status["default/wildfire"]
     assert st["phase"] == "Infeasible"
     assert st["reasons"] and all(r.strip() for r in st["reasons"])
@@ -166,3 +167,95 @@ def test_removed_slice_is_pruned_and_infeasible_slice_explains_why(wildfire):
     docs = [d for d in docs if d["kind"] != "Slice"]
     gone = reconcile(catalog_from(docs), tight.state, Observation(), now=T0 + 2)
     assert gone.actions == () and gone.slice_status == {}
+
+
+def conditions(status):
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_an_intent_that_cannot_be_admitted_keeps_the_last_good_placement(wildfire):
+    docs = copy.deepcopy(wildfire)
+    out = reconcile(catalog_from(docs), ControllerState(), Observation(), now=T0, revision="r1")
+    placed = {a.name: a.spec for a in out.actions}
+    assert len(placed) == 9
+    find(docs, "Slice", "wildfire")["spec"]["qos"]["maxLatencyMs"] = 2
+    tight = reconcile(catalog_from(docs), out.state, running(out), now=T0 + 1, revision="r2")
+    assert {a.name: a.spec for a in tight.actions} == placed
+    st = tight.slice_status["default/wildfire"]
+    assert st["phase"] == "Degraded"
+    assert st["lastAppliedRevision"] == "r1"  # what runs is still r1's placement
+    assert st["reasons"][0].startswith("new intent not admitted, keeping the last good placement: ")
+    assert conditions(st)["Degraded"] == ("True", "NewIntentNotAdmitted")
+    assert conditions(st)["Ready"] == ("False", "NewIntentNotAdmitted")
+    assert conditions(st)["Placed"][0] == "True"
+    (event,) = [e for e in tight.events if "wildfire" in e and "not admitted" in e]
+    assert event.startswith(
+        "slice default/wildfire: new intent not admitted, keeping the last good placement (9 NF(s))"
+    )
+    # Nothing changes on the next pass: the event is not repeated and nothing is re-planned.
+    again = reconcile(catalog_from(docs), tight.state, running(tight), now=T0 + 2, revision="r2")
+    assert not again.replanned and not again.events
+    assert {a.name for a in again.actions} == set(placed)
+    # Restoring a feasible intent applies it and says so.
+    find(docs, "Slice", "wildfire")["spec"]["qos"]["maxLatencyMs"] = 11
+    relaxed = reconcile(catalog_from(docs), again.state, running(again), now=T0 + 3, revision="r3")
+    assert any(e.startswith("slice default/wildfire: new intent admitted") for e in relaxed.events)
+    ready = reconcile(catalog_from(docs), relaxed.state, running(relaxed), now=T0 + 4, revision="r3")
+    st = ready.slice_status["default/wildfire"]
+    assert st["phase"] == "Ready" and st["paths"][0]["budgetMs"] == 11
+    assert st["lastAppliedRevision"] == "r3" and conditions(st)["Ready"] == ("True", "Ready")
+
+
+def test_allow_teardown_annotation_lets_an_infeasible_intent_tear_the_slice_down(wildfire):
+    docs = copy.deepcopy(wildfire)
+    out = reconcile(catalog_from(docs), ControllerState(), Observation(), now=T0)
+    slice_doc = find(docs, "Slice", "wildfire")
+    slice_doc["spec"]["qos"]["maxLatencyMs"] = 2
+    slice_doc["metadata"]["annotations"] = {"flyslice.io/allow-teardown": "true"}
+    tight = reconcile(catalog_from(docs), out.state, running(out), now=T0 + 1)
+    assert tight.actions == ()
+    assert tight.slice_status["default/wildfire"]["phase"] == "Infeasible"
+
+
+def test_a_held_slice_keeps_its_resources_from_a_new_slice(wildfire):
+    """The slice that cannot get its new intent still runs: a newcomer is planned around it."""
+    docs = copy.deepcopy(wildfire)
+    out = reconcile(catalog_from(docs), ControllerState(), Observation(), now=T0)
+    find(docs, "Slice", "wildfire")["spec"]["qos"]["maxLatencyMs"] = 2
+    twin = copy.deepcopy(find(docs, "Slice", "wildfire"))
+    twin["metadata"]["name"] = "twin"
+    twin["spec"]["qos"]["maxLatencyMs"] = 10
+    docs.append(twin)
+    both = reconcile(catalog_from(docs), out.state, running(out), now=T0 + 1)
+    held = {a.name: a for a in both.actions if a.spec["slice"] == "wildfire"}
+    assert set(held) == {a.name for a in out.actions}
+    # Whatever the newcomer got, no node carries more than it has.
+    catalog = catalog_from(docs)
+    used: dict[str, int] = {}
+    for a in both.actions:
+        used[a.node] = used.get(a.node, 0) + cpu_millis(a.spec["resources"]["cpu"])
+    assert all(used[n] <= catalog.nodes[n].cpu_millis for n in used)
+
+
+def test_a_slice_whose_planning_raises_is_isolated_and_the_others_are_placed(wildfire, monkeypatch):
+    from flyslice.operator.planning import expansion
+
+    docs = copy.deepcopy(wildfire)
+    twin = copy.deepcopy(find(docs, "Slice", "wildfire"))
+    twin["metadata"]["name"] = "twin"
+    docs.append(twin)
+    real = expansion.slice_demand
+
+    def explode_for_twin(catalog, s, *args, **kwargs):
+        if s.name == "twin":
+            raise ArithmeticError("boom")
+        return real(catalog, s, *args, **kwargs)
+
+    monkeypatch.setattr(expansion, "slice_demand", explode_for_twin)
+    out = reconcile(catalog_from(docs), ControllerState(), Observation(), now=T0)
+    assert {a.spec["slice"] for a in out.actions} == {"wildfire"}
+    st = out.slice_status["default/twin"]
+    assert st["phase"] == "Pending"
+    assert conditions(st)["Stalled"] == ("True", "PlanningFailed")
+    assert "ArithmeticError: boom" in st["reasons"][0]
+    assert any(e.startswith("slice default/twin: cannot be planned") for e in out.events)
