@@ -3,7 +3,7 @@ process so RSS deltas and CPU pinning are not disturbed by the previous one.
 
     python benchmarks/agent_worker.py footprint N      fNF deploy times and RSS for N fNFs
     python benchmarks/agent_worker.py chain N           3-fNF chain throughput and per-hop latency, one core
-    python benchmarks/agent_worker.py hop-peer N        receiving agent for the agent-to-agent hop
+    python benchmarks/agent_worker.py hop-peer N [TLS_DIR]  receiving agent for the agent-to-agent hop
 Each prints one JSON object on its last stdout line.
 """
 
@@ -203,10 +203,18 @@ def chain(n: int) -> dict[str, Any]:
     }
 
 
-def hop_peer(n: int) -> None:
-    """The receiving agent: prints its address, then a JSON line when n messages have arrived."""
+def hop_peer(n: int, tls_dir: str | None = None) -> None:
+    """The receiving agent: prints its address, then a JSON line when n messages have arrived.
+
+    ``tls_dir``: its data-plane credentials (ca.pem, cert.pem, key.pem) -- mutual TLS, as ``up`` runs it.
+    """
+    tls = None
+    if tls_dir:
+        from flyslice.nodeagent.dataplane.tls import TlsFiles
+
+        tls = TlsFiles.in_dir(Path(tls_dir))
     with tempfile.TemporaryDirectory() as d:
-        agent = Agent(AgentConfig("b", Path(d), resync_s=3600))
+        agent = Agent(AgentConfig("b", Path(d), resync_s=3600, tls=tls))
         agent.converge([spec("b-broker", "broker", "s", node="b")])
         got: list[int] = []
         lat: list[float] = []
@@ -241,7 +249,7 @@ def main() -> None:
     elif cmd == "chain":
         print(json.dumps(chain(n)))
     elif cmd == "hop-peer":
-        hop_peer(n)
+        hop_peer(n, sys.argv[3] if len(sys.argv) > 3 else None)
     else:
         raise SystemExit(f"unknown command {cmd}")
 

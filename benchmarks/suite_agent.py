@@ -109,17 +109,30 @@ def vnf_footprint(count: int) -> dict[str, Any]:
     }
 
 
-def agent_hop(n: int, paced: bool) -> dict[str, Any]:
-    """Agent A (firewall fNF) -> TCP -> agent B (broker fNF, another process)."""
+def agent_hop(n: int, paced: bool, tls: bool = False) -> dict[str, Any]:
+    """Agent A (firewall fNF) -> TCP -> agent B (broker fNF, another process).
+
+    ``tls``: the hop as ``flyslice up`` runs it -- mutual TLS 1.3 with certificates from a fresh CA, and
+    the receiver checking each message's slice against the sender's certificate.
+    """
     from flyslice.nodeagent.agent import Agent, AgentConfig
+    from flyslice.nodeagent.dataplane.tls import CertificateAuthority
     from flyslice.nodeagent.gctune import tune_for_data_plane
     from flyslice.nodeagent.message import new_message
     from flyslice.nodeagent.runtime.modules import module_digest
     from flyslice.nodeagent.spec import InstanceSpec, NextHop
 
     tune_for_data_plane()  # as the agent CLI does
+    pki = tempfile.TemporaryDirectory()
+    tls_a = None
+    peer_args: list[str] = []
+    if tls:
+        ca = CertificateAuthority.load_or_create(Path(pki.name) / "ca")
+        tls_a = ca.issue_to(Path(pki.name) / "a", "agent a", node="a")
+        ca.issue_to(Path(pki.name) / "b", "agent b", node="b")
+        peer_args = [str(Path(pki.name) / "b")]
     peer = subprocess.Popen(
-        [sys.executable, str(WORKER), "hop-peer", str(n)],
+        [sys.executable, str(WORKER), "hop-peer", str(n), *peer_args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -128,7 +141,7 @@ def agent_hop(n: int, paced: bool) -> dict[str, Any]:
         assert peer.stdout is not None and peer.stdin is not None
         address = json.loads(peer.stdout.readline())["address"]
         with tempfile.TemporaryDirectory() as d:
-            a = Agent(AgentConfig("a", Path(d), resync_s=3600, peers={"b": address}))
+            a = Agent(AgentConfig("a", Path(d), resync_s=3600, peers={"b": address}, tls=tls_a))
             a.converge(
                 [
                     InstanceSpec(
@@ -164,6 +177,7 @@ def agent_hop(n: int, paced: bool) -> dict[str, Any]:
         if peer.stdin:
             peer.stdin.close()
         peer.wait(10)
+        pki.cleanup()
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -175,6 +189,9 @@ def run(quick: bool) -> dict[str, Any]:
     idle = worker("idle", "50")
     hop_load = agent_hop(20_000 if quick else 100_000, paced=False)
     hop_idle = agent_hop(300 if quick else 1000, paced=True)
+    # The same hop on mutual TLS (as `flyslice up` runs it), measured in the same run: the cost of security.
+    hop_load_tls = agent_hop(20_000 if quick else 100_000, paced=False, tls=True)
+    hop_idle_tls = agent_hop(300 if quick else 1000, paced=True, tls=True)
     result: dict[str, Any] = {
         "fnf_deploy_ms_p50": largest["deploy_ms_p50"],
         "fnf_deploy_ms_p99": largest["deploy_ms_p99"],
@@ -194,6 +211,10 @@ def run(quick: bool) -> dict[str, Any]:
         "agent_hop_msgs_per_s": round(hop_load["msgs_per_s"]),
         "agent_hop_latency_us_p50": round(hop_idle["latency_us_p50"], 1),
         "agent_hop_latency_us_p99": round(hop_idle["latency_us_p99"], 1),
+        "agent_hop_tls_msgs_per_s": round(hop_load_tls["msgs_per_s"]),
+        "agent_hop_tls_latency_us_p50": round(hop_idle_tls["latency_us_p50"], 1),
+        "agent_hop_tls_latency_us_p99": round(hop_idle_tls["latency_us_p99"], 1),
+        "agent_hop_tls_throughput_ratio": round(hop_load_tls["msgs_per_s"] / hop_load["msgs_per_s"], 3),
         "agent_idle_rss_mib_50_fnfs": round(idle["rss_bytes"] / 2**20, 1),
         "fnf_converge_one_more_ms_p50_at_50": round(idle["converge_one_more_ms_p50"], 2),
         "fnf_50_from_nothing_ms": round(idle["converge_all_ms"], 1),

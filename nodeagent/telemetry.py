@@ -17,9 +17,30 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from flyslice.nodeagent.dataplane.transport import ServerThread, parse_address
+from flyslice.nodeagent.dataplane.transport import REJECTED, ServerThread, parse_address
 from flyslice.nodeagent.message import EnvelopeError, Message, device_envelope
 from flyslice.nodeagent.spec import InstanceStatus
+
+
+def dataplane_rejected_family() -> CounterMetricFamily:
+    """``flyslice_dataplane_rejected_total{reason}``: data-plane connections and messages refused in
+    this process (every listener: ``flyslice up`` runs one agent per node in-process)."""
+    fam = CounterMetricFamily(
+        "flyslice_dataplane_rejected",
+        "Data-plane connections (failed mutual-TLS handshake) and messages (slice not allowed by the "
+        "sender's certificate) refused, by reason",
+        labels=["reason"],
+    )
+    for reason, n in sorted(REJECTED.snapshot().items()):
+        fam.add_metric([reason], float(n))
+    return fam
+
+
+class DataplaneRejectCollector(Collector):
+    """Adds :func:`dataplane_rejected_family` to a registry (the operator's, in ``flyslice up``)."""
+
+    def collect(self) -> Iterator[Any]:
+        yield dataplane_rejected_family()
 
 
 class AgentCollector(Collector):
@@ -45,6 +66,11 @@ class AgentCollector(Collector):
             "Mean end-to-end latency of messages whose path ended at the instance (sinks)",
             labels=labels,
         )
+        restarts = CounterMetricFamily(
+            "flyslice_instance_restarts",
+            "Restarts of the instance after a failure (crash, hang, frozen VNF)",
+            labels=labels,
+        )
         state = GaugeMetricFamily(
             "flyslice_instance_state",
             "1 for the instance's current state",
@@ -59,10 +85,13 @@ class AgentCollector(Collector):
             if st.e2e_latency_ms is not None:
                 e2e.add_metric(lv, st.e2e_latency_ms / 1000)
             state.add_metric([*lv, st.state, st.flavor], 1.0)
+            restarts.add_metric(lv, float(st.restarts))
         yield from fams.values()
+        yield restarts
         yield latency
         yield e2e
         yield state
+        yield dataplane_rejected_family()
         for key, value in self.extra().items():
             yield GaugeMetricFamily(
                 f"flyslice_agent_{key}", f"Agent {key.replace('_', ' ')}", value=value, labels=None

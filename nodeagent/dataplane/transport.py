@@ -1,12 +1,19 @@
 """TCP transport between agents (and between an agent and its VNF runners): newline-delimited
 JSON envelopes, one message a line, batched per write.
 
+With ``tls`` (a :class:`~flyslice.nodeagent.dataplane.tls.TlsFiles`) every connection is mutual TLS 1.3
+from the installation's CA, and every message must name a slice the peer's certificate allows
+(:mod:`tls`); a connection that fails the handshake and a message for another slice are dropped and
+counted per reason in :data:`REJECTED` (``flyslice_dataplane_rejected_total``). Without ``tls`` the
+transport is plain TCP and authenticates nothing.
+
 The receiving side blocks its reader for up to ``backpressure_s`` when the slice's queue is full,
 so a fast upstream is slowed down by TCP flow control before anything is dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -14,16 +21,83 @@ import socketserver
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from flyslice.nodeagent.dataplane.bqueue import BoundedQueue
 from flyslice.nodeagent.dataplane.chains import Sender
 from flyslice.nodeagent.message import EnvelopeError, Message, check_envelope
+
+if TYPE_CHECKING:  # tls imports cryptography: loaded only where TLS is configured
+    from flyslice.nodeagent.dataplane.tls import PeerIdentity, TlsFiles
 
 log = logging.getLogger("flyslice.nodeagent.transport")
 
 _dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
 _loads = json.JSONDecoder().decode
 MAX_LINE = 16 * 2**20  # one message may not exceed 16 MiB
+#: A liveness probe is the line ``{"$probe": <id>}``; the listener answers ``{"$pong": <id>}`` on the same
+#: connection. A process that exists but is frozen (SIGSTOP, a wedged interpreter) accepts the TCP
+#: connection in the kernel yet never answers, which is what "the process exists" cannot tell.
+PROBE_KEY = "$probe"
+PONG_KEY = "$pong"
+
+
+#: Why a data-plane connection or message was refused (the ``reason`` label of the metric).
+REJECT_REASONS = (
+    "plaintext",  # not TLS at all: a plain-TCP client
+    "no_certificate",  # TLS without a client certificate
+    "untrusted_certificate",  # a certificate not issued by this installation's CA (or expired)
+    "handshake",  # any other TLS failure (version, timeout, reset mid-handshake)
+    "no_identity",  # a CA-issued certificate that names no agent and no slice
+    "slice",  # a message for a slice the sender's certificate does not allow
+)
+
+
+class RejectCounter:
+    """Process-wide counts of refused connections and messages, by reason.
+
+    Process-wide because one metric covers every listener of the process (``flyslice up`` runs one
+    agent per node in-process); each :class:`TcpIngress` also keeps its own counts.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
+
+    def add(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[reason] = self.counts.get(reason, 0) + n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+
+REJECTED = RejectCounter()
+
+
+def _classify_tls_error(exc: BaseException) -> str:
+    import ssl  # only TLS listeners get here; plain agents on gateways never load libssl
+
+    reason = str(getattr(exc, "reason", "") or "")
+    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG"):
+        return "plaintext"
+    if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+        return "no_certificate"
+    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE" in reason:
+        return "untrusted_certificate"
+    return "handshake"
+
+
+def _connect(address: str, timeout: float, tls: TlsFiles | None) -> socket.socket:
+    sock = socket.create_connection(parse_address(address), timeout=timeout)
+    if tls is None:
+        return sock
+    try:
+        return tls.client_context().wrap_socket(sock)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def parse_address(addr: str) -> tuple[str, int]:
@@ -55,7 +129,15 @@ class ServerThread:
 class TcpSender(Sender):
     """One connection to one address, fed by a bounded queue; reconnects with backoff."""
 
-    def __init__(self, address: str | Callable[[], str], queue_size: int = 10_000, batch: int = 512) -> None:
+    def __init__(
+        self,
+        address: str | Callable[[], str],
+        queue_size: int = 10_000,
+        batch: int = 512,
+        *,
+        tls: TlsFiles | None = None,
+    ) -> None:
+        self.tls = tls
         # A callable address is re-read on every (re)connect: a VNF runner follows its agent's restarts.
         self._address = address
         self.address = address if isinstance(address, str) else address()
@@ -91,11 +173,13 @@ class TcpSender(Sender):
                 try:
                     if not isinstance(self._address, str):
                         self.address = self._address()
-                    sock = socket.create_connection(parse_address(self.address), timeout=2.0)
+                    sock = _connect(self.address, 2.0, self.tls)
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     self.connected = True
                     backoff = 0.05
-                except (OSError, ValueError):  # ValueError: a malformed address read from a file
+                except (OSError, ValueError) as exc:  # ValueError: a malformed address read from a file
+                    if self.tls is not None:
+                        log.warning("data plane: TLS to %s failed: %s", self.address, exc)
                     self.connected = False
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 2.0)
@@ -128,16 +212,49 @@ class TcpSender(Sender):
         return rest
 
 
-class _Handler(socketserver.StreamRequestHandler):
+class _Handler(socketserver.BaseRequestHandler):
     server: _Server
+    #: TLS: how long a peer may take to complete the handshake (a silent socket must not pin a thread).
+    HANDSHAKE_TIMEOUT_S = 5.0
 
     def setup(self) -> None:
-        super().setup()
+        self.connection: socket.socket = self.request
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.peer: PeerIdentity | None = None
+        self.refused = False
+        tls = self.server.ingress.tls
+        if tls is None:
+            return
+        # The handshake runs here, in the connection's own thread, not in the accept loop: a slow or
+        # hostile client delays only itself.
+        from flyslice.nodeagent.dataplane.tls import identity_from_peercert
+
+        self.connection.settimeout(self.HANDSHAKE_TIMEOUT_S)
+        try:
+            conn = tls.server_context().wrap_socket(self.connection, server_side=True)
+        except (OSError, ValueError) as exc:  # SSLError is an OSError
+            self._refuse(_classify_tls_error(exc), f"TLS handshake failed: {exc}")
+            return
+        conn.settimeout(None)
+        self.connection = conn
+        self.peer = identity_from_peercert(conn.getpeercert())
+        if self.peer is None:
+            self._refuse("no_identity", "certificate names no flyslice agent or slice")
+
+    def _refuse(self, reason: str, why: str) -> None:
+        self.refused = True
+        self.server.ingress.reject(reason, f"{self.client_address[0]}: {why}; connection closed")
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.close()
 
     def handle(self) -> None:
+        if self.refused:
+            return
         ingress = self.server.ingress
         sock = self.connection
+        peer = self.peer
         pending = b""
         while True:
             try:
@@ -159,10 +276,24 @@ class _Handler(socketserver.StreamRequestHandler):
             for line in lines:
                 if not line.strip():
                     continue
+                obj = None
                 try:
                     # str parses faster than bytes; invalid UTF-8 is a ValueError like bad JSON
-                    msgs.append(check_envelope(loads(line.decode())))
+                    obj = loads(line.decode())
+                    msg = check_envelope(obj)
+                    if peer is not None and not peer.allows(msg["slice"]):
+                        # Bound to its slice: a component of slice B cannot inject into slice A.
+                        ingress.reject(
+                            "slice", f"{peer.name} may not send for slice {msg['slice']!r}; message dropped"
+                        )
+                        continue
+                    msgs.append(msg)
                 except (ValueError, EnvelopeError) as exc:
+                    # A probe is not an envelope, so it costs the message path nothing: it is
+                    # recognised only here, after check_envelope refused it.
+                    if type(obj) is dict and PROBE_KEY in obj:
+                        self._answer_probe(obj[PROBE_KEY])  # a gone prober ends the next recv
+                        continue
                     ingress.errors += 1
                     ingress.last_error = f"{self.client_address[0]}: {exc}"
             if msgs:
@@ -170,6 +301,11 @@ class _Handler(socketserver.StreamRequestHandler):
                 # One lock round per batch, not per message; a full queue blocks this reader
                 # (backpressure to the sender through TCP) for up to backpressure_s.
                 ingress.deliver_many(msgs, ingress.backpressure_s)
+
+    def _answer_probe(self, probe_id: object) -> None:
+        """Echo a liveness probe on the connection it came on."""
+        with contextlib.suppress(OSError):
+            self.connection.sendall(_dumps({PONG_KEY: probe_id}).encode() + b"\n")
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -182,26 +318,66 @@ class TcpIngress:
     """Listens on host:port (port 0 = any free port; read ``address`` after start)."""
 
     def __init__(
-        self, listen: str, deliver_many: Callable[[list[Message], float], int], backpressure_s: float = 1.0
+        self,
+        listen: str,
+        deliver_many: Callable[[list[Message], float], int],
+        backpressure_s: float = 1.0,
+        *,
+        tls: TlsFiles | None = None,
     ) -> None:
         host, port = parse_address(listen)
         self.deliver_many = deliver_many
         self.backpressure_s = backpressure_s
+        self.tls = tls
         self.received = 0
         self.errors = 0
         self.last_error = ""
+        self.rejected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
+        if tls is not None:  # fail here, at start, on unreadable credentials -- not per connection
+            tls.server_context()
         server = _Server((host, port), _Handler)
         server.ingress = self
         self._serving = ServerThread(server, host)
         self.address = self._serving.address
 
+    def reject(self, reason: str, why: str) -> None:
+        """Count a refused connection or message (here and process-wide) and remember why."""
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        REJECTED.add(reason)
+        self.last_error = why
+        log.warning("data plane: %s", why)
+
     def close(self) -> None:
         self._serving.close()
 
 
-def send_lines(address: str, msgs: list[Message], timeout: float = 5.0) -> None:
+def probe(address: str, timeout: float = 1.0, *, tls: TlsFiles | None = None) -> bool:
+    """True when the data-plane listener at ``address`` answers a liveness probe within ``timeout``."""
+    probe_id = time.monotonic_ns()
+    deadline = time.monotonic() + timeout
+    try:
+        with _connect(address, timeout, tls) as s:
+            s.sendall(_dumps({PROBE_KEY: probe_id}).encode() + b"\n")
+            reply = b""
+            while not reply.endswith(b"\n"):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                s.settimeout(left)
+                chunk = s.recv(256)
+                if not chunk or len(reply) > 256:
+                    return False
+                reply += chunk
+        answer = _loads(reply.decode())
+    except (OSError, ValueError):
+        return False
+    return isinstance(answer, dict) and answer.get(PONG_KEY) == probe_id
+
+
+def send_lines(
+    address: str, msgs: list[Message], timeout: float = 5.0, *, tls: TlsFiles | None = None
+) -> None:
     """Blocking one-shot send (CLI tools, tests)."""
-    host, port = parse_address(address)
-    with socket.create_connection((host, port), timeout=timeout) as s:
+    with _connect(address, timeout, tls) as s:
         s.sendall(b"".join(_dumps(m).encode() + b"\n" for m in msgs))
         time.sleep(0)

@@ -9,20 +9,32 @@ previous life of the agent started instead of starting it twice.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 
+from flyslice.nodeagent.dataplane.transport import probe
 from flyslice.nodeagent.spec import InstanceSpec
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from flyslice.nodeagent.dataplane.tls import CertificateAuthority, TlsFiles
+
+log = logging.getLogger("flyslice.nodeagent.drivers")
 
 
 @dataclass
@@ -60,19 +72,66 @@ class _Proc:
     started_at: float
     popen: subprocess.Popen[bytes] | None = None
     pid: int | None = None
+    #: time.monotonic() of the last answered liveness probe (None until the runner is serving).
+    last_answer: float | None = None
+    #: The latest probe went unanswered. Silence alone is not enough: a prober starved of CPU on a
+    #: loaded host sends nothing, and that must not count against the runner.
+    probe_failing: bool = False
+    #: Set once the runner stopped answering: it is killed, not asked to drain (it cannot).
+    unresponsive: bool = False
 
 
 class LocalProcessDriver:
     """Runs ``python -m flyslice.nodeagent.runtime.runner`` per VNF; remembers them under ``state_dir``."""
 
-    def __init__(self, state_dir: Path, uplink_file: Path, *, python: str = sys.executable) -> None:
-        self.root = Path(state_dir) / "vnf"
+    def __init__(
+        self,
+        state_dir: Path,
+        uplink_file: Path,
+        *,
+        python: str = sys.executable,
+        die_with_parent: bool = False,
+        probe_interval_s: float = 1.0,
+        unresponsive_after_s: float = 4.0,
+        trusted_keys: Sequence[Ed25519PublicKey] = (),
+        tls: TlsFiles | None = None,
+        tls_issuer: CertificateAuthority | None = None,
+    ) -> None:
+        #: The agent's data-plane credentials (probes go over TLS like messages), and the CA that gives
+        #: each runner its own certificate, bound to the runner's slice.
+        self.tls = tls
+        self.tls_issuer = tls_issuer
+        # Absolute: runners start in their own directory, not the launch directory (see _start).
+        self.root = Path(state_dir).resolve() / "vnf"
         self.root.mkdir(parents=True, exist_ok=True)
-        self.uplink_file = uplink_file
+        #: NFs' persistent files, shared with the agent's fNFs (``ModularPlatform.data_root``).
+        self.data_root = Path(state_dir).resolve() / "data"
+        self.uplink_file = Path(uplink_file).resolve()
+        #: The agent's signing policy, handed to every runner: one trust policy for fNFs and VNFs.
+        self.trusted_keys_b64: list[str] = []
+        if trusted_keys:
+            from flyslice.nodeagent.runtime.modules import public_key_b64
+
+            self.trusted_keys_b64 = sorted(public_key_b64(k) for k in trusted_keys)
+        # Part of each runner's recorded fingerprint, so a runner started under another key set
+        # (e.g. before signing was required) is replaced, not adopted as if it had been verified.
+        self._policy_tag = (
+            "+keys:" + hashlib.sha256("\n".join(self.trusted_keys_b64).encode()).hexdigest()[:12]
+            if self.trusted_keys_b64
+            else ""
+        ) + ("+tls" if tls is not None else "")  # a runner started on plain TCP is replaced, not adopted
         self.python = python
+        #: True: runners stop when the process that started them dies (``flyslice up``: nothing would
+        #: adopt them before the next ``up``). False: they outlive an agent restart and are re-adopted.
+        self.die_with_parent = die_with_parent
+        self.probe_interval_s = probe_interval_s
+        self.unresponsive_after_s = unresponsive_after_s
         self.procs: dict[str, _Proc] = {}
         self._replacing: set[str] = set()
         self._adopt()
+        self._closed = threading.Event()
+        self._prober = threading.Thread(target=self._probe_loop, name="vnf-liveness", daemon=True)
+        self._prober.start()
 
     # -- adoption after an agent restart -----------------------------------------------------------
 
@@ -90,9 +149,12 @@ class LocalProcessDriver:
 
     # -- the driver interface ----------------------------------------------------------------------
 
+    def _fingerprint(self, spec: InstanceSpec) -> str:
+        return spec.fingerprint + self._policy_tag
+
     def ensure(self, spec: InstanceSpec) -> None:
         proc = self.procs.get(spec.name)
-        if proc is not None and proc.spec_fingerprint == spec.fingerprint and self._alive(proc):
+        if proc is not None and proc.spec_fingerprint == self._fingerprint(spec) and self._alive(proc):
             return
         if proc is None:
             self._start(spec, None)
@@ -122,26 +184,46 @@ class LocalProcessDriver:
             (d / "state-in.json").write_bytes(carried)
             state_args += ["--state-in", str(d / "state-in.json")]
         (d / "spec.json").write_text(json.dumps(spec.to_dict()))
+        # -I (isolated): neither the launch directory (which -m would put first on sys.path: an
+        # argparse.py in a manifest repo would run inside every runner), nor PYTHON* variables, nor
+        # the user site-packages decide what code the runner imports; only the interpreter's own
+        # sys.path (stdlib and site-packages, where flyslice is installed) does.
         cmd = [
-            self.python, "-m", "flyslice.nodeagent.runtime.runner",
+            self.python, "-I", "-m", "flyslice.nodeagent.runtime.runner",
             "--spec-file", str(d / "spec.json"),
             "--listen", "127.0.0.1:0",
             "--ready-file", str(d / "ready.json"),
             "--status-file", str(d / "status.json"),
             "--uplink-file", str(self.uplink_file),
+            "--data-dir", str(self.data_root),
             *state_args,
         ]  # fmt: skip
+        for key in self.trusted_keys_b64:
+            cmd += ["--trusted-key-data", key]
+        if self.tls is not None:
+            if self.tls_issuer is None:
+                raise ValueError(
+                    f"instance {spec.name}: the data plane uses TLS but this agent has no CA to issue "
+                    "the runner's certificate; refusing to start a runner on an unauthenticated port"
+                )
+            # A fresh key per runner start (rotation by restart); it may send only for its slice.
+            self.tls_issuer.issue_to(d / "tls", f"runner {spec.name}", slices=[spec.slice])
+            cmd += ["--tls-dir", str(d / "tls")]
+        if self.die_with_parent:
+            cmd += ["--parent-pid", str(os.getpid())]
         log = open(d / "runner.log", "ab")  # noqa: SIM115 -- handed to the child
         # A new session: the runner survives the agent (kill -9 included) and is re-adopted.
+        # cwd: the runner's own directory, so nothing relative resolves against the launch directory.
         popen = subprocess.Popen(
-            cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, cwd=d
         )
         log.close()
         now = time.time()
+        fingerprint = self._fingerprint(spec)
         (d / "pid").write_text(str(popen.pid))
         (d / "started_at").write_text(repr(now))
-        (d / "fingerprint").write_text(spec.fingerprint)
-        self.procs[spec.name] = _Proc(spec.fingerprint, d, now, popen=popen, pid=popen.pid)
+        (d / "fingerprint").write_text(fingerprint)
+        self.procs[spec.name] = _Proc(fingerprint, d, now, popen=popen, pid=popen.pid)
 
     def remove(self, name: str) -> None:
         proc = self.procs.pop(name, None)
@@ -151,10 +233,20 @@ class LocalProcessDriver:
         shutil.rmtree(d, ignore_errors=True)
 
     def _terminate(self, proc: _Proc) -> None:
-        """SIGTERM (the runner drains and saves its state), SIGKILL after 5 s."""
+        """SIGTERM (the runner drains and saves its state), SIGKILL after 5 s; at once when frozen."""
+        if proc.pid is not None and proc.unresponsive:
+            # It answered no probe for seconds: a drain would only time out, and its state is suspect.
+            _force_kill(proc.pid)
+            if proc.popen is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.popen.wait(5)
+            return
         if proc.pid is not None and self._alive(proc):
             try:
                 os.kill(proc.pid, signal.SIGTERM)
+                # A runner stopped by SIGSTOP (job control, a debugger) holds SIGTERM pending until
+                # it runs again; SIGCONT lets it drain now instead of being killed after 5 s.
+                os.kill(proc.pid, signal.SIGCONT)
                 if proc.popen is not None:
                     proc.popen.wait(5)
                 else:
@@ -180,6 +272,15 @@ class LocalProcessDriver:
         ready = _read_json(proc.dir / "ready.json")
         if not ready:
             return VnfObservation("Installing", "runner starting", pid=proc.pid)
+        silent_s = self._silent_for(proc)
+        if silent_s is not None:
+            return VnfObservation(
+                "Failed",
+                f"runner pid {proc.pid} answered no liveness probe for {silent_s:.1f}s (frozen or hung)",
+                address=str(ready.get("address", "")),
+                pid=proc.pid,
+                started_at=proc.started_at,
+            )
         status = _read_json(proc.dir / "status.json") or {}
         return VnfObservation(
             state=str(status.get("state", "Running")),
@@ -204,7 +305,40 @@ class LocalProcessDriver:
         return sorted(self.procs)
 
     def close(self) -> None:
+        self._closed.set()
         self.procs.clear()
+
+    # -- liveness --------------------------------------------------------------------------------------
+
+    def _silent_for(self, proc: _Proc) -> float | None:
+        """Seconds since the runner last answered, when that is over the limit; else None."""
+        if proc.last_answer is None or not proc.probe_failing:
+            return None
+        silent = time.monotonic() - proc.last_answer
+        if silent <= self.unresponsive_after_s:
+            return None
+        proc.unresponsive = True
+        return silent
+
+    def _probe_loop(self) -> None:
+        """Probe every serving runner through its data-plane listener, once per ``probe_interval_s``.
+
+        Existence of the pid says nothing about a runner that is stopped or wedged; an answer on its
+        data port shows that its listener thread runs. Its NF's own hangs are the runner's watchdog's.
+        """
+        while not self._closed.wait(self.probe_interval_s):
+            for name, proc in list(self.procs.items()):
+                if proc.unresponsive or name in self._replacing:
+                    continue
+                address = str((_read_json(proc.dir / "ready.json") or {}).get("address", ""))
+                if not address:
+                    continue
+                if proc.last_answer is None:
+                    proc.last_answer = time.monotonic()  # serving since about now: the grace starts
+                answered = probe(address, timeout=min(1.0, self.unresponsive_after_s / 2), tls=self.tls)
+                if answered:
+                    proc.last_answer = time.monotonic()
+                proc.probe_failing = not answered
 
     def remove_all(self) -> None:
         for name in list(self.procs):

@@ -90,6 +90,18 @@ def load_public_key(data: bytes | str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
+def public_key_b64(key: Ed25519PublicKey) -> str:
+    """The key's 32 raw bytes in base64: how a trusted key travels to a runner (argv, pod args).
+
+    Public keys are not secrets, so argv is fine; passing the bytes themselves (not a path) means no
+    file the runner later reads can be swapped between the agent's choice and the runner's check.
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
 class ModuleLoader:
     """Verifies and executes NF modules; thread-safe; caches verified code by digest."""
 
@@ -149,6 +161,29 @@ class ModuleLoader:
                 raise
             self._cache[digest] = module
             return module
+
+    def cached_digests(self) -> set[str]:
+        with self._lock:
+            return set(self._cache)
+
+    def prune(self, keep: Iterable[str]) -> list[str]:
+        """Forget every cached module whose digest is not in ``keep``; returns the digests dropped.
+
+        Without this every fNF update or uninstall left its module in ``sys.modules`` and in the
+        cache for the life of the agent. Dropping both references lets the garbage collector free
+        the module (its classes and functions form cycles, so the *cyclic* collector does it, at
+        its next run). Instances still running a dropped module keep it alive through their class;
+        a later load of the same digest then executes the verified bytes again. One loader per
+        platform: ``keep`` must name every digest any user of this loader still needs.
+        """
+        wanted = set(keep)
+        with self._lock:
+            dropped = [d for d in self._cache if d not in wanted]
+            for digest in dropped:
+                module = self._cache.pop(digest)
+                if sys.modules.get(module.__name__) is module:
+                    del sys.modules[module.__name__]
+        return dropped
 
     def nf_class(
         self, ref: str, digest: str, entrypoint: str = "NF", signature: str = ""

@@ -2,12 +2,17 @@
 
     python -m flyslice.nodeagent.runtime.runner --spec-file spec.json --listen 127.0.0.1:0 \\
         --ready-file ready.json [--uplink-file agent.addr | --uplink host:port] [--status-file status.json]
+        [--tls-dir DIR]
 
 The spec (an InstanceSpec as JSON; or env FLYSLICE_SPEC in a pod) names the module and digest;
 the runner verifies the bytes exactly as the agent does. Messages arrive over TCP (newline JSON);
 outputs go to the uplink -- the node's agent, which routes them on -- like GNF's containers that
 all hang off the host's switch. ``ready.json`` ({"address", "pid"}) is written once serving;
 ``status.json`` is rewritten every second with the instance's state and counters.
+The data-plane port also answers liveness probes (``transport.probe``), which is how the agent tells a
+frozen runner from a live one. ``--data-dir`` is where the NF keeps its files (``ctx.data_dir``);
+``--parent-pid`` makes the runner stop when that process dies (``flyslice up`` killed with -9).
+``--tls-dir`` puts both its listener and its uplink on mutual TLS with a certificate for its slice only.
 """
 
 from __future__ import annotations
@@ -59,12 +64,35 @@ def main(argv: list[str] | None = None) -> int:
         "--uplink-file", type=Path, help="file holding the uplink host:port (re-read on reconnect)"
     )
     parser.add_argument("--trusted-key", action="append", default=[], help="ed25519 public key file (PEM)")
+    parser.add_argument(
+        "--trusted-key-data",
+        action="append",
+        default=[],
+        help="ed25519 public key as base64 of its 32 raw bytes (how the agent passes its policy)",
+    )
+    parser.add_argument(
+        "--tls-dir",
+        type=Path,
+        help="mutual TLS on the data plane: ca.pem, cert.pem (bound to this NF's slice) and key.pem",
+    )
     parser.add_argument("--deadline-s", type=float, default=1.0)
     parser.add_argument(
         "--state-in", type=Path, help="JSON state to import before start (a replaced runner's)"
     )
     parser.add_argument(
         "--state-out", type=Path, help="where to write the NF's exported state on a clean stop"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ["FLYSLICE_DATA_DIR"]) if os.environ.get("FLYSLICE_DATA_DIR") else None,
+        help="root of the NFs' persistent files; the NF gets <dir>/<namespace>/<name> "
+        "(default: env FLYSLICE_DATA_DIR, else none)",
+    )
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        help="stop (draining, as on SIGTERM) once this process is no longer our parent",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -75,18 +103,30 @@ def main(argv: list[str] | None = None) -> int:
         if not spec.module:
             raise ValueError(f"instance {spec.name}: the runner needs 'module' and 'digest'")
         keys = [load_public_key(Path(k).read_bytes()) for k in args.trusted_key]
+        keys += [load_public_key(k) for k in args.trusted_key_data]
     except (OSError, KeyError, ValueError) as exc:
         print(f"runner: bad spec: {exc}", file=sys.stderr)
         return 2
+    tls = None
+    if args.tls_dir:
+        from flyslice.nodeagent.dataplane.tls import TlsFiles
+
+        tls = TlsFiles.in_dir(args.tls_dir)
+        try:  # unreadable credentials: fail now, not on the first connection
+            tls.server_context()
+            tls.client_context()
+        except (OSError, ValueError) as exc:
+            print(f"runner: bad TLS credentials in {args.tls_dir}: {exc}", file=sys.stderr)
+            return 2
 
     uplink: str | Any = args.uplink
     if args.uplink_file:
         path = args.uplink_file
         uplink = lambda: _read_address(path)  # noqa: E731
 
-    plane = DataPlane(spec.node or "runner", sender_factory=lambda addr: TcpSender(uplink or addr))
+    plane = DataPlane(spec.node or "runner", sender_factory=lambda addr: TcpSender(uplink or addr, tls=tls))
     plane.default_route = "uplink" if uplink else None
-    platform = ModularPlatform(plane, ModuleLoader(keys), deadline_s=args.deadline_s)
+    platform = ModularPlatform(plane, ModuleLoader(keys), deadline_s=args.deadline_s, data_root=args.data_dir)
     try:
         state = json.loads(args.state_in.read_text()) if args.state_in and args.state_in.exists() else None
         platform.install(spec)
@@ -96,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"runner: instance {spec.name} failed to load: {exc}", file=sys.stderr)
         return 3
-    ingress = TcpIngress(args.listen, plane.deliver_many)
+    ingress = TcpIngress(args.listen, plane.deliver_many, tls=tls)
     tune_for_data_plane()
     if args.ready_file:
         write_json_atomic(args.ready_file, {"address": ingress.address, "pid": os.getpid()})
@@ -106,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     while not stop.wait(1.0):
+        # Polled rather than prctl(PR_SET_PDEATHSIG): that signal follows the *thread* that forked us,
+        # and agents start runners from pool and monitor threads that may end while the agent lives.
+        # A dead parent re-parents us, so getppid() changes within the second either way.
+        if args.parent_pid is not None and os.getppid() != args.parent_pid:
+            log.warning("parent process %d is gone; stopping", args.parent_pid)
+            break
         if args.spec_file and not args.spec_file.exists():
             # Our record was removed (instance deleted while we were unreachable, or the agent's
             # state wiped): nobody will ever adopt this process, so it must not linger.
@@ -122,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                     "counters": {**c.as_dict(), "dropped": c.dropped + plane.dropped_total()},
                     "latencyMs": c.latency_ms,
                     "e2eLatencyMs": c.e2e_latency_ms,
+                    # Refused data-plane connections and messages, by reason (not in the agent's metric).
+                    "rejected": {k: v for k, v in ingress.rejected.items() if v},
                 },
             )
     ingress.close()

@@ -161,13 +161,15 @@ class OperatorProcess:
         extra: tuple[str, ...] = (),
     ) -> None:
         self.identity = identity
+        #: /status, /metrics, the console (--status-addr); the probes have a port of their own.
         self.port = kubeenv.free_port()
+        self.probe_port = kubeenv.free_port()
         self.log = workdir / f"operator-{identity}.log"
         args = [
             sys.executable, "-m", "flyslice.operator.cli", "operator",
             "--kubeconfig", str(kubeconfig), "--namespace", namespace,
             "--lease-namespace", "flyslice-system", "--lease-name", lease_name, "--identity", identity,
-            "--liveness", f"127.0.0.1:{self.port}", "--debounce", "0.2", "--resync", "1",
+            "--liveness", f"127.0.0.1:{self.probe_port}", "--status-addr", f"127.0.0.1:{self.port}", "--debounce", "0.2", "--resync", "1",
             "--lease-duration", "4", "--renew", "1", "--git-cache", str(workdir / f"git-{identity}"), *extra,
         ]  # fmt: skip
         with self.log.open("wb") as out:
@@ -183,7 +185,7 @@ class OperatorProcess:
 
     def healthz(self) -> int:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as resp:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.probe_port}/healthz", timeout=2) as resp:
                 return int(resp.status)
         except urllib.error.HTTPError as exc:
             return int(exc.code)

@@ -43,7 +43,19 @@ def test_manifests_pass_a_server_side_dry_run(kube_env: kubeenv.KubeEnv, crds_in
     kinds = {d["kind"] for d in _render(kube_env)}
     assert {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
             "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "Deployment",
-            "DaemonSet"} <= kinds  # fmt: skip
+            "DaemonSet", "Service"} <= kinds  # fmt: skip
+    # The console Service reaches the operator's --status-addr port (console, /status, /metrics) by name,
+    # as ClusterIP only: it is meant to be opened through the API server's service proxy.
+    (svc,) = [
+        d for d in _render(kube_env) if d["kind"] == "Service" and d["metadata"]["name"] == "flyslice-console"
+    ]
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    op = _workload(_render(kube_env), "Deployment", "flyslice-operator")["spec"]["template"]
+    assert svc["spec"]["selector"].items() <= op["metadata"]["labels"].items()
+    assert {"name": "http", "containerPort": 8081, "protocol": "TCP"} in op["spec"]["containers"][0]["ports"]
+    # The probe port (8080, pod IP) serves only /healthz and /readyz; status goes to its own port.
+    assert op["spec"]["containers"][0]["args"] == ["--status-addr", "$(POD_IP):8081"]
 
 
 @pytest.mark.kube
@@ -87,7 +99,7 @@ def test_dockerfile_builds_every_component_for_each_target() -> None:
     )
     assert json.loads(entrypoints["operator"]) == ["flyslice", "operator"]
     assert json.loads(entrypoints["agent"]) == ["flyslice", "agent"]
-    assert json.loads(entrypoints["nf-runner"]) == ["python", "-m", "flyslice.nodeagent.runtime.runner"]
+    assert json.loads(entrypoints["nf-runner"]) == ["python", "-I", "-m", "flyslice.nodeagent.runtime.runner"]
     # Every source directory the package is built from is copied into the image.
     package_dirs = set(
         tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values()
