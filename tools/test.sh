@@ -25,11 +25,17 @@ export PATH="$venv/bin:$PATH"
 export VIRTUAL_ENV="$venv"
 python tools/lockfile.py check
 
-# Real components for integration tests: an MQTT broker, gpg for signed commits, sshd for git over SSH.
+# Real components for integration tests: an MQTT broker, gpg for signed commits, sshd for git over SSH,
+# and chromium for the web console.
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v gpg >/dev/null 2>&1 || need+=(gnupg)
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+# A real headless browser for the web console's tests (driven over WebDriver, no selenium).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# Argo CD's health checks are Lua 5.1 (gopher-lua); the tests run them in the reference interpreter.
+command -v lua5.1 >/dev/null 2>&1 || need+=(lua5.1)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -45,14 +51,14 @@ if [ -f tools/kubeenv/build.sh ]; then
 fi
 
 ruff check .
-ruff format --check crds operator solver nodeagent benchmarks tools tests
+ruff format --check crds operator solver nodeagent benchmarks tools tests flyslice_pkg examples
 # mypy --strict on every flyslice package. mypy cannot follow setuptools' package-dir mapping, so
 # it reads the packages through a throw-away tree of links laid out as they install.
 typeroot=$(mktemp -d)
 trap 'rm -rf "$typeroot"' EXIT
 mkdir "$typeroot/flyslice"
-ln -s "$PWD/flyslice_pkg/__init__.py" "$typeroot/flyslice/__init__.py"
+for f in flyslice_pkg/*.py; do ln -s "$PWD/$f" "$typeroot/flyslice/$(basename "$f")"; done
 for d in crds operator solver nodeagent; do ln -s "$PWD/$d" "$typeroot/flyslice/$d"; done
-MYPYPATH="$typeroot" mypy -p flyslice.solver -p flyslice.crds -p flyslice.operator -p flyslice.nodeagent
+MYPYPATH="$typeroot" mypy -p flyslice.solver -p flyslice.crds -p flyslice.operator -p flyslice.nodeagent -m flyslice.testing
 
 python -m pytest "$@"
