@@ -6,7 +6,8 @@ bare gateway outside the cluster network. It
 * watches only its own node's NFInstances (label ``flyslice.io/node=<node>``) and converges to them:
   fNFs load in-process, VNFs become pods pinned to its node (:class:`KubernetesPodDriver`);
 * writes each instance's ``status`` (only when it changes, and at most every ``report_s`` for counters);
-* writes its EdgeNode's ``status`` heartbeat (time, load, instance count, a Ready condition).
+* writes its EdgeNode's ``status`` heartbeat (time, load, instance count, a Ready condition, and with
+  ``--mqtt`` an ``IngressReady`` condition, False with reason ``BrokerUnreachable`` while the broker is down).
 
 While the API server is unreachable it keeps running its cached desired state (``Agent.sync_once``).
 """
@@ -85,6 +86,8 @@ class ClusterAgent:
         self._generation: int | None = None
         #: (Ready, since when) of the last heartbeat: lastTransitionTime moves only when Ready flips.
         self._ready_since: tuple[bool, str] | None = None
+        #: The same for the MQTT ingress (IngressReady): (reachable, since when).
+        self._ingress_since: tuple[bool, str] | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -167,7 +170,9 @@ class ClusterAgent:
         generation = self._generation
         if self._ready_since is None or self._ready_since[0] != healthy:
             self._ready_since = (healthy, now)
-        status["conditions"] = edgenode_conditions(healthy, why, self._ready_since[1], generation)
+        status["conditions"] = edgenode_conditions(
+            healthy, why, self._ready_since[1], generation, self._ingress_state(now)
+        )
         if generation is not None:
             status["observedGeneration"] = generation
         try:
@@ -179,6 +184,16 @@ class ClusterAgent:
             return False
         self._last_beat = time.monotonic()
         return True
+
+    def _ingress_state(self, now: str) -> tuple[bool, str, str] | None:
+        """(reachable, why not, since) of the MQTT ingress, from ``Agent.warnings``; None without one."""
+        if self.agent.mqtt is None:
+            return None
+        warnings = self.agent.warnings()
+        reachable = not warnings
+        if self._ingress_since is None or self._ingress_since[0] != reachable:
+            self._ingress_since = (reachable, now)
+        return reachable, "; ".join(warnings), self._ingress_since[1]
 
     def refresh_peers(self) -> dict[str, str]:
         """Learn where the other nodes' agents listen from their EdgeNode status (next hops name a node,

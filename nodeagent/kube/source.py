@@ -112,15 +112,38 @@ def instance_conditions(state: str, message: str, generation: int) -> list[dict[
     ]
 
 
-def edgenode_conditions(healthy: bool, why: str, since: str, generation: int | None) -> list[dict[str, Any]]:
+#: The EdgeNode condition an agent with MQTT ingress writes: False while it cannot reach the broker.
+INGRESS_CONDITION = "IngressReady"
+
+
+def edgenode_conditions(
+    healthy: bool,
+    why: str,
+    since: str,
+    generation: int | None,
+    ingress: tuple[bool, str, str] | None = None,
+) -> list[dict[str, Any]]:
     """kstatus conditions of an EdgeNode, written with each heartbeat by the node's own agent.
 
     Ready means "heartbeating and healthy"; an agent that reports itself unhealthy (NFs it cannot
     keep up) is Stalled, since it will not recover on its own. A node whose agent stopped writing
     keeps its last conditions: the operator judges staleness from ``heartbeatTime`` (and moves its NFs).
+
+    ``ingress`` is (reachable, why not, since) for an agent with MQTT ingress: an ``IngressReady``
+    condition, False with reason ``BrokerUnreachable`` while the broker cannot be reached. It is a
+    warning, not a health verdict: the NFs run, only the devices' readings do not arrive, so Ready and
+    Stalled do not change with it (the operator surfaces it on the slices attached to this node).
     """
     gen = {} if generation is None else {"observedGeneration": generation}
     reason = "AgentReady" if healthy else "AgentUnhealthy"
+    extra: list[dict[str, Any]] = []
+    if ingress is not None:
+        reachable, ingress_why, ingress_since = ingress
+        extra.append(
+            {"type": INGRESS_CONDITION, "status": "True" if reachable else "False",
+             "reason": "BrokerConnected" if reachable else "BrokerUnreachable",
+             "message": "" if reachable else ingress_why, "lastTransitionTime": ingress_since, **gen}
+        )  # fmt: skip
     return [
         {"type": "Ready", "status": "True" if healthy else "False", "reason": reason,
          "message": why, "lastTransitionTime": since, **gen},
@@ -128,4 +151,5 @@ def edgenode_conditions(healthy: bool, why: str, since: str, generation: int | N
          "lastTransitionTime": since, **gen},
         {"type": "Stalled", "status": "False" if healthy else "True", "reason": reason,
          "message": "" if healthy else why, "lastTransitionTime": since, **gen},
+        *extra,
     ]  # fmt: skip

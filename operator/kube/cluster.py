@@ -164,6 +164,48 @@ def observe(edge_nodes: Iterable[Mapping[str, Any]], instances: Iterable[Mapping
     return Observation(nodes, found)
 
 
+def node_ingress(edge_nodes: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """EdgeNode name -> "" (broker reachable) or why not, for each node whose agent reports MQTT ingress
+    (its ``IngressReady`` condition). The message loses the agent's running "(down …s, n attempts…)"
+    tail, so a Slice status built from it changes when the fault does, not on every heartbeat."""
+    out: dict[str, str] = {}
+    for obj in edge_nodes:
+        for cond in (obj.get("status") or {}).get("conditions") or []:
+            if cond.get("type") != "IngressReady":
+                continue
+            why = (
+                "" if cond.get("status") == "True" else str(cond.get("message") or "MQTT broker unreachable")
+            )
+            out[(obj.get("metadata") or {}).get("name", "")] = why.split(" (down ", 1)[0]
+    return out
+
+
+def slice_ingress_conditions(
+    slice_obj: Mapping[str, Any], ingress: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """The Slice's ``IngressReady`` condition from the nodes it is attached to: False (reason
+    ``BrokerUnreachable``, naming each node and why) while an attached node's agent cannot reach its
+    MQTT broker, True once they all can; none when no attached node has MQTT ingress. A warning
+    beside the phase: the slice's NFs run (it may be Ready), its devices' readings do not arrive."""
+    attached = sorted(
+        {str(a.get("node")) for a in (slice_obj.get("spec") or {}).get("attachments") or [] if a.get("node")}
+        & set(ingress)
+    )
+    if not attached:
+        return []
+    down = [f"node {n}: {ingress[n]}" for n in attached if ingress[n]]
+    if down:
+        return [
+            {
+                "type": "IngressReady",
+                "status": "False",
+                "reason": "BrokerUnreachable",
+                "message": "; ".join(down),
+            }
+        ]
+    return [{"type": "IngressReady", "status": "True", "reason": "BrokerConnected", "message": ""}]
+
+
 def _parse_time(value: Any) -> float | None:
     if not isinstance(value, str) or not value:
         return None

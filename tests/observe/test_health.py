@@ -160,3 +160,20 @@ def test_edgenode_heartbeat_conditions_are_kstatus_and_read_right(
     assert (health, flux_health("EdgeNode", obj)) == (argo, flux)
     assert healthy or message == why
     assert argo_health("EdgeNode", {"metadata": {"name": "gw-1", "generation": 1}})[0] == "Progressing"
+
+
+def test_an_unreachable_broker_on_an_edgenode_is_a_warning_not_a_health_verdict() -> None:
+    why = "cannot connect to MQTT broker 127.0.0.1:1 (down 12s, 4 failed attempt(s), ...)"
+    conds = edgenode_conditions(True, "ok", "2026-01-01T00:00:00Z", 2, (False, why, "2026-01-01T00:00:05Z"))
+    ingress = next(c for c in conds if c["type"] == "IngressReady")
+    assert (ingress["status"], ingress["reason"], ingress["message"]) == ("False", "BrokerUnreachable", why)
+    assert ingress["lastTransitionTime"] == "2026-01-01T00:00:05Z" and ingress["observedGeneration"] == 2
+    status = {"heartbeatTime": "2026-01-01T00:00:00Z", "observedGeneration": 2, "conditions": conds}
+    assert_kstatus(status)
+    obj = {"metadata": {"name": "gw-1", "generation": 2}, "status": status}
+    assert (argo_health("EdgeNode", obj)[0], flux_health("EdgeNode", obj)) == ("Healthy", "Current")
+    ok = edgenode_conditions(True, "ok", "2026-01-01T00:00:00Z", 2, (True, "", "2026-01-01T00:00:09Z"))
+    assert next(c for c in ok if c["type"] == "IngressReady")["reason"] == "BrokerConnected"
+    assert all(
+        c["type"] != "IngressReady" for c in edgenode_conditions(True, "ok", "2026-01-01T00:00:00Z", 2)
+    )
