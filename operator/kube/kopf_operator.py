@@ -40,8 +40,10 @@ from flyslice.operator.kube.cluster import (
     event_for,
     manifests_from_objects,
     merge_conditions,
+    node_ingress,
     object_ref,
     observe,
+    slice_ingress_conditions,
     status_changed,
 )
 from flyslice.operator.reconcile import (
@@ -129,6 +131,8 @@ class ReconcileLoop:
         self.lock = threading.Lock()
         self._wake: asyncio.Event | None = None
         self._events: list[tuple[Mapping[str, Any], str, str, str]] = []
+        #: EdgeNode -> "" or why its agent cannot reach its MQTT broker (IngressReady), this pass.
+        self._ingress: dict[str, str] = {}
 
     # -- trigger ----------------------------------------------------------------------------
 
@@ -213,6 +217,7 @@ class ReconcileLoop:
             log.warning("NFInstance %s: %s", ref, why)
         self._post_decisions(outcome.events, by_ref)
         self._post_invalid(result.errors, by_ref)
+        self._ingress = node_ingress(objects["EdgeNode"])
         phases = self._write_slice_status(
             objects["Slice"], outcome.slice_status, result.errors, applied.failed
         )
@@ -257,8 +262,9 @@ class ReconcileLoop:
             if apply_failures:
                 wanted["reasons"] = [*wanted.get("reasons", []), *apply_failures]
             current = obj.get("status") or {}
+            conditions = [*wanted.get("conditions", []), *slice_ingress_conditions(obj, self._ingress)]
             wanted["conditions"] = merge_conditions(
-                wanted.get("conditions", []), current.get("conditions", []), now, generation
+                conditions, current.get("conditions", []), now, generation
             )
             phases[key] = str(wanted.get("phase", ""))
             if status_changed(current, wanted):
@@ -294,6 +300,14 @@ class ReconcileLoop:
             self._event(obj, "Degraded", detail or "degraded", "Warning")
         if failures and failures != [r for r in current.get("reasons", []) if r.startswith("NFInstance ")]:
             self._event(obj, "ApplyFailed", "; ".join(failures), "Warning")
+        # IngressReady (an attached node's agent cannot reach its MQTT broker): once when it turns
+        # False or its reason changes, once when it clears.
+        was, now = ({c.get("type"): (c.get("status"), c.get("message")) for c in st.get("conditions", [])}
+                    .get("IngressReady") for st in (current, wanted))  # fmt: skip
+        if now is not None and now[0] == "False" and now != was:
+            self._event(obj, "IngressNotReady", str(now[1]), "Warning")
+        elif now is not None and now[0] == "True" and was is not None and was[0] == "False":
+            self._event(obj, "IngressReady", "the MQTT broker is reachable again", "Normal")
 
     def _post_decisions(
         self, events: Sequence[str], by_ref: Mapping[tuple[str, str, str], Mapping[str, Any]]
@@ -521,6 +535,18 @@ def kopf_login(kubeconfig: str | None) -> Callable[..., kopf.ConnectionInfo]:
 _NAMESPACE_OK = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
+def leadership(identity: str, leader: bool, holder: str) -> dict[str, Any]:
+    """The status document's answer to "is this the replica that acts?" (``holder``: the Lease's)."""
+    if leader:
+        return {"role": "leader", "leaderIdentity": identity, "message": f"leader: {identity} reconciles"}
+    return {
+        "role": "standby",
+        "leaderIdentity": holder or None,
+        "message": "standby: not the leader; the leader is "
+        + (holder or "unknown (no replica holds the lease yet)"),
+    }
+
+
 async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None) -> int:
     """Stand by until leader, then run kopf and the reconcile loop until ``stop`` or lost leadership.
 
@@ -529,7 +555,7 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
     from kubernetes import client as k8s
 
     from flyslice.operator.kube.cluster_git import GitSourceManager
-    from flyslice.operator.kube.leader import LeaseElector
+    from flyslice.operator.kube.leader import LeaderPodLabel, LeaseElector
     from flyslice.operator.status_api import ProbeServer, StatusServer
 
     for ns in opts.namespaces:
@@ -547,6 +573,8 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
         k8s.CoordinationV1Api(cluster.api), opts.lease_namespace, opts.lease_name, identity=opts.identity,
         lease_duration_s=opts.lease_duration_s, renew_s=opts.renew_s, retry_s=opts.retry_s,
     )  # fmt: skip
+    # The console Service selects the pod labelled leader; off when the pod name is unknown.
+    label = LeaderPodLabel.from_env(k8s.CoreV1Api(cluster.api))
     stale = max(60.0, 6 * opts.resync_s)
 
     def snapshot() -> dict[str, Any]:
@@ -554,6 +582,7 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
         return {
             "identity": elector.identity,
             "leader": elector.is_leader,
+            **leadership(elector.identity, elector.is_leader, elector.holder),
             "passes": r.passes,
             "lastPassSeconds": round(r.last_pass_s, 3),
             "lastError": r.last_error,
@@ -583,6 +612,8 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
         log.info("status on http://%s:%d/status", opts.status_addr.rpartition(":")[0], server.port)
     try:
         log.info("standing by for lease %s/%s as %s", opts.lease_namespace, opts.lease_name, elector.identity)
+        # A container restarted in the same pod (after lost leadership) may still carry "true".
+        await asyncio.to_thread(label.set, False)
         if not await elector.acquire(stop):
             return 0
         gitsources = GitSourceManager(cluster, opts.git_cache, on_applied=loop.trigger)
@@ -603,14 +634,18 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
             asyncio.create_task(loop.run(kopf_stop)),
             asyncio.create_task(gitsources.run(kopf_stop)),
         ]
-        holding = asyncio.create_task(elector.hold(stop))
+        labelling = asyncio.create_task(label.keep(True, kopf_stop, opts.retry_s))
+        # The label comes off before the Lease is released, so the Service never routes to two pods.
+        holding = asyncio.create_task(elector.hold(stop, before_release=lambda: label.set(False)))
         done, _ = await asyncio.wait([holding, *tasks], return_when=asyncio.FIRST_COMPLETED)
         lost = holding in done and not stop.is_set()
         kopf_stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, labelling, return_exceptions=True)
         if not holding.done():
             stop.set()
             await holding
+        if lost:
+            await asyncio.to_thread(label.set, False)  # best effort; the restarted process retries
         return 1 if lost else 0
     finally:
         if server is not None:
@@ -640,6 +675,7 @@ __all__ = [
     "OperatorOptions",
     "ReconcileLoop",
     "build_registry",
+    "leadership",
     "main_operator",
     "run_operator",
 ]

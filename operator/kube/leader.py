@@ -24,6 +24,10 @@ from typing import Any
 
 log = logging.getLogger("flyslice.operator.leader")
 
+#: On the operator's own pod: ``"true"`` while this replica leads, ``"false"`` otherwise. The
+#: ``flyslice-console`` Service selects on it, so the console reaches the leader only.
+LEADER_LABEL = "flyslice.io/leader"
+
 
 def default_identity() -> str:
     """``<pod or host name>_<random>``: unique per process, readable in ``kubectl get lease``."""
@@ -150,6 +154,14 @@ class LeaseElector:
         self._observed_at = self._renewed_at = now
         self.is_leader = True
 
+    @property
+    def holder(self) -> str:
+        """Who holds the Lease: this replica's identity while it leads, else the holder it last read
+        (``""`` before the first read, or when the Lease was released and nobody has taken it yet)."""
+        if self.is_leader:
+            return self.identity
+        return self._observed.holder if self._observed is not None else ""
+
     def _still_valid(self, now: float) -> bool:
         """After a failed renewal: still leader only while the last successful renewal has not expired."""
         self.is_leader = self._renewed_at is not None and now < self._renewed_at + self.lease_duration_s
@@ -184,8 +196,11 @@ class LeaseElector:
                 await asyncio.wait_for(stop.wait(), self.retry_s)
         return False
 
-    async def hold(self, stop: asyncio.Event) -> None:
-        """Renew until ``stop`` is set (then release) or leadership is lost (then return at once)."""
+    async def hold(self, stop: asyncio.Event, before_release: Callable[[], object] | None = None) -> None:
+        """Renew until ``stop`` is set (then release) or leadership is lost (then return at once).
+
+        ``before_release`` (blocking, run in a thread) runs just before a release, while this replica
+        still holds the Lease: the operator takes its pod's leader label off there."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.renew_s)
@@ -194,4 +209,59 @@ class LeaseElector:
             if not await asyncio.to_thread(self.try_acquire_or_renew):
                 log.error("lost the lease %s/%s: stepping down", self.namespace, self.name)
                 return
+        if before_release is not None:
+            await asyncio.to_thread(before_release)
         await asyncio.to_thread(self.release)
+
+
+class LeaderPodLabel:
+    """Keeps :data:`LEADER_LABEL` on this replica's own pod equal to whether it leads.
+
+    ``core`` is a ``kubernetes.client.CoreV1Api``. The pod comes from the downward API (``POD_NAME``,
+    ``POD_NAMESPACE``); when either is unknown (not in a pod, or an older manifest) the label is
+    never written and no other pod is guessed at. A failed write is logged and never affects
+    leadership: the label steers the console Service, nothing else.
+    """
+
+    def __init__(self, core: Any, namespace: str | None, pod: str | None) -> None:
+        self.api = core
+        self.namespace = namespace or ""
+        self.pod = pod or ""
+        self.value: bool | None = None  # what was last written successfully
+
+    @classmethod
+    def from_env(cls, core: Any) -> LeaderPodLabel:
+        return cls(core, os.environ.get("POD_NAMESPACE"), os.environ.get("POD_NAME"))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.namespace and self.pod)
+
+    def set(self, leader: bool) -> bool:
+        """Write the label (blocking); True when the pod now carries it."""
+        from kubernetes.client.exceptions import ApiException
+
+        if not self.enabled:
+            return False
+        body = {"metadata": {"labels": {LEADER_LABEL: "true" if leader else "false"}}}
+        try:
+            self.api.patch_namespaced_pod(self.pod, self.namespace, body)
+        except ApiException as exc:
+            log.warning(
+                "cannot label pod %s/%s %s=%s: %s",
+                self.namespace, self.pod, LEADER_LABEL, str(leader).lower(), exc.reason,
+            )  # fmt: skip
+            return False
+        except Exception as exc:  # the API server unreachable: the label waits for the next try
+            log.warning("cannot label pod %s/%s: %s", self.namespace, self.pod, exc)
+            return False
+        self.value = leader
+        return True
+
+    async def keep(self, leader: bool, stop: asyncio.Event, retry_s: float) -> None:
+        """Write the label, retrying every ``retry_s`` until it sticks or ``stop`` is set."""
+        while self.enabled and not stop.is_set():
+            if await asyncio.to_thread(self.set, leader):
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), retry_s)

@@ -67,9 +67,14 @@ def for_operator(loop: Any, snapshot: Any) -> ObserveRoutes:
     def statuses() -> dict[str, dict[str, Any]]:
         return statuses_from_state(loop.state, loop.report.slices, cluster.instances)
 
+    def leader() -> tuple[str, bool]:
+        snap = snapshot()
+        return str(snap.get("identity", "")), bool(snap.get("leader"))
+
     metrics = Metrics(
-        "flyslice-operator", statuses, solve_state=lambda: loop.state, sources=lambda: cluster.sources
-    )
+        "flyslice-operator", statuses, solve_state=lambda: loop.state, sources=lambda: cluster.sources,
+        leader=leader,
+    )  # fmt: skip
     loop.run_once = metrics.instrument_sync(cluster.after(loop.run_once))
 
     def state() -> dict[str, Any]:

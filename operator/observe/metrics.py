@@ -78,9 +78,12 @@ class Metrics:
         *,
         solve_state: Callable[[], SolveState | None] = lambda: None,
         sources: Callable[[], Sequence[SourceFacts]] = lambda: (),
+        leader: Callable[[], tuple[str, bool]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.controller = controller
+        #: (identity, leads) of a replica under leader election; None where there is no election.
+        self._leader = leader
         self._statuses = statuses
         self._solve_state = solve_state
         self._sources = sources
@@ -297,6 +300,15 @@ class Metrics:
         )
         gap.add_metric([], math.nan if self._gap is None else self._gap)
         yield from (slices, admission, predicted, budget, observed, instances, gap)
+        if self._leader is not None:
+            identity, leads = self._leader()
+            leader = GaugeMetricFamily(
+                "flyslice_leader",
+                "1 on the replica holding the leader Lease (the one that reconciles), 0 on a standby",
+                labels=["identity"],
+            )
+            leader.add_metric([identity], 1.0 if leads else 0.0)
+            yield leader
         sources = list(self._sources())
         if sources:
             age = GaugeMetricFamily(

@@ -122,9 +122,14 @@ def agent_kubeconfig(env: kubeenv.KubeEnv, node: str, pod_namespace: str) -> Pat
 
 @contextlib.contextmanager
 def cluster_agents(
-    env: kubeenv.KubeEnv, namespace: str, nodes: list[str], tmp: Path
+    env: kubeenv.KubeEnv,
+    namespace: str,
+    nodes: list[str],
+    tmp: Path,
+    mqtt: dict[str, tuple[str, int]] | None = None,
 ) -> Iterator[dict[str, ClusterAgent]]:
-    """One cluster-mode agent per node, in threads, each with only its own node's credentials."""
+    """One cluster-mode agent per node, in threads, each with only its own node's credentials;
+    ``mqtt`` gives some of them an MQTT broker (``--mqtt``)."""
     agents: dict[str, ClusterAgent] = {}
     stop = threading.Event()
     threads = []
@@ -132,7 +137,7 @@ def cluster_agents(
         for node in nodes:
             api = api_client_for(str(agent_kubeconfig(env, node, namespace)))
             agents[node] = ClusterAgent(
-                AgentConfig(node=node, state_dir=tmp / node), api, pod_namespace=namespace,
+                AgentConfig(node=node, state_dir=tmp / node, mqtt=(mqtt or {}).get(node)), api, pod_namespace=namespace,
                 instance_namespace=namespace, heartbeat_s=1.0, report_load=False,
             )  # fmt: skip
             t = threading.Thread(target=agents[node].run, args=(stop, 2.0), daemon=True)
@@ -159,6 +164,7 @@ class OperatorProcess:
         identity: str,
         lease_name: str,
         extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.identity = identity
         #: /status, /metrics, the console (--status-addr); the probes have a port of their own.
@@ -173,7 +179,10 @@ class OperatorProcess:
             "--lease-duration", "4", "--renew", "1", "--git-cache", str(workdir / f"git-{identity}"), *extra,
         ]  # fmt: skip
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, **env} if env else None,
+            )  # fmt: skip
 
     def status(self) -> dict[str, Any] | None:
         try:

@@ -52,7 +52,13 @@ def test_manifests_pass_a_server_side_dry_run(kube_env: kubeenv.KubeEnv, crds_in
     assert svc["spec"]["type"] == "ClusterIP"
     assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
     op = _workload(_render(kube_env), "Deployment", "flyslice-operator")["spec"]["template"]
-    assert svc["spec"]["selector"].items() <= op["metadata"]["labels"].items()
+    # ... and only the leader: the operator labels its own pod flyslice.io/leader=true (not the template).
+    selector = dict(svc["spec"]["selector"])
+    assert selector.pop("flyslice.io/leader") == "true"
+    assert "flyslice.io/leader" not in op["metadata"]["labels"]
+    assert selector.items() <= op["metadata"]["labels"].items()
+    pod_env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in op["spec"]["containers"][0]["env"]}
+    assert pod_env["POD_NAME"] == "metadata.name" and pod_env["POD_NAMESPACE"] == "metadata.namespace"
     assert {"name": "http", "containerPort": 8081, "protocol": "TCP"} in op["spec"]["containers"][0]["ports"]
     # The probe port (8080, pod IP) serves only /healthz and /readyz; status goes to its own port.
     assert op["spec"]["containers"][0]["args"] == ["--status-addr", "$(POD_IP):8081"]

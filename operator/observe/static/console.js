@@ -115,8 +115,18 @@ function drawSlices(doc) {
   document.getElementById("slices").replaceChildren(...(cards.length ? cards : [h("p", { class: "muted" }, "no slices")]));
 }
 
+function drawRole(status) {
+  // The operator's standby replica holds no state: say so, and who leads, instead of an empty page.
+  const el = document.getElementById("role");
+  const standby = status.role === "standby";
+  el.hidden = !standby;
+  el.textContent = standby ? status.message : "";
+  document.body.dataset.role = status.role || "";
+}
+
 function draw(doc) {
   const src = doc.status.source || {};
+  drawRole(doc.status);
   document.getElementById("source").textContent =
     src.url ? `${src.url} @ ${src.lastAppliedRevision || "–"}${src.lastError ? ` (error: ${src.lastError})` : ""}` : "";
   drawTopology(doc);
