@@ -155,24 +155,43 @@ class CertificateAuthority:
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return cls(cert, key, directory)
 
-    def issue(
-        self, common_name: str, *, node: str | None = None, slices: Iterable[str] = ()
-    ) -> tuple[bytes, bytes]:
-        """A leaf certificate and key (PEM) for an agent (``node``) or a component of ``slices``."""
+    @classmethod
+    def from_pem(cls, cert_pem: bytes, key_pem: bytes, directory: Path = Path(".")) -> CertificateAuthority:
+        """A CA held elsewhere than in files (cluster mode: the operator's Secret)."""
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("the data-plane CA key is not an EC private key")
+        return cls(cert, key, directory)
+
+    def key_pem(self) -> bytes:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    def sign(
+        self,
+        public_key: Any,
+        common_name: str,
+        *,
+        node: str | None = None,
+        slices: Iterable[str] = (),
+        days: int = LEAF_DAYS,
+    ) -> bytes:
+        """A leaf certificate (PEM) for ``public_key`` naming an agent (``node``) or ``slices``."""
         uris = [x509.UniformResourceIdentifier(URI_AGENT + node)] if node else []
         uris += [x509.UniformResourceIdentifier(URI_SLICE + s) for s in sorted(set(slices))]
         if not uris:
             raise ValueError("a data-plane certificate needs a node or at least one slice")
-        key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])]))
             .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=LEAF_DAYS))
+            .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName(uris), critical=False)
             .add_extension(
@@ -181,10 +200,17 @@ class CertificateAuthority:
             )
             .sign(self.key, hashes.SHA256())
         )
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    def issue(
+        self, common_name: str, *, node: str | None = None, slices: Iterable[str] = ()
+    ) -> tuple[bytes, bytes]:
+        """A leaf certificate and key (PEM) for an agent (``node``) or a component of ``slices``."""
+        key = ec.generate_private_key(ec.SECP256R1())
         key_pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        return cert.public_bytes(serialization.Encoding.PEM), key_pem
+        return self.sign(key.public_key(), common_name, node=node, slices=slices), key_pem
 
     def issue_to(
         self, directory: Path, common_name: str, *, node: str | None = None, slices: Iterable[str] = ()
@@ -192,8 +218,14 @@ class CertificateAuthority:
         """Issue a leaf into ``directory`` (ca.pem, cert.pem, key.pem 0600) and return its files."""
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         cert_pem, key_pem = self.issue(common_name, node=node, slices=slices)
-        files = TlsFiles.in_dir(directory)
-        _write_private(files.key, key_pem)
-        files.cert.write_bytes(cert_pem)
-        files.ca.write_bytes(self.cert_pem)
-        return files
+        return write_tls_dir(directory, self.cert_pem, cert_pem, key_pem)
+
+
+def write_tls_dir(directory: Path, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> TlsFiles:
+    """``ca.pem``, ``cert.pem`` and ``key.pem`` (0600) in ``directory`` (0700), as ``--tls-dir`` reads them."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    files = TlsFiles.in_dir(directory)
+    _write_private(files.key, key_pem)
+    files.cert.write_bytes(cert_pem)
+    files.ca.write_bytes(ca_pem)
+    return files

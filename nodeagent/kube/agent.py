@@ -67,6 +67,7 @@ class ClusterAgent:
                 node_name=kubernetes_node or config.node,
                 agent_address="",
                 trusted_keys=config.trusted_keys,  # pods verify under the agent's signing policy
+                tls=config.tls is not None,
             )
             if pod_namespace
             else None
@@ -329,21 +330,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--peer", action="append", default=[], help="node=host:port of another agent")
     p.add_argument("--mqtt", default=None, help="host:port of the MQTT broker devices publish to")
     p.add_argument("--trusted-key", action="append", default=[], help="ed25519 public key (PEM file)")
+    p.add_argument(
+        "--module-dir", type=Path, action="append", default=[], metavar="DIR",
+        help="directory file: modules may be loaded from (repeatable; default: none, builtin: only)",
+    )  # fmt: skip
     p.add_argument("--interval", type=float, default=5.0, help="seconds between full syncs (changes wake it)")
     p.add_argument("--heartbeat", type=float, default=10.0, help="seconds between EdgeNode heartbeats")
+    tls = p.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--tls", action="store_true",
+        help="mutual TLS on the data plane, with a certificate the operator signs (CSR, signer flyslice.io/dataplane)",
+    )  # fmt: skip
+    tls.add_argument(
+        "--tls-dir", type=Path, default=None, help="mutual TLS with ca.pem, cert.pem, key.pem in DIR"
+    )
+    p.add_argument(
+        "--tls-ca-namespace",
+        default="flyslice-system",
+        help="namespace of the ConfigMap flyslice-dataplane-ca",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     mqtt = None
     if args.mqtt:
         host, _, port = args.mqtt.rpartition(":")
         mqtt = (host, int(port))
+    api = api_client_for(args.kubeconfig)
+    tls_files = None
+    if args.tls_dir is not None:
+        from flyslice.nodeagent.__main__ import load_tls_dir
+
+        tls_files = load_tls_dir(args.tls_dir)
+    elif args.tls:
+        from flyslice.nodeagent.kube.dataplane_certs import obtain_node_tls
+
+        # A fresh key and certificate at every start (rotation: docs/security.md).
+        tls_files = obtain_node_tls(
+            api, args.node, args.state_dir / "tls", ca_namespace=args.tls_ca_namespace
+        )
     config = AgentConfig(
         node=args.node, state_dir=args.state_dir, listen=args.listen, http_listen=args.http,
         peers=dict(item.split("=", 1) for item in args.peer), mqtt=mqtt,
-        trusted_keys=[load_public_key(Path(k).read_bytes()) for k in args.trusted_key],
+        trusted_keys=[load_public_key(Path(k).read_bytes()) for k in args.trusted_key], tls=tls_files,
+        module_dirs=tuple(args.module_dir),
     )  # fmt: skip
     agent = ClusterAgent(
-        config, api_client_for(args.kubeconfig), pod_namespace=None if args.no_pods else args.pod_namespace,
+        config, api, pod_namespace=None if args.no_pods else args.pod_namespace,
         instance_namespace=args.namespace, kubernetes_node=args.kubernetes_node, heartbeat_s=args.heartbeat,
         advertise=args.advertise,
     )  # fmt: skip

@@ -157,8 +157,11 @@ class KubernetesPodDriver:
 
     def __init__(self, core: Any, *, namespace: str, node_name: str, agent_address: str,
                  default_image: str = "ghcr.io/flyslice/nf-runner:0.1",
-                 trusted_keys: Sequence[Ed25519PublicKey] = ()) -> None:  # fmt: skip
+                 trusted_keys: Sequence[Ed25519PublicKey] = (), tls: bool = False) -> None:  # fmt: skip
         self.core = core
+        #: The agent's data plane is mutual TLS: VNF pods would need slice certificates, which this
+        #: driver does not issue yet, so they are refused rather than run on an open port.
+        self.tls = tls
         self.trusted_keys_b64: list[str] = []
         if trusted_keys:
             from flyslice.nodeagent.runtime.modules import public_key_b64
@@ -188,6 +191,11 @@ class KubernetesPodDriver:
             raise ValueError(
                 f"instance {spec.name}: a signing policy is configured, and an image-only VNF "
                 "cannot be verified; give the package's vnf flavour a signed module"
+            )
+        if self.tls:
+            raise ValueError(
+                f"instance {spec.name}: this agent's data plane is mutual TLS and VNF pods get no "
+                "slice certificate yet (docs/security.md); run the NF as an fNF or the agent without TLS"
             )
         want = pod_name(spec)
         pods = self._pods(spec.name)

@@ -555,6 +555,7 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
     from kubernetes import client as k8s
 
     from flyslice.operator.kube.cluster_git import GitSourceManager
+    from flyslice.operator.kube.dataplane_ca import DataplaneSigner
     from flyslice.operator.kube.leader import LeaderPodLabel, LeaseElector
     from flyslice.operator.status_api import ProbeServer, StatusServer
 
@@ -633,6 +634,8 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
             ),
             asyncio.create_task(loop.run(kopf_stop)),
             asyncio.create_task(gitsources.run(kopf_stop)),
+            # The data-plane CA (Secret flyslice-dataplane-ca) and its CSR signer: agents' mTLS certificates.
+            asyncio.create_task(DataplaneSigner(cluster.api, opts.lease_namespace).run(kopf_stop)),
         ]
         labelling = asyncio.create_task(label.keep(True, kopf_stop, opts.retry_s))
         # The label comes off before the Lease is released, so the Service never routes to two pods.

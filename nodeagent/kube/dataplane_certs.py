@@ -1,0 +1,99 @@
+"""A cluster agent's data-plane certificate, through the Kubernetes CertificateSigningRequest API.
+
+The agent makes its key on its own node (it never leaves the state directory), asks for a certificate
+naming ``flyslice://agent/<node>`` with a CSR for the signer ``flyslice.io/dataplane``, and waits for the
+operator to approve and sign it. The operator signs only when the identity that created the CSR (the
+API server records it in ``spec.username``/``spec.extra``) belongs to that node -- the same rule as the
+``flyslice-agent-node-restriction`` admission policy -- so one node's credentials cannot obtain
+another node's certificate. The CA certificate (public) comes from the ConfigMap
+``flyslice-dataplane-ca``; its key stays in the operator's Secret of the same name.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from flyslice.nodeagent.dataplane.tls import LEAF_DAYS, URI_AGENT, TlsFiles, write_tls_dir
+
+SIGNER = "flyslice.io/dataplane"
+CA_NAME = "flyslice-dataplane-ca"
+CA_KEY = "ca.pem"
+
+
+class CertificateUnavailable(RuntimeError):
+    """The operator did not sign the agent's CSR in time (or denied it)."""
+
+
+def csr_pem(node: str) -> tuple[bytes, bytes]:
+    """(CSR PEM, key PEM) for ``flyslice://agent/<node>``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"agent {node}"[:64])]))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(URI_AGENT + node)]), False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return csr.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def obtain_node_tls(
+    api_client: Any,
+    node: str,
+    directory: Path,
+    *,
+    ca_namespace: str = "flyslice-system",
+    timeout_s: float = 60.0,
+    poll_s: float = 0.5,
+) -> TlsFiles:
+    """Request, wait for and store this node's data-plane certificate; the files in ``directory``."""
+    from kubernetes import client
+
+    certs: Any = client.CertificatesV1Api(api_client)
+    core = client.CoreV1Api(api_client)
+    request, key_pem = csr_pem(node)
+    name = f"flyslice-dataplane-{node}-{secrets.token_hex(4)}"[:253]
+    body: dict[str, Any] = {
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {"name": name, "labels": {"flyslice.io/node": node[:63]}},
+        "spec": {
+            "request": base64.b64encode(request).decode(),
+            "signerName": SIGNER,
+            "usages": ["digital signature", "server auth", "client auth"],
+            "expirationSeconds": LEAF_DAYS * 86400,
+        },
+    }
+    certs.create_certificate_signing_request(body)
+    deadline = time.monotonic() + timeout_s
+    cert_pem = b""
+    while True:
+        obj = certs.read_certificate_signing_request(name)
+        status = obj.status
+        for cond in (status.conditions if status else None) or []:
+            if cond.type in ("Denied", "Failed") and cond.status == "True":
+                raise CertificateUnavailable(f"CSR {name} {cond.type.lower()}: {cond.message or cond.reason}")
+        if status is not None and status.certificate:
+            cert_pem = base64.b64decode(status.certificate)
+            break
+        if time.monotonic() > deadline:
+            raise CertificateUnavailable(
+                f"CSR {name} not signed within {timeout_s:g}s: is the flyslice operator running?"
+            )
+        time.sleep(poll_s)
+    ca = core.read_namespaced_config_map(CA_NAME, ca_namespace)
+    ca_pem = str((ca.data or {}).get(CA_KEY, "")).encode()
+    if not ca_pem:
+        raise CertificateUnavailable(f"ConfigMap {ca_namespace}/{CA_NAME} has no {CA_KEY}")
+    return write_tls_dir(directory, ca_pem, cert_pem, key_pem)

@@ -1,0 +1,191 @@
+"""The cluster's data-plane CA and the signer ``flyslice.io/dataplane`` (the operator's side of
+:mod:`flyslice.nodeagent.kube.dataplane_certs`).
+
+The CA lives in the Secret ``flyslice-dataplane-ca`` of the operator's namespace (``ca.pem``,
+``ca.key``), created on first start and kept; its certificate alone is published in the ConfigMap of
+the same name, which agents may read. The leader signs pending CertificateSigningRequests for the
+signer when the requester's node -- derived exactly as in the ``flyslice-agent-node-restriction``
+admission policy -- is the node the CSR names, and denies every other request with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from flyslice.nodeagent.dataplane.tls import URI_AGENT, CertificateAuthority
+from flyslice.nodeagent.kube.dataplane_certs import CA_KEY, CA_NAME, SIGNER
+
+log = logging.getLogger("flyslice.operator.dataplane_ca")
+
+AGENT_USER_PREFIX = "system:flyslice-agent:"
+AGENT_GROUP = "system:flyslice-agents"
+NODE_EXTRA = "authentication.kubernetes.io/node-name"
+
+
+def requester_node(
+    username: str, groups: Sequence[str], extra: Mapping[str, Sequence[str]] | None, namespace: str
+) -> str:
+    """The node an agent identity belongs to ('' for none), as the admission policy derives it."""
+    if username.startswith(AGENT_USER_PREFIX):
+        return username[len(AGENT_USER_PREFIX) :]
+    if username == f"system:serviceaccount:{namespace}:flyslice-agent" or AGENT_GROUP in groups:
+        values = (extra or {}).get(NODE_EXTRA) or []
+        return str(values[0]) if values else ""
+    return ""
+
+
+def ensure_ca(core: Any, namespace: str) -> CertificateAuthority:
+    """Load the CA from its Secret, creating it (and publishing its certificate) the first time."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        secret = core.read_namespaced_secret(CA_NAME, namespace)
+        data = secret.data or {}
+        ca = CertificateAuthority.from_pem(base64.b64decode(data["ca.pem"]), base64.b64decode(data["ca.key"]))
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp:  # creates a fresh key; the Secret is its only home
+            ca = CertificateAuthority.load_or_create(Path(tmp), "flyslice cluster data plane CA")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": CA_NAME,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/part-of": "flyslice"},
+            },
+            "type": "Opaque",
+            "data": {
+                "ca.pem": base64.b64encode(ca.cert_pem).decode(),
+                "ca.key": base64.b64encode(ca.key_pem()).decode(),
+            },
+        }
+        try:
+            core.create_namespaced_secret(namespace, body)
+        except ApiException as exc2:
+            if exc2.status != 409:
+                raise
+            return ensure_ca(core, namespace)  # another replica won the race: use its CA
+    ca_text = ca.cert_pem.decode()
+    cm: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": CA_NAME,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "flyslice"},
+        },
+        "data": {CA_KEY: ca_text},
+    }
+    try:
+        current = core.read_namespaced_config_map(CA_NAME, namespace)
+        if (current.data or {}).get(CA_KEY) != ca_text:
+            core.replace_namespaced_config_map(CA_NAME, namespace, cm)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        core.create_namespaced_config_map(namespace, cm)
+    return ca
+
+
+def _decide(csr: Any, namespace: str) -> tuple[str, Any]:
+    """('', public key and node) to sign, or (why not, None)."""
+    from cryptography import x509
+
+    spec = csr.spec
+    node = requester_node(spec.username or "", spec.groups or [], spec.extra, namespace)
+    if not node:
+        return f"{spec.username} is not a flyslice agent identity naming a node", None
+    try:
+        req = x509.load_pem_x509_csr(base64.b64decode(spec.request))
+    except (ValueError, TypeError) as exc:
+        return f"unreadable request: {exc}", None
+    if not req.is_signature_valid:
+        return "the request's signature does not verify", None
+    try:
+        sans = req.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return "the request names no flyslice identity", None
+    uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
+    others = [n for n in sans if not isinstance(n, x509.UniformResourceIdentifier)]
+    if uris != [URI_AGENT + node] or others:
+        return f"the agent of node {node} may request only {URI_AGENT}{node}, not {uris + others}", None
+    return "", (req.public_key(), node)
+
+
+def _condition(type_: str, reason: str, message: str) -> dict[str, Any]:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "type": type_, "status": "True", "reason": reason, "message": message,
+        "lastUpdateTime": now, "lastTransitionTime": now,
+    }  # fmt: skip
+
+
+def sign_pending(certs: Any, ca: CertificateAuthority, namespace: str) -> dict[str, str]:
+    """Approve and sign, or deny, every pending CSR for the signer; name -> 'signed' or why denied."""
+    done: dict[str, str] = {}
+    for csr in certs.list_certificate_signing_request(field_selector=f"spec.signerName={SIGNER}").items:
+        status = csr.status
+        conditions = (status.conditions if status else None) or []
+        if (status and status.certificate) or any(c.type in ("Denied", "Failed") for c in conditions):
+            continue
+        name = csr.metadata.name
+        why, decision = _decide(csr, namespace)
+        if decision is None:
+            body = certs.api_client.sanitize_for_serialization(csr)
+            body.setdefault("status", {})["conditions"] = [_condition("Denied", "NotThisNode", why)]
+            certs.replace_certificate_signing_request_approval(name, body)
+            log.warning("denied data-plane CSR %s: %s", name, why)
+            done[name] = why
+            continue
+        public_key, node = decision
+        if not any(c.type == "Approved" for c in conditions):
+            body = certs.api_client.sanitize_for_serialization(csr)
+            body.setdefault("status", {})["conditions"] = [
+                _condition("Approved", "AgentOfNode", f"requested by the agent of node {node}")
+            ]
+            csr = certs.replace_certificate_signing_request_approval(name, body)
+        cert_pem = ca.sign(public_key, f"agent {node}", node=node)
+        body = certs.api_client.sanitize_for_serialization(csr)
+        body.setdefault("status", {})["certificate"] = base64.b64encode(cert_pem).decode()
+        certs.replace_certificate_signing_request_status(name, body)
+        log.info("signed data-plane certificate for node %s (CSR %s)", node, name)
+        done[name] = "signed"
+    return done
+
+
+class DataplaneSigner:
+    """The leader's signer loop: the CA from its Secret, pending CSRs every ``interval_s``."""
+
+    def __init__(self, api_client: Any, namespace: str, interval_s: float = 1.0) -> None:
+        from kubernetes import client
+
+        self.core = client.CoreV1Api(api_client)
+        self.certs = client.CertificatesV1Api(api_client)
+        self.namespace = namespace
+        self.interval_s = interval_s
+        self.ca: CertificateAuthority | None = None
+
+    def run_once(self) -> dict[str, str]:
+        if self.ca is None:
+            self.ca = ensure_ca(self.core, self.namespace)
+        return sign_pending(self.certs, self.ca, self.namespace)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.run_once)
+            except Exception as exc:  # retried on the next round; agents wait for their certificate
+                log.warning("data-plane signer: %s", getattr(exc, "reason", None) or exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval_s)
