@@ -13,7 +13,10 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from flyslice.nodeagent.dataplane.tls import TlsFiles
 
 EPILOG = (
     "exit codes: 0 stopped (SIGTERM, Ctrl-C), 1 cannot start (state directory, trusted key, address "
@@ -93,6 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="ed25519 public key (PEM, raw or base64) fNF modules may be signed with (repeatable)",
     )
     p.add_argument(
+        "--module-dir",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="directory file: modules may be loaded from (repeatable; default: none, builtin: only)",
+    )
+    p.add_argument(
+        "--tls-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="mutual TLS on the data plane: ca.pem, cert.pem (flyslice://agent/NODE) and key.pem in DIR",
+    )
+    p.add_argument(
         "--interval", type=_interval, default=1.0, metavar="SECONDS", help="seconds between syncs (default 1)"
     )
     return p
@@ -103,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         # Cluster mode has its own options (kubeconfig, pod namespace, --no-pods): see kube_agent.
         from flyslice.nodeagent.kube.agent import main as cluster_main
 
-        return cluster_main(argv)
+        code: int = cluster_main(argv)
+        return code
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -128,9 +147,16 @@ def main(argv: list[str] | None = None) -> int:
         return _cannot_start(
             f"--state-dir {args.state_dir}: {exc.strerror or exc}; give a directory it can create"
         )
+    tls = None
+    if args.tls_dir is not None:
+        try:
+            tls = load_tls_dir(args.tls_dir)
+        except (OSError, ValueError) as exc:
+            return _cannot_start(f"--tls-dir {args.tls_dir}: {exc}")
     config = AgentConfig(
         node=args.node, state_dir=args.state_dir, listen=args.listen, http_listen=args.http,
-        peers=dict(args.peer), mqtt=args.mqtt, trusted_keys=keys,
+        peers=dict(args.peer), mqtt=args.mqtt, trusted_keys=keys, tls=tls,
+        module_dirs=tuple(args.module_dir),
     )  # fmt: skip
     try:
         agent = Agent(config)
@@ -149,6 +175,24 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         agent.stop(stop_vnfs=False)
     return 0
+
+
+def load_tls_dir(directory: Path) -> TlsFiles:
+    """The credentials in ``--tls-dir``, checked now (a bad file is a start failure, not a dead port)."""
+    import ssl
+
+    from flyslice.nodeagent.dataplane.tls import TlsFiles
+
+    tls = TlsFiles.in_dir(directory)
+    for f in (tls.ca, tls.cert, tls.key):
+        if not f.is_file():
+            raise ValueError(f"{f.name} is missing (give ca.pem, cert.pem and key.pem)")
+    try:
+        tls.server_context()
+        tls.client_context()
+    except ssl.SSLError as exc:
+        raise ValueError(f"unusable certificate or key: {exc}") from exc
+    return tls
 
 
 def _cannot_start(message: str) -> int:

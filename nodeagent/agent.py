@@ -27,7 +27,7 @@ from flyslice.nodeagent.dataplane.transport import TcpIngress, TcpSender
 from flyslice.nodeagent.heartbeat import heartbeat
 from flyslice.nodeagent.message import Message
 from flyslice.nodeagent.runtime.drivers import LocalProcessDriver, VnfDriver
-from flyslice.nodeagent.runtime.modules import ModuleLoader
+from flyslice.nodeagent.runtime.modules import IntegrityError, ModuleLoader
 from flyslice.nodeagent.runtime.platform import ModularPlatform
 from flyslice.nodeagent.spec import InstanceSpec, InstanceStatus
 
@@ -61,6 +61,9 @@ class AgentConfig:
     mqtt: tuple[str, int] | None = None
     mqtt_prefix: str = "flyslice"
     trusted_keys: list[Ed25519PublicKey] = field(default_factory=list)
+    #: Directories ``file:`` modules may be loaded from (fNFs and this agent's VNF runners).
+    #: Empty, the default: no ``file:`` module at all, only ``builtin:`` ones.
+    module_dirs: tuple[Path, ...] = ()
     #: Mutual TLS for the data plane: this agent's certificate (``flyslice://agent/<node>``) for its
     #: listener, its senders and its runner probes. None: plain TCP, nothing authenticated.
     tls: TlsFiles | None = None
@@ -109,7 +112,7 @@ class Agent:
         self.state_dir = Path(config.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.cache = DesiredCache(self.state_dir)
-        self.loader = ModuleLoader(config.trusted_keys)
+        self.loader = ModuleLoader(config.trusted_keys, config.module_dirs)
         tls = config.tls
 
         def sender(address: str) -> TcpSender:
@@ -134,6 +137,7 @@ class Agent:
             self.uplink_file,
             die_with_parent=config.vnfs_die_with_agent,
             trusted_keys=config.trusted_keys,  # the fNF loader's policy, for VNF runners too
+            module_dirs=config.module_dirs,
             tls=config.tls,
             tls_issuer=config.tls_issuer,
         )
@@ -272,11 +276,25 @@ class Agent:
         self._retries[spec.name] = _Retry(spec.fingerprint, delay, time.monotonic() + delay)
 
     def _converge_one(self, spec: InstanceSpec) -> None:
+        self._check_signing_policy(spec)
         cur = self.actual.get(spec.name)
         if spec.flavor == "fnf":
             self._converge_fnf(spec, cur)
         else:
             self._converge_vnf(spec, cur)
+
+    def _check_signing_policy(self, spec: InstanceSpec) -> None:
+        """Refuse an instance whose namespace requires signed packages when this agent cannot
+        verify signatures (it has no trusted key): without a key the loader checks the digest only,
+        and a signature nobody checks is no policy. A copy already running is stopped."""
+        if not spec.signature_required or self.config.trusted_keys:
+            return
+        if spec.name in self._running_names():
+            self._remove(spec.name)
+        raise IntegrityError(
+            f"namespace {spec.namespace!r} requires signed packages, but this agent has no trusted "
+            "key to verify the signature with (start it with --trusted-key); not running it"
+        )
 
     def _converge_fnf(self, spec: InstanceSpec, cur: InstanceSpec | None) -> None:
         if spec.name in self.vnf.names():  # flavour changed vnf -> fnf

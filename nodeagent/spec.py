@@ -52,6 +52,8 @@ class InstanceSpec:
     entrypoint: str = "NF"
     image: str = ""
     signature: str = ""
+    #: The namespace's policy requires a verified signature (see ``Agent._check_signing_policy``).
+    signature_required: bool = False
     config: Mapping[str, Any] = field(default_factory=dict, hash=False)
     next_hops: tuple[NextHop, ...] = ()
     namespace: str = "default"
@@ -81,6 +83,8 @@ class InstanceSpec:
             if getattr(self, key):
                 d[key] = getattr(self, key)
         d["entrypoint"] = self.entrypoint
+        if self.signature_required:
+            d["signatureRequired"] = True
         if self.cpu or self.memory:
             d["resources"] = {k: v for k, v in (("cpu", self.cpu), ("memory", self.memory)) if v}
         return d
@@ -146,6 +150,9 @@ class InstanceSpec:
                 parse_memory(memory)
             except ValueError as exc:
                 raise SpecError(f"{where}: resources.memory: {exc}") from exc
+        signature_required = d.get("signatureRequired", False)
+        if not isinstance(signature_required, bool):
+            raise SpecError(f"{where}: field 'signatureRequired' must be a boolean")
         generation = d.get("generation", 0)
         if not isinstance(generation, int):
             raise SpecError(f"{where}: field 'generation' must be an integer")
@@ -160,6 +167,7 @@ class InstanceSpec:
             entrypoint=text("entrypoint", default="NF") or "NF",
             image=text("image"),
             signature=text("signature"),
+            signature_required=signature_required,
             config=json.loads(json.dumps(dict(config))),
             next_hops=tuple(hops),
             namespace=text("namespace", default="default") or "default",

@@ -281,6 +281,7 @@ def _parser() -> CliParser:
         help="a node silent this long loses its NFs to other nodes (default %(default)g)",
     )
     _add_trust_options(p)
+    _add_package_signing_options(p)
     p.add_argument("--no-view", action="store_true", help="no live terminal view")
     p.add_argument(
         "--confirm-prune",
@@ -466,6 +467,34 @@ def _add_trust_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_package_signing_options(p: argparse.ArgumentParser) -> None:
+    """Module-signature policy for NFPackages (docs/security.md, "Signed packages")."""
+    p.add_argument(
+        "--trusted-key",
+        dest="trusted_module_key",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="ed25519 public key the agents verify NF module signatures with (repeatable)",
+    )
+    p.add_argument(
+        "--require-signed-packages",
+        action="append",
+        default=[],
+        metavar="NAMESPACE",
+        help="refuse NFPackages without a module signature in this namespace (repeatable; * for all)",
+    )
+    p.add_argument(
+        "--module-dir",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="directory file: modules may be loaded from (repeatable; default: none, builtin: only)",
+    )
+
+
 def _print_errors(errors: list[ManifestError]) -> None:
     for e in errors:
         prefix = "note" if e.severity == "note" else "error"
@@ -608,6 +637,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         trusted_gpg_keys=tuple(args.trust_gpg_key),
         trusted_ssh_signers=args.trust_ssh_signers,
         confirm_prune=args.confirm_prune,
+        trusted_module_keys=tuple(args.trusted_module_key),
+        signed_namespaces=frozenset(args.require_signed_packages),
+        module_dirs=tuple(p.resolve() for p in args.module_dir),
     )
     try:
         return asyncio.run(run_up(opts))

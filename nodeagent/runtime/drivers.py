@@ -96,7 +96,10 @@ class LocalProcessDriver:
         trusted_keys: Sequence[Ed25519PublicKey] = (),
         tls: TlsFiles | None = None,
         tls_issuer: CertificateAuthority | None = None,
+        module_dirs: Sequence[Path] | None = None,
     ) -> None:
+        #: The agent's ``file:`` confinement, handed to every runner (None: not confined).
+        self.module_dirs = None if module_dirs is None else [Path(d).resolve() for d in module_dirs]
         #: The agent's data-plane credentials (probes go over TLS like messages), and the CA that gives
         #: each runner its own certificate, bound to the runner's slice.
         self.tls = tls
@@ -200,6 +203,9 @@ class LocalProcessDriver:
         ]  # fmt: skip
         for key in self.trusted_keys_b64:
             cmd += ["--trusted-key-data", key]
+        if self.module_dirs is not None:
+            # The runner reads the module itself: it applies the same confinement as the agent.
+            cmd += ["--confine-modules", *(a for d in self.module_dirs for a in ("--module-dir", str(d)))]
         if self.tls is not None:
             if self.tls_issuer is None:
                 raise ValueError(

@@ -16,7 +16,7 @@ import re
 import sys
 import threading
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,7 +42,10 @@ class EntrypointError(ValueError):
     """The module ran but does not define a usable NF class."""
 
 
-def resolve_ref(ref: str) -> Path:
+def resolve_ref(ref: str, module_dirs: Sequence[Path] | None = None) -> Path:
+    """The file a reference names. With ``module_dirs`` (an agent's ``--module-dir`` list; empty:
+    none allowed), a ``file:`` module must lie inside one of them once symlinks and ``..`` are
+    resolved; ``builtin:`` modules are not affected. ``None``: no confinement (library use)."""
     m = _BUILTIN_RE.match(ref)
     if m:
         path = BUILTIN_DIR / f"{m.group(1)}.py"
@@ -50,6 +53,8 @@ def resolve_ref(ref: str) -> Path:
         path = Path(ref.removeprefix("file:"))
         if not path.is_absolute():
             raise ModuleRefError(f"module {ref!r}: file: references need an absolute path")
+        if module_dirs is not None:
+            path = _confined(ref, path, module_dirs)
     else:
         raise ModuleRefError(f"module {ref!r}: expected builtin:<name> or file:<absolute path>")
     if not path.is_file():
@@ -57,8 +62,26 @@ def resolve_ref(ref: str) -> Path:
     return path
 
 
-def read_module_bytes(ref: str) -> bytes:
-    path = resolve_ref(ref)
+def _confined(ref: str, path: Path, module_dirs: Sequence[Path]) -> Path:
+    # Resolved, so neither a symlink in the allowed directory nor '..' leads out of it; the caller
+    # then reads the resolved path, not the one the reference spelled.
+    real = path.resolve()
+    if not module_dirs:
+        raise ModuleRefError(
+            f"module {ref!r}: file: modules are not allowed on this agent "
+            "(no --module-dir configured; builtin: modules are)"
+        )
+    allowed = [Path(d).resolve() for d in module_dirs]
+    if not any(real.is_relative_to(d) for d in allowed):
+        raise ModuleRefError(
+            f"module {ref!r}: {real} is outside the allowed module directories "
+            f"({', '.join(map(str, allowed))}; see --module-dir)"
+        )
+    return real
+
+
+def read_module_bytes(ref: str, module_dirs: Sequence[Path] | None = None) -> bytes:
+    path = resolve_ref(ref, module_dirs)
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -105,8 +128,12 @@ def public_key_b64(key: Ed25519PublicKey) -> str:
 class ModuleLoader:
     """Verifies and executes NF modules; thread-safe; caches verified code by digest."""
 
-    def __init__(self, trusted_keys: Iterable[Ed25519PublicKey] = ()) -> None:
+    def __init__(
+        self, trusted_keys: Iterable[Ed25519PublicKey] = (), module_dirs: Iterable[Path] | None = None
+    ) -> None:
         self.trusted_keys = list(trusted_keys)
+        #: Where ``file:`` modules may live (see :func:`resolve_ref`); None: anywhere.
+        self.module_dirs: tuple[Path, ...] | None = None if module_dirs is None else tuple(module_dirs)
         self._cache: dict[str, types.ModuleType] = {}
         self._lock = threading.Lock()
         #: How many times module bytes were actually executed (tests assert no double loads).
@@ -141,7 +168,7 @@ class ModuleLoader:
         raise IntegrityError(f"module {ref!r}: signature does not verify with any trusted key")
 
     def load(self, ref: str, digest: str, signature: str = "") -> types.ModuleType:
-        data = read_module_bytes(ref)
+        data = read_module_bytes(ref, self.module_dirs)
         self.verify(ref, data, digest, signature)
         with self._lock:
             cached = self._cache.get(digest)

@@ -75,6 +75,18 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="mutual TLS on the data plane: ca.pem, cert.pem (bound to this NF's slice) and key.pem",
     )
+    parser.add_argument(
+        "--module-dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="a directory file: modules may be loaded from (repeatable; implies --confine-modules)",
+    )
+    parser.add_argument(
+        "--confine-modules",
+        action="store_true",
+        help="allow file: modules only under --module-dir (none without one); builtin: always",
+    )
     parser.add_argument("--deadline-s", type=float, default=1.0)
     parser.add_argument(
         "--state-in", type=Path, help="JSON state to import before start (a replaced runner's)"
@@ -107,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, KeyError, ValueError) as exc:
         print(f"runner: bad spec: {exc}", file=sys.stderr)
         return 2
+    # Pods (whose module is part of their image) are started without these flags and stay unconfined.
+    module_dirs = args.module_dir if (args.module_dir or args.confine_modules) else None
     tls = None
     if args.tls_dir:
         from flyslice.nodeagent.dataplane.tls import TlsFiles
@@ -126,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
 
     plane = DataPlane(spec.node or "runner", sender_factory=lambda addr: TcpSender(uplink or addr, tls=tls))
     plane.default_route = "uplink" if uplink else None
-    platform = ModularPlatform(plane, ModuleLoader(keys), deadline_s=args.deadline_s, data_root=args.data_dir)
+    platform = ModularPlatform(
+        plane, ModuleLoader(keys, module_dirs), deadline_s=args.deadline_s, data_root=args.data_dir
+    )
     try:
         state = json.loads(args.state_in.read_text()) if args.state_in and args.state_in.exists() else None
         platform.install(spec)

@@ -10,12 +10,16 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flyslice.nodeagent.agent import Agent, AgentConfig
 from flyslice.nodeagent.dataplane.tls import CertificateAuthority
 from flyslice.nodeagent.spec import InstanceSpec
 from flyslice.operator.planning.actions import InstanceAction
 from flyslice.operator.reconcile import InstanceObservation, NodeObservation
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 class LocalAgentRuntime:
@@ -26,8 +30,14 @@ class LocalAgentRuntime:
         peers: dict[str, str],
         mqtt: tuple[str, int] | None = None,
         ca: CertificateAuthority | None = None,
+        trusted_keys: Sequence[Ed25519PublicKey] = (),
+        module_dirs: Sequence[Path] = (),
     ) -> None:
         self.node = node
+        #: Where file: modules may live (``up --module-dir``); empty: builtin: modules only.
+        self._module_dirs = tuple(module_dirs)
+        #: Module-signing keys (``up --trusted-key``): every agent verifies fNFs and VNF runners with them.
+        self._trusted_keys = list(trusted_keys)
         #: The installation's data-plane CA (``flyslice up``: ``<state>/pki``); None = plain TCP.
         self._ca = ca
         self._state_dir = state_dir
@@ -61,6 +71,8 @@ class LocalAgentRuntime:
                 vnfs_die_with_agent=True,
                 tls=tls,
                 tls_issuer=self._ca,
+                trusted_keys=list(self._trusted_keys),
+                module_dirs=self._module_dirs,
             )
         )
         self._events_seen = 0
@@ -126,16 +138,25 @@ class LocalAgentFleet:
     """Creates one :class:`LocalAgentRuntime` per EdgeNode and keeps their peer tables in sync."""
 
     def __init__(
-        self, state_root: Path, mqtt: tuple[str, int] | None = None, ca: CertificateAuthority | None = None
+        self,
+        state_root: Path,
+        mqtt: tuple[str, int] | None = None,
+        ca: CertificateAuthority | None = None,
+        trusted_keys: Sequence[Ed25519PublicKey] = (),
+        module_dirs: Sequence[Path] = (),
     ) -> None:
         self.state_root = state_root
+        self.module_dirs = tuple(module_dirs)
         self.mqtt = mqtt
         self.ca = ca
+        self.trusted_keys = list(trusted_keys)
         self.peers: dict[str, str] = {}
         self.runtimes: dict[str, LocalAgentRuntime] = {}
 
     def __call__(self, node: str, _catalog: object) -> LocalAgentRuntime:
-        runtime = LocalAgentRuntime(node, self.state_root / node, self.peers, self.mqtt, self.ca)
+        runtime = LocalAgentRuntime(
+            node, self.state_root / node, self.peers, self.mqtt, self.ca, self.trusted_keys, self.module_dirs
+        )
         self.runtimes[node] = runtime
         for r in self.runtimes.values():
             r.update_peers()

@@ -27,7 +27,7 @@ from flyslice.operator.gitops import prune_guard
 from flyslice.operator.gitops.sources import DesiredSource, FetchError, Snapshot
 from flyslice.operator.intake.catalog import Catalog
 from flyslice.operator.intake.errors import ManifestError
-from flyslice.operator.intake.validation import ValidationResult
+from flyslice.operator.intake.validation import PackagePolicy, ValidationResult
 from flyslice.operator.planning.actions import InstanceAction
 from flyslice.operator.reconcile import (
     ControllerState,
@@ -76,6 +76,7 @@ class EmbeddedController:
         on_applied: Callable[[str, list[tuple[str, str, str]], list[ManifestError]], None] | None = None,
         unhealthy_after: int = 3,
         intake_budget_s: float = DEFAULT_BUDGET_S,
+        package_policy: PackagePolicy | None = None,
         confirm_prune: bool = False,
         max_prune_share: float = prune_guard.DEFAULT_MAX_PRUNE_SHARE,
     ) -> None:
@@ -106,6 +107,8 @@ class EmbeddedController:
         self.last_pass_error = ""
         self.last_attempt_at: float | None = None
         self._intake_budget_s = intake_budget_s
+        #: Namespaces whose packages must be signed (``up --require-signed-packages``).
+        self._package_policy = package_policy
         #: A revision that could not be read within the budget, and what the source says about it.
         self._unreadable = ("", "")
         self.confirm_prune = confirm_prune
@@ -200,7 +203,7 @@ class EmbeddedController:
             status.last_error = self._unreadable[1]
             return  # reported once; a new revision is read again
         try:
-            result, load_errors = await read_in_child(snap.root, self._intake_budget_s)
+            result, load_errors = await read_in_child(snap.root, self._intake_budget_s, self._package_policy)
         except IntakeTimeout as exc:
             # Not a failed pass: what runs is reconciled as before; the source says why it is not new.
             message = f"revision {snap.revision}: {exc}; still serving {self._revision or 'nothing'}"

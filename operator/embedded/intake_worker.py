@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flyslice.operator.intake.errors import ManifestError
-from flyslice.operator.intake.validation import ValidationResult
+from flyslice.operator.intake.validation import PackagePolicy, ValidationResult
 
 #: A revision not read within this many seconds is refused (a real one reads in well under a second).
 DEFAULT_BUDGET_S = 30.0
@@ -28,18 +28,18 @@ class IntakeTimeout(Exception):
     """Reading the revision took longer than the budget."""
 
 
-def read_revision(root: Path) -> Read:
+def read_revision(root: Path, policy: PackagePolicy | None = None) -> Read:
     """Load and validate every manifest under ``root``."""
     from flyslice.operator.intake.manifests import load_paths
     from flyslice.operator.intake.validation import validate
 
     manifests, load_errors = load_paths([root])
-    return validate(manifests), load_errors
+    return validate(manifests, policy=policy), load_errors
 
 
-def _child(root: Path, conn: Connection) -> None:
+def _child(root: Path, conn: Connection, policy: PackagePolicy | None = None) -> None:
     try:
-        conn.send(("ok", read_revision(root)))
+        conn.send(("ok", read_revision(root, policy)))
     except BaseException as exc:  # the parent turns it into a failed pass with this message
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
@@ -57,12 +57,14 @@ def _mp() -> Any:
     return _context
 
 
-async def read_in_child(root: Path, budget_s: float = DEFAULT_BUDGET_S) -> Read:
+async def read_in_child(
+    root: Path, budget_s: float = DEFAULT_BUDGET_S, policy: PackagePolicy | None = None
+) -> Read:
     """``read_revision(root)`` in a child process; raises :class:`IntakeTimeout` past ``budget_s``
     (the child is killed) and ``RuntimeError`` when the child fails."""
     ctx = _mp()
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(root, child), daemon=True, name="flyslice-intake")
+    proc = ctx.Process(target=_child, args=(root, child, policy), daemon=True, name="flyslice-intake")
     await asyncio.to_thread(proc.start)
     child.close()
     loop = asyncio.get_running_loop()

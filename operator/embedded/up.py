@@ -60,6 +60,12 @@ class UpOptions:
     trusted_ssh_signers: Path | None = None
     #: Apply revisions that remove every slice or most running NFs without holding them.
     confirm_prune: bool = False
+    #: ed25519 public keys (files) every agent verifies NF modules with (fNFs and VNF runners).
+    trusted_module_keys: tuple[Path, ...] = ()
+    #: Namespaces whose NFPackages must carry a module signature (``*``: every namespace).
+    signed_namespaces: frozenset[str] = frozenset()
+    #: Directories file: modules may be loaded from; empty: builtin: modules only.
+    module_dirs: tuple[Path, ...] = ()
 
 
 def is_git_source(source: str) -> bool:
@@ -116,6 +122,23 @@ def _recorder(watcher: Any) -> Any:
     return record
 
 
+def _module_keys(opts: UpOptions) -> list[Any]:
+    """The ``--trusted-key`` files as ed25519 keys; a bad one stops ``up`` before anything runs."""
+    if not opts.trusted_module_keys:
+        return []
+    from flyslice.nodeagent.runtime.modules import load_public_key
+
+    keys = []
+    for path in opts.trusted_module_keys:
+        try:
+            keys.append(load_public_key(path.read_bytes()))
+        except OSError as exc:
+            raise UpError(f"--trusted-key {path}: {exc.strerror or exc}") from exc
+        except ValueError as exc:
+            raise UpError(f"--trusted-key {path}: not an ed25519 public key ({exc})") from exc
+    return keys
+
+
 def all_ready(doc: dict[str, Any]) -> bool:
     return bool(doc["slices"]) and all(s["phase"] == "Ready" for s in doc["slices"])
 
@@ -130,6 +153,7 @@ async def run_up(opts: UpOptions) -> int:
     from flyslice.operator.embedded.controller import EmbeddedController
     from flyslice.operator.embedded.state_lock import StateDirError, lock_state_dir
     from flyslice.operator.embedded.status_view import render_status
+    from flyslice.operator.intake.validation import PackagePolicy
     from flyslice.operator.status_api import ListenError, StatusServer
 
     try:
@@ -149,11 +173,12 @@ async def run_up(opts: UpOptions) -> int:
         raise UpError(
             f"data-plane CA in {opts.state_dir / 'pki'}: {exc}; remove that directory to create a new one"
         ) from exc
-    fleet = LocalAgentFleet(opts.state_dir / "agents", opts.mqtt, ca)
+    fleet = LocalAgentFleet(opts.state_dir / "agents", opts.mqtt, ca, _module_keys(opts), opts.module_dirs)
     controller = EmbeddedController(
         source,
         fleet,
         heartbeat_timeout_s=opts.heartbeat_timeout_s,
+        package_policy=PackagePolicy(opts.signed_namespaces),
         on_applied=_recorder(watcher),
         confirm_prune=opts.confirm_prune,
     )

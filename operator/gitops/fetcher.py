@@ -220,7 +220,7 @@ class GitSource:
             repo = self._repo()
             with repo.git.custom_environment(**env):
                 sha = self._resolve(repo)
-                self.last_signature = self._verifier.require(repo, sha)
+                self.last_signature = self._verifier.require_range(repo, sha, self._accepted(repo))
                 return Snapshot(sha, self._export(repo, sha), self._message(repo, sha))
         except (OSError, git.GitError) as exc:
             # A full disk, an unwritable cache, a git that cannot run: still a fetch error, never a crash.
@@ -228,6 +228,19 @@ class GitSource:
                 f"fetching {self.spec.display_url} failed: {exc}", self._url, self.spec.credentials
             )
             raise FetchError(message) from None
+
+    def _accepted(self, repo: git.Repo) -> tuple[str, ...]:
+        """The revisions whose history was already verified: the last applied and the last fetched
+        (accepted) one. They are pinned under ``refs/flyslice/accepted/`` so that neither a force
+        push upstream nor ``git gc`` in the cache can drop them (the next range is computed from
+        them)."""
+        st = self.status
+        accepted = tuple(dict.fromkeys(r for r in (st.last_applied_revision, st.last_fetched_revision) if r))
+        if self.spec.verify.mode != "none":
+            for name, rev in (("applied", st.last_applied_revision), ("fetched", st.last_fetched_revision)):
+                if rev and self._rev_parse(repo, rev) == rev:
+                    repo.git.execute(["git", "update-ref", f"refs/flyslice/accepted/{name}", rev])
+        return accepted
 
     def _repo(self) -> git.Repo:
         path = self.cache_dir / "repo.git"

@@ -27,11 +27,20 @@ SignatureFormat = Literal["gpg", "ssh", "x509", ""]
 class SignatureRejected(FetchError):
     """The resolved commit is not signed by a trusted key; the last good revision keeps running."""
 
-    def __init__(self, revision: str, reason: RefusalReason, detail: str) -> None:
+    def __init__(
+        self, revision: str, reason: RefusalReason, detail: str, *, commit: str | None = None
+    ) -> None:
+        #: The revision that was to be applied (the tip the ref resolved to).
         self.revision = revision
+        #: The commit that failed the policy: the tip itself, or a commit between the last
+        #: accepted revision and the tip.
+        self.commit = commit or revision
         self.reason = reason
         self.detail = detail
-        super().__init__(f"commit {revision[:12]} refused by the signature policy: {reason} ({detail})")
+        where = "" if self.commit == revision else f"commit {self.commit[:12]} in the pushed range: "
+        super().__init__(
+            f"commit {revision[:12]} refused by the signature policy: {reason} ({where}{detail})"
+        )
 
 
 @dataclass(frozen=True)
@@ -177,6 +186,65 @@ class SignatureVerifier:
             assert verdict.reason is not None
             raise SignatureRejected(revision, verdict.reason, verdict.detail)
         return verdict
+
+    def require_range(self, repo: git.Repo, revision: str, accepted: tuple[str, ...]) -> SignatureCheck:
+        """Require a trusted signature on ``revision`` and on every commit reachable from it that
+        no previously ``accepted`` revision reaches (``git rev-list revision --not accepted…``).
+
+        Checking only the tip would let a signer vouch, unknowingly, for unsigned commits pushed
+        underneath it (a signed merge or a signed commit on top of someone else's work). The
+        accepted revisions were themselves checked this way, so by induction every commit since
+        the first accepted tip is verified. With no accepted revision (the first fetch) only the
+        tip is checked: the history before it is the trust anchor, as in Flux's ``HEAD`` mode.
+        An accepted revision missing from the cache means the range cannot be computed: refused
+        rather than silently narrowed to the tip.
+        """
+        if self.policy.mode == "none":
+            return self.check(repo, revision)
+        bases: list[str] = []
+        for base in dict.fromkeys(accepted):
+            if not base or base == revision:
+                continue
+            if not _has_commit(repo, base, self.timeout_s):
+                raise SignatureRejected(
+                    revision,
+                    "unverifiable",
+                    f"the last accepted revision {base[:12]} is not in the cache, so the commits "
+                    "since it cannot be listed; delete the source's cache to re-anchor on the tip",
+                )
+            bases.append(base)
+        commits = [revision]
+        if bases:
+            # Oldest first (parents before children), so the first refusal reported is the
+            # earliest bad commit; a merge's side branch is covered too.
+            listing = str(
+                repo.git.execute(
+                    ["git", "rev-list", "--topo-order", "--reverse", revision, "--not", *bases, "--"],
+                    kill_after_timeout=self.timeout_s,
+                )
+            )
+            commits = listing.split() or [revision]
+        tip: SignatureCheck | None = None
+        for i, commit in enumerate(commits, 1):
+            verdict = self.check(repo, commit)
+            if not verdict.accepted:
+                assert verdict.reason is not None
+                detail = verdict.detail
+                if commit != revision:
+                    detail += f"; {i} of {len(commits)} new commits since {bases[0][:12]}"
+                raise SignatureRejected(revision, verdict.reason, detail, commit=commit)
+            if commit == revision:
+                tip = verdict
+        # The tip is always in the listing (it is not reachable from a different accepted base).
+        return tip if tip is not None else self.check(repo, revision)
+
+
+def _has_commit(repo: git.Repo, sha: str, timeout_s: float) -> bool:
+    try:
+        repo.git.execute(["git", "cat-file", "-e", f"{sha}^{{commit}}"], kill_after_timeout=timeout_s)
+    except git.GitCommandError:
+        return False
+    return True
 
 
 def _signature_format(repo: git.Repo, revision: str, timeout_s: float) -> SignatureFormat:

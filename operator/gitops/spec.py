@@ -122,7 +122,8 @@ class GitCredentials:
 
 @dataclass(frozen=True)
 class SignaturePolicy:
-    """Commit-signature policy: with ``required``, only a tip commit signed by a trusted key is applied.
+    """Commit-signature policy: with ``required``, a revision is applied only if it and every commit
+    since the last accepted revision are signed by a trusted key (the first fetch: the tip only).
 
     Trusted keys: ASCII-armoured GPG public keys (``gpg_public_keys``, each one or more keys) and/or
     an SSH allowed-signers text (``ssh_allowed_signers``, the format of ``ssh-keygen -Y verify``).

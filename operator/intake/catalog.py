@@ -43,6 +43,10 @@ class FlavorSpec:
     module: str | None = None
     digest: str | None = None
     entrypoint: str = "NF"
+    #: ed25519 signature over the module bytes (base64); travels to the agent, which verifies it.
+    signature: str | None = None
+    #: Recorded, not verified (no image-signature check exists yet).
+    image_signature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,9 @@ class NFPackageSpec:
     function: str
     flavors: Mapping[str, FlavorSpec]
     stateful: bool = False
+    #: The namespace's policy requires signed modules (--require-signed-packages); agents
+    #: without trusted keys then refuse the instances instead of running them unverified.
+    signature_required: bool = False
     config_schema: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -56,6 +56,21 @@ PathKey = tuple[str | int, ...]
 _RULES_CHECKED_HERE = frozenset({"EdgeNode", "NFPackage", "NetworkService", "Slice"})
 
 
+@dataclass(frozen=True)
+class PackagePolicy:
+    """Which namespaces must sign their packages (``--require-signed-packages``; ``*``: all).
+
+    The keys stay with the agents (``--trusted-key``): the policy only says that a namespace's
+    packages must carry a module signature, and marks their instances so that an agent that has
+    no key to check it with refuses them rather than running them unverified.
+    """
+
+    signed_namespaces: frozenset[str] = frozenset()
+
+    def requires_signature(self, namespace: str) -> bool:
+        return "*" in self.signed_namespaces or namespace in self.signed_namespaces
+
+
 @dataclass
 class ValidationResult:
     catalog: Catalog
@@ -68,23 +83,24 @@ class ValidationResult:
         return not any(e.severity == "error" for e in self.errors)
 
 
-def validate_paths(paths: Iterable[str]) -> ValidationResult:
+def validate_paths(paths: Iterable[str], *, policy: PackagePolicy | None = None) -> ValidationResult:
     manifests, errors = load_paths(paths)
-    result = validate(manifests)
+    result = validate(manifests, policy=policy)
     # One list in file order: a reader fixes a file top to bottom, whatever check found what.
     result.errors = sorted([*errors, *result.errors], key=lambda e: (e.file, e.line, e.path))
     return result
 
 
-def validate(manifests: Iterable[Manifest]) -> ValidationResult:
-    v = _Validator()
+def validate(manifests: Iterable[Manifest], *, policy: PackagePolicy | None = None) -> ValidationResult:
+    v = _Validator(policy or PackagePolicy())
     for m in manifests:
         v.admit(m)
     return v.finish()
 
 
 class _Validator:
-    def __init__(self) -> None:
+    def __init__(self, policy: PackagePolicy) -> None:
+        self.policy = policy
         self.errors: list[ManifestError] = []
         self.by_kind: dict[str, dict[ObjectKey, Manifest]] = {k: {} for k in KINDS}
         #: Objects refused by their schema, so references to them say "is invalid", not "does not exist".
@@ -414,6 +430,15 @@ class _Validator:
                             f"{present} is set but {absent} is not: module and digest go together, set both or neither",
                         )
                     )
+                if "signature" in fs and "module" not in fs:
+                    self.errors.append(
+                        m.error(
+                            (*base, "signature"),
+                            "signature signs the module: it needs module and digest "
+                            "(an image is not covered; see imageSignature)",
+                        )
+                    )
+                self._signature_policy(m, key[0], flavor, fs)
                 bad = self._quantity(m, (*base, "resources", "cpu"), fs["resources"]["cpu"], "cpu")
                 bad |= self._quantity(m, (*base, "resources", "memory"), fs["resources"]["memory"], "memory")
                 if not bad:
@@ -426,6 +451,8 @@ class _Validator:
                         module=fs.get("module"),
                         digest=fs.get("digest"),
                         entrypoint=fs.get("entrypoint", "NF"),
+                        signature=fs.get("signature"),
+                        image_signature=fs.get("imageSignature"),
                     )
             config_schema = spec.get("configSchema", {})
             try:
@@ -442,8 +469,33 @@ class _Validator:
                     flavors=parsed,
                     stateful=bool(descriptor.get("stateful", False)),
                     config_schema=config_schema,
+                    signature_required=self.policy.requires_signature(key[0]),
                 )
         return out
+
+    def _signature_policy(self, m: Manifest, namespace: str, flavor: str, fs: Mapping[str, Any]) -> None:
+        """Refuse a package whose flavour is unsigned in a namespace that requires signatures: the
+        whole package is then invalid, so no slice places it and nothing of it runs."""
+        if not self.policy.requires_signature(namespace) or fs.get("signature"):
+            return
+        base: PathKey = ("spec", "flavors", flavor)
+        why = f"namespace {namespace!r} requires signed packages (--require-signed-packages)"
+        if "module" not in fs:
+            # An image carries no module signature, and image signatures are not verified (yet).
+            self.errors.append(
+                m.error(
+                    base,
+                    f"{why}: an image-only vnf is not covered by any verified signature "
+                    "(imageSignature is not checked); add module, digest and signature, or drop the flavour",
+                )
+            )
+            return
+        self.errors.append(
+            m.error(
+                (*base, "module"),
+                f"{why}: add signature, the ed25519 signature of the module's bytes in base64",
+            )
+        )
 
     def _services(
         self, packages: Mapping[ObjectKey, NFPackageSpec], nodes: Mapping[str, EdgeNodeSpec]

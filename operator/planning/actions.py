@@ -89,9 +89,16 @@ def slice_actions(
         }
         if nf.attachment:
             spec["attachment"] = nf.attachment
-        for key, value in (("image", flavor.image), ("module", flavor.module), ("digest", flavor.digest)):
+        for key, value in (
+            ("image", flavor.image),
+            ("module", flavor.module),
+            ("digest", flavor.digest),
+            ("signature", flavor.signature),
+        ):
             if value:
                 spec[key] = value
+        if package.signature_required:
+            spec["signatureRequired"] = True
         if flavor.module:
             spec["entrypoint"] = flavor.entrypoint
         out.append(InstanceAction(slice_.namespace, names[nf.id], spec))

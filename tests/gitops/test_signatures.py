@@ -9,7 +9,7 @@ import pytest
 from flyslice.operator.gitops.fetcher import GitSource, GitSourceSpec, GitSpecError, SignaturePolicy
 from flyslice.operator.gitops.signatures import SignatureRejected
 
-from .conftest import GpgKeys, SshKeys, Upstream, git
+from .conftest import GIT_ID, GpgKeys, SshKeys, Upstream, git
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -149,3 +149,73 @@ def test_policy_needs_valid_trusted_keys(tmp_path: Path) -> None:
     bad = SignaturePolicy(mode="required", gpg_public_keys=("not a key",))
     with pytest.raises(GitSpecError, match=r"spec.verify.gpgPublicKeys\[0\]"):
         GitSource(GitSourceSpec(url="/nowhere", verify=bad), tmp_path / "c")
+
+
+def test_every_commit_of_a_pushed_range_is_verified(
+    upstream: Upstream, gpg_keys: GpgKeys, tmp_path: Path
+) -> None:
+    sign = gpg_keys.sign_args(gpg_keys.trusted_fpr)
+    source = gpg_source(upstream, gpg_keys, tmp_path / "c")
+    # The first fetch anchors on its tip: the unsigned initial commit beneath it is history.
+    base = upstream.commit({"x": "1\n"}, "signed base", sign=sign, env=gpg_keys.env)
+    assert source.fetch().revision == base
+    source.mark_applied(base)
+
+    # One push of three commits, the middle one unsigned, under a validly signed tip.
+    first = upstream.commit({"x": "2\n"}, "signed 1", sign=sign, env=gpg_keys.env, push=False)
+    middle = upstream.commit({"x": "3\n"}, "unsigned", push=False)
+    tip = upstream.commit({"x": "4\n"}, "signed 2", sign=sign, env=gpg_keys.env, push=False)
+    upstream.push()
+    with pytest.raises(SignatureRejected) as err:
+        source.fetch()
+    assert (err.value.reason, err.value.revision, err.value.commit) == ("unsigned", tip, middle)
+    assert f"commit {middle[:12]} in the pushed range" in str(err.value)
+    assert source.status.refused_revision == tip and source.status.last_fetched_revision == base
+    assert source.last_good is not None and source.last_good.revision == base
+    assert first != middle
+
+    # Signing more on top does not launder the unsigned commit underneath.
+    upstream.commit({"x": "5\n"}, "signed 3", sign=sign, env=gpg_keys.env)
+    with pytest.raises(SignatureRejected) as err:
+        source.fetch()
+    assert err.value.commit == middle
+
+    # A signed merge of an unsigned side branch: the side branch's commit is checked too.
+    git(upstream.work, "reset", "-q", "--hard", base)
+    git(upstream.work, "checkout", "-q", "-b", "side")
+    side = upstream.commit({"y": "1\n"}, "unsigned side", push=False)
+    git(upstream.work, "checkout", "-q", "main")
+    upstream.commit({"x": "6\n"}, "signed main", sign=sign, env=gpg_keys.env, push=False)
+    git(
+        upstream.work, *GIT_ID, *sign, "merge", "-q", "--no-ff", "-S", "-m", "merge", "side", env=gpg_keys.env
+    )
+    upstream.push(force=True)
+    with pytest.raises(SignatureRejected) as err:
+        source.fetch()
+    assert (err.value.reason, err.value.commit) == ("unsigned", side)
+
+    # Force-pushed back to a fully signed range: accepted, and the range is measured from the
+    # last accepted revision, so the unsigned initial commit never counts.
+    git(upstream.work, "reset", "-q", "--hard", base)
+    upstream.commit({"x": "7\n"}, "signed a", sign=sign, env=gpg_keys.env, push=False)
+    good = upstream.commit({"x": "8\n"}, "signed b", sign=sign, env=gpg_keys.env, push=False)
+    upstream.push(force=True)
+    assert source.fetch().revision == good
+    assert source.status.refused_revision == ""
+
+
+def test_range_is_measured_from_the_last_accepted_revision_after_a_restart(
+    upstream: Upstream, gpg_keys: GpgKeys, tmp_path: Path
+) -> None:
+    sign = gpg_keys.sign_args(gpg_keys.trusted_fpr)
+    base = upstream.commit({"x": "1\n"}, "signed base", sign=sign, env=gpg_keys.env)
+    source = gpg_source(upstream, gpg_keys, tmp_path / "c")
+    assert source.fetch().revision == base
+    source.mark_applied(base)
+    middle = upstream.commit({"x": "2\n"}, "unsigned", push=False)
+    upstream.commit({"x": "3\n"}, "signed", sign=sign, env=gpg_keys.env)
+    # A new GitSource on the same cache (an operator restart) still knows where the range starts.
+    restarted = gpg_source(upstream, gpg_keys, tmp_path / "c")
+    with pytest.raises(SignatureRejected) as err:
+        restarted.fetch()
+    assert err.value.commit == middle

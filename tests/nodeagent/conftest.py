@@ -80,6 +80,8 @@ def agents(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
     def make(node: str = "n1", state: str | None = None, **kw: Any) -> Agent:
         kw.setdefault("resync_s", 0.2)
         kw.setdefault("retry_initial_s", 0.2)
+        # file: modules are confined (none allowed by default); the tests write theirs here.
+        kw.setdefault("module_dirs", (tmp_path,))
         a = Agent(AgentConfig(node=node, state_dir=tmp_path / (state or node), **kw))
         made.append(a)
         return a

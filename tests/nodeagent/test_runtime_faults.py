@@ -161,7 +161,14 @@ def test_a_failed_fnf_reinstall_is_a_counted_restart(tmp_path: Path) -> None:
 
     spec = make_spec("c", f"file:{module}", digest=module_digest(f"file:{module}"))
     agent = Agent(
-        AgentConfig(node="n1", state_dir=tmp_path / "a", resync_s=0.2, retry_initial_s=0.2, error_limit=1)
+        AgentConfig(
+            node="n1",
+            state_dir=tmp_path / "a",
+            resync_s=0.2,
+            retry_initial_s=0.2,
+            error_limit=1,
+            module_dirs=(tmp_path,),  # file: modules are confined; this one is written here
+        )
     )
     try:
         agent.converge([spec])

@@ -141,6 +141,7 @@ def agent_process(tmp_path: Path) -> Iterator[Callable[[], tuple[subprocess.Pope
             sys.executable, "-m", "flyslice.nodeagent", "--node", "n1", "--state-dir", str(tmp_path / "state"),
             "--desired-file", str(tmp_path / "desired.json"), "--listen", f"127.0.0.1:{listen}",
             "--http", f"127.0.0.1:{http}", "--interval", "0.2",
+            "--module-dir", str(tmp_path),  # file: modules are confined; the tests write theirs here
         ]  # fmt: skip
         log = open(tmp_path / "agent.log", "ab")  # noqa: SIM115
         p = subprocess.Popen(cmd, stdout=log, stderr=log)
