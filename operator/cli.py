@@ -432,6 +432,13 @@ def _parser() -> CliParser:
         help="how often the leader renews the Lease (default %(default)g)",
     )
     p.add_argument(
+        "--require-signed-packages",
+        action="append",
+        default=[],
+        metavar="NAMESPACE",
+        help="refuse NFPackages without a module signature in this namespace (repeatable; * for all)",
+    )
+    p.add_argument(
         "--git-cache",
         type=Path,
         default=Path("/tmp/flyslice-gitsources"),
@@ -760,6 +767,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
         renew_s=args.renew,
         retry_s=min(2.0, args.renew),
         git_cache=args.git_cache,
+        signed_namespaces=frozenset(args.require_signed_packages),
     )
     prog = "flyslice operator"
     try:

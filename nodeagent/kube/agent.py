@@ -67,7 +67,7 @@ class ClusterAgent:
                 node_name=kubernetes_node or config.node,
                 agent_address="",
                 trusted_keys=config.trusted_keys,  # pods verify under the agent's signing policy
-                tls=config.tls is not None,
+                tls=config.tls,  # pods get slice certificates chained to the agent's CA
             )
             if pod_namespace
             else None

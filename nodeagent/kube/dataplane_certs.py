@@ -17,11 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flyslice.nodeagent.dataplane.tls import LEAF_DAYS, URI_AGENT, TlsFiles, write_tls_dir
+from flyslice.nodeagent.dataplane.tls import LEAF_DAYS, URI_AGENT, URI_SLICE, TlsFiles, write_tls_dir
 
 SIGNER = "flyslice.io/dataplane"
 CA_NAME = "flyslice-dataplane-ca"
 CA_KEY = "ca.pem"
+#: On a slice CSR: the NFInstance (``<namespace>/<name>``) the certificate is for. The requester
+#: chooses it, so the operator trusts nothing in it: it reads that NFInstance and signs only when
+#: the instance is on the requester's node and in the slice the CSR names.
+NFINSTANCE_ANNOTATION = "flyslice.io/nfinstance"
 
 
 class CertificateUnavailable(RuntimeError):
@@ -30,6 +34,10 @@ class CertificateUnavailable(RuntimeError):
 
 def csr_pem(node: str) -> tuple[bytes, bytes]:
     """(CSR PEM, key PEM) for ``flyslice://agent/<node>``."""
+    return _csr_for(URI_AGENT + node, f"agent {node}")
+
+
+def _csr_for(uri: str, common_name: str) -> tuple[bytes, bytes]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -38,14 +46,85 @@ def csr_pem(node: str) -> tuple[bytes, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"agent {node}"[:64])]))
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(URI_AGENT + node)]), False)
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])]))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), False)
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return csr.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def request_certificate(
+    api_client: Any,
+    request: bytes,
+    name_hint: str,
+    *,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    timeout_s: float = 60.0,
+    poll_s: float = 0.5,
+) -> bytes:
+    """Create a CSR for the signer, wait until it is signed, and return the certificate (PEM)."""
+    from kubernetes import client
+
+    certs: Any = client.CertificatesV1Api(api_client)
+    name = f"flyslice-dataplane-{name_hint}-{secrets.token_hex(4)}"[:253]
+    metadata: dict[str, Any] = {"name": name, "labels": labels or {}}
+    if annotations:
+        metadata["annotations"] = annotations
+    body: dict[str, Any] = {
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": metadata,
+        "spec": {
+            "request": base64.b64encode(request).decode(),
+            "signerName": SIGNER,
+            "usages": ["digital signature", "server auth", "client auth"],
+            "expirationSeconds": LEAF_DAYS * 86400,
+        },
+    }
+    certs.create_certificate_signing_request(body)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        obj = certs.read_certificate_signing_request(name)
+        status = obj.status
+        for cond in (status.conditions if status else None) or []:
+            if cond.type in ("Denied", "Failed") and cond.status == "True":
+                raise CertificateUnavailable(f"CSR {name} {cond.type.lower()}: {cond.message or cond.reason}")
+        if status is not None and status.certificate:
+            return base64.b64decode(status.certificate)
+        if time.monotonic() > deadline:
+            raise CertificateUnavailable(
+                f"CSR {name} not signed within {timeout_s:g}s: is the flyslice operator running?"
+            )
+        time.sleep(poll_s)
+
+
+def obtain_slice_certificate(
+    api_client: Any,
+    node: str,
+    namespace: str,
+    instance: str,
+    slice_: str,
+    *,
+    timeout_s: float = 30.0,
+    poll_s: float = 0.5,
+) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) naming ``flyslice://slice/<slice>`` for the VNF pod of NFInstance
+    ``namespace/instance``, requested with this node agent's credentials.
+
+    The key is made here, on the node, and goes only into the pod's Secret.
+    """
+    request, key_pem = _csr_for(URI_SLICE + slice_, f"vnf {namespace}/{instance}")
+    cert_pem = request_certificate(
+        api_client, request, f"{node}-{instance}"[:200],
+        labels={"flyslice.io/node": node[:63]},
+        annotations={NFINSTANCE_ANNOTATION: f"{namespace}/{instance}"},
+        timeout_s=timeout_s, poll_s=poll_s,
+    )  # fmt: skip
+    return cert_pem, key_pem
 
 
 def obtain_node_tls(
@@ -60,38 +139,11 @@ def obtain_node_tls(
     """Request, wait for and store this node's data-plane certificate; the files in ``directory``."""
     from kubernetes import client
 
-    certs: Any = client.CertificatesV1Api(api_client)
     core = client.CoreV1Api(api_client)
     request, key_pem = csr_pem(node)
-    name = f"flyslice-dataplane-{node}-{secrets.token_hex(4)}"[:253]
-    body: dict[str, Any] = {
-        "apiVersion": "certificates.k8s.io/v1",
-        "kind": "CertificateSigningRequest",
-        "metadata": {"name": name, "labels": {"flyslice.io/node": node[:63]}},
-        "spec": {
-            "request": base64.b64encode(request).decode(),
-            "signerName": SIGNER,
-            "usages": ["digital signature", "server auth", "client auth"],
-            "expirationSeconds": LEAF_DAYS * 86400,
-        },
-    }
-    certs.create_certificate_signing_request(body)
-    deadline = time.monotonic() + timeout_s
-    cert_pem = b""
-    while True:
-        obj = certs.read_certificate_signing_request(name)
-        status = obj.status
-        for cond in (status.conditions if status else None) or []:
-            if cond.type in ("Denied", "Failed") and cond.status == "True":
-                raise CertificateUnavailable(f"CSR {name} {cond.type.lower()}: {cond.message or cond.reason}")
-        if status is not None and status.certificate:
-            cert_pem = base64.b64decode(status.certificate)
-            break
-        if time.monotonic() > deadline:
-            raise CertificateUnavailable(
-                f"CSR {name} not signed within {timeout_s:g}s: is the flyslice operator running?"
-            )
-        time.sleep(poll_s)
+    cert_pem = request_certificate(
+        api_client, request, node, labels={"flyslice.io/node": node[:63]}, timeout_s=timeout_s, poll_s=poll_s
+    )
     ca = core.read_namespaced_config_map(CA_NAME, ca_namespace)
     ca_pem = str((ca.data or {}).get(CA_KEY, "")).encode()
     if not ca_pem:

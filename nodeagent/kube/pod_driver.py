@@ -5,6 +5,12 @@ The pod name carries the spec fingerprint (``nf-<instance>-<fp8>``), so an updat
 pod before deleting the old one, and an agent restart re-adopts pods by label instead of starting
 them twice. ``pod_manifest`` is pure (unit-tested); the driver talks to the API server through the
 official ``kubernetes`` client.
+
+When the agent's data plane is mutual TLS, each pod gets its own certificate naming only its slice:
+the agent makes a key, asks the operator's signer for ``flyslice://slice/<slice>`` with a CSR that
+points at the NFInstance (signed only if that instance is on this agent's node), and puts key,
+certificate and the cluster CA into the Secret ``flyslice-tls-<pod>`` that the pod mounts and its
+runner reads with ``--tls-dir``.
 """
 
 from __future__ import annotations
@@ -20,10 +26,16 @@ from flyslice.nodeagent.spec import InstanceSpec
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from flyslice.nodeagent.dataplane.tls import TlsFiles
+
 MANAGED_BY = "flyslice-nodeagent"
 DATA_PORT = 7000
 #: Where a pod's NFs keep their files (``FLYSLICE_DATA_DIR`` of the runner).
 DATA_MOUNT = "/var/lib/flyslice/data"
+#: Where a pod's data-plane credentials (ca.pem, cert.pem, key.pem) are mounted (``--tls-dir``).
+TLS_MOUNT = "/var/run/flyslice/tls"
+#: Secrets with this prefix are the only ones an agent may create, delete or mount (admission).
+TLS_SECRET_PREFIX = "flyslice-tls-"
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -38,6 +50,56 @@ def pod_name(spec: InstanceSpec) -> str:
     return f"nf-{base}-{spec.fingerprint[:8]}"
 
 
+def tls_secret_name(spec: InstanceSpec) -> str:
+    """The Secret holding the data-plane credentials of ``spec``'s pod (one per pod version)."""
+    return TLS_SECRET_PREFIX + pod_name(spec)
+
+
+def _owner(spec: InstanceSpec, uid: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "flyslice.io/v1alpha1",
+            "kind": "NFInstance",
+            "name": spec.name,
+            "uid": uid,
+            "controller": True,
+            "blockOwnerDeletion": False,
+        }
+    ]
+
+
+def tls_secret_manifest(
+    spec: InstanceSpec, *, node_name: str, namespace: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes,
+    owner_uid: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The Secret with the pod's slice certificate, its key and the cluster CA (``--tls-dir`` layout)."""
+    import base64
+
+    metadata: dict[str, Any] = {
+        "name": tls_secret_name(spec),
+        "namespace": namespace,
+        "labels": {
+            "app.kubernetes.io/name": "flyslice-nf",
+            "app.kubernetes.io/managed-by": MANAGED_BY,
+            "flyslice.io/instance": label_value(spec.name),
+            "flyslice.io/slice": label_value(spec.slice),
+            # The admission policy lets an agent create and delete only Secrets of its own node.
+            "flyslice.io/node": label_value(node_name),
+        },
+        "annotations": {"flyslice.io/nfinstance": f"{spec.namespace}/{spec.name}"},
+    }
+    if owner_uid:
+        metadata["ownerReferences"] = _owner(spec, owner_uid)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v).decode() for k, v in
+                 (("ca.pem", ca_pem), ("cert.pem", cert_pem), ("key.pem", key_pem))},
+    }  # fmt: skip
+
+
 def pod_manifest(
     spec: InstanceSpec,
     *,
@@ -47,8 +109,12 @@ def pod_manifest(
     default_image: str = "ghcr.io/flyslice/nf-runner:0.1",
     owner_uid: str | None = None,
     trusted_keys_b64: Sequence[str] = (),
+    tls_secret: str | None = None,
 ) -> dict[str, Any]:
     """The pod that runs ``spec`` as a VNF on Kubernetes node ``node_name``.
+
+    ``tls_secret``: the Secret with the pod's slice certificate; its runner then listens and sends
+    over mutual TLS only.
 
     ``trusted_keys_b64`` is the agent's signing policy (``public_key_b64``): the runner in the pod
     then verifies the module's signature, as the agent does for fNFs, before any NF code runs.
@@ -71,6 +137,8 @@ def pod_manifest(
         args = ["--listen", f"0.0.0.0:{DATA_PORT}", "--uplink", agent_address]
         for key in trusted_keys_b64:
             args += ["--trusted-key-data", key]
+        if tls_secret:
+            args += ["--tls-dir", TLS_MOUNT]
     resources: dict[str, dict[str, str]] = {}
     if spec.cpu:
         resources.setdefault("requests", {})["cpu"] = spec.cpu
@@ -91,6 +159,12 @@ def pod_manifest(
         "ports": [{"name": "data", "containerPort": DATA_PORT, "protocol": "TCP"}],
         "readinessProbe": {"tcpSocket": {"port": DATA_PORT}, "periodSeconds": 2},
     }
+    volumes: list[dict[str, Any]] = [{"name": "data", "emptyDir": {}}]
+    if tls_secret:
+        container["volumeMounts"].append({"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True})
+        # 0444: the runner's user is the image's, not known here; the Secret volume is visible to
+        # this pod's one container only, so world-readable inside it exposes the key to nobody else.
+        volumes.append({"name": "tls", "secret": {"secretName": tls_secret, "defaultMode": 0o444}})
     if args:
         container["args"] = args
     if resources:
@@ -102,16 +176,7 @@ def pod_manifest(
         "annotations": annotations,
     }
     if owner_uid:
-        metadata["ownerReferences"] = [
-            {
-                "apiVersion": "flyslice.io/v1alpha1",
-                "kind": "NFInstance",
-                "name": spec.name,
-                "uid": owner_uid,
-                "controller": True,
-                "blockOwnerDeletion": False,
-            }
-        ]
+        metadata["ownerReferences"] = _owner(spec, owner_uid)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -120,7 +185,7 @@ def pod_manifest(
             "nodeName": node_name,
             "restartPolicy": "Always",
             "containers": [container],
-            "volumes": [{"name": "data", "emptyDir": {}}],
+            "volumes": volumes,
         },
     }
 
@@ -157,11 +222,13 @@ class KubernetesPodDriver:
 
     def __init__(self, core: Any, *, namespace: str, node_name: str, agent_address: str,
                  default_image: str = "ghcr.io/flyslice/nf-runner:0.1",
-                 trusted_keys: Sequence[Ed25519PublicKey] = (), tls: bool = False) -> None:  # fmt: skip
+                 trusted_keys: Sequence[Ed25519PublicKey] = (), tls: TlsFiles | None = None,
+                 cert_timeout_s: float = 30.0) -> None:  # fmt: skip
         self.core = core
-        #: The agent's data plane is mutual TLS: VNF pods would need slice certificates, which this
-        #: driver does not issue yet, so they are refused rather than run on an open port.
+        #: The agent's data-plane credentials: with them, every pod gets a slice certificate (CSR to
+        #: the operator's signer) and the agent's CA, so the agent and its pods speak mutual TLS only.
         self.tls = tls
+        self.cert_timeout_s = cert_timeout_s
         self.trusted_keys_b64: list[str] = []
         if trusted_keys:
             from flyslice.nodeagent.runtime.modules import public_key_b64
@@ -192,18 +259,14 @@ class KubernetesPodDriver:
                 f"instance {spec.name}: a signing policy is configured, and an image-only VNF "
                 "cannot be verified; give the package's vnf flavour a signed module"
             )
-        if self.tls:
-            raise ValueError(
-                f"instance {spec.name}: this agent's data plane is mutual TLS and VNF pods get no "
-                "slice certificate yet (docs/security.md); run the NF as an fNF or the agent without TLS"
-            )
         want = pod_name(spec)
         pods = self._pods(spec.name)
         if not any(p.metadata.name == want for p in pods):
+            secret = self._issue_tls_secret(spec) if self.tls is not None else None
             body = pod_manifest(
                 spec, node_name=self.node_name, namespace=self.namespace, agent_address=self.agent_address,
                 default_image=self.default_image, owner_uid=self.uids.get(spec.name),
-                trusted_keys_b64=self.trusted_keys_b64,
+                trusted_keys_b64=self.trusted_keys_b64, tls_secret=secret,
             )  # fmt: skip
             try:
                 self.core.create_namespaced_pod(self.namespace, body)
@@ -214,6 +277,46 @@ class KubernetesPodDriver:
             if p.metadata.name != want:
                 self._delete(p.metadata.name)
 
+    def _issue_tls_secret(self, spec: InstanceSpec) -> str:
+        """A fresh key and slice certificate for ``spec``'s next pod, in its Secret; the Secret's name.
+
+        Issued per pod version (a new key at every start, update or re-creation), like a runner's
+        under ``flyslice up``. Raises :class:`CertificateUnavailable` when the signer refuses.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        from flyslice.nodeagent.kube.dataplane_certs import obtain_slice_certificate
+
+        assert self.tls is not None
+        cert_pem, key_pem = obtain_slice_certificate(
+            self.core.api_client, spec.node or self.node_name, spec.namespace, spec.name, spec.slice,
+            timeout_s=self.cert_timeout_s,
+        )  # fmt: skip
+        body = tls_secret_manifest(
+            spec, node_name=self.node_name, namespace=self.namespace, ca_pem=self.tls.ca.read_bytes(),
+            cert_pem=cert_pem, key_pem=key_pem, owner_uid=self.uids.get(spec.name),
+        )  # fmt: skip
+        name = str(body["metadata"]["name"])
+        try:
+            self.core.create_namespaced_secret(self.namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            # Left by an earlier attempt whose pod was never created: the agent may not read
+            # Secrets (the CA's lives in this namespace), so replace it rather than reuse it.
+            self._delete_secret(name)
+            self.core.create_namespaced_secret(self.namespace, body)
+        return name
+
+    def _delete_secret(self, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.core.delete_namespaced_secret(name, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
     def _delete(self, name: str) -> None:
         from kubernetes.client.exceptions import ApiException
 
@@ -222,6 +325,8 @@ class KubernetesPodDriver:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+        if self.tls is not None:  # the pod's credentials go with it
+            self._delete_secret(TLS_SECRET_PREFIX + name)
 
     def remove(self, name: str) -> None:
         for p in self._pods(name):

@@ -6,6 +6,11 @@ The CA lives in the Secret ``flyslice-dataplane-ca`` of the operator's namespace
 the same name, which agents may read. The leader signs pending CertificateSigningRequests for the
 signer when the requester's node -- derived exactly as in the ``flyslice-agent-node-restriction``
 admission policy -- is the node the CSR names, and denies every other request with a reason.
+
+A CSR may instead name one slice (``flyslice://slice/<slice>``): an agent asks for the certificate
+of a VNF pod it is about to start. It is signed only when the NFInstance the CSR points at
+(annotation ``flyslice.io/nfinstance``) is a VNF scheduled on the requester's node and belongs to
+that slice -- so an agent obtains slice identities only for the VNFs placed on its own node.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from flyslice.nodeagent.dataplane.tls import URI_AGENT, CertificateAuthority
-from flyslice.nodeagent.kube.dataplane_certs import CA_KEY, CA_NAME, SIGNER
+from flyslice.nodeagent.dataplane.tls import URI_AGENT, URI_SLICE, CertificateAuthority
+from flyslice.nodeagent.kube.dataplane_certs import CA_KEY, CA_NAME, NFINSTANCE_ANNOTATION, SIGNER
 
 log = logging.getLogger("flyslice.operator.dataplane_ca")
 
@@ -98,8 +103,8 @@ def ensure_ca(core: Any, namespace: str) -> CertificateAuthority:
     return ca
 
 
-def _decide(csr: Any, namespace: str) -> tuple[str, Any]:
-    """('', public key and node) to sign, or (why not, None)."""
+def _decide(csr: Any, namespace: str, custom: Any = None) -> tuple[str, Any]:
+    """('', (public key, common name, node, slices)) to sign, or (why not, None)."""
     from cryptography import x509
 
     spec = csr.spec
@@ -118,9 +123,56 @@ def _decide(csr: Any, namespace: str) -> tuple[str, Any]:
         return "the request names no flyslice identity", None
     uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
     others = [n for n in sans if not isinstance(n, x509.UniformResourceIdentifier)]
+    if len(uris) == 1 and not others and uris[0].startswith(URI_SLICE):
+        slice_ = uris[0][len(URI_SLICE) :]
+        why = _slice_refusal(csr, node, slice_, custom)
+        if why:
+            return why, None
+        ref = (csr.metadata.annotations or {})[NFINSTANCE_ANNOTATION]
+        return "", (req.public_key(), f"vnf {ref}", None, [slice_])
     if uris != [URI_AGENT + node] or others:
-        return f"the agent of node {node} may request only {URI_AGENT}{node}, not {uris + others}", None
-    return "", (req.public_key(), node)
+        return (
+            f"the agent of node {node} may request only {URI_AGENT}{node} or {URI_SLICE}<slice> for a VNF "
+            f"on its node, not {uris + others}",
+            None,
+        )
+    return "", (req.public_key(), f"agent {node}", node, [])
+
+
+def _slice_refusal(csr: Any, node: str, slice_: str, custom: Any) -> str:
+    """Why the agent of ``node`` may not have a certificate for ``slice_`` ('' when it may).
+
+    Only the NFInstance object decides: the annotation is the requester's claim of which instance
+    the certificate is for, and the instance's own spec (written by the operator, not by agents --
+    admission) must put a VNF of that slice on the requester's node.
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    ref = (csr.metadata.annotations or {}).get(NFINSTANCE_ANNOTATION, "")
+    ns, _, name = ref.partition("/")
+    if not ns or not name or "/" in name:
+        return (
+            f"a slice certificate must name its NFInstance (annotation {NFINSTANCE_ANNOTATION}: <ns>/<name>)"
+        )
+    if custom is None:
+        return "this signer cannot read NFInstances"
+    try:
+        obj = custom.get_namespaced_custom_object("flyslice.io", "v1alpha1", ns, "nfinstances", name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return f"NFInstance {ref} does not exist"
+        raise  # transient: the CSR stays pending and is decided on the next round
+    ispec = obj.get("spec") or {}
+    if ispec.get("node") != node:
+        return (
+            f"NFInstance {ref} is scheduled on node {ispec.get('node')!r}, not on the requester's node {node}"
+        )
+    if ispec.get("slice") != slice_:
+        return f"NFInstance {ref} belongs to slice {ispec.get('slice')!r}, not {slice_!r}"
+    if ispec.get("flavor") != "vnf":
+        # fNFs run inside the agent, which already holds its node identity: no pod needs one.
+        return f"NFInstance {ref} is not a VNF (flavor {ispec.get('flavor')!r})"
+    return ""
 
 
 def _condition(type_: str, reason: str, message: str) -> dict[str, Any]:
@@ -131,7 +183,7 @@ def _condition(type_: str, reason: str, message: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def sign_pending(certs: Any, ca: CertificateAuthority, namespace: str) -> dict[str, str]:
+def sign_pending(certs: Any, ca: CertificateAuthority, namespace: str, custom: Any = None) -> dict[str, str]:
     """Approve and sign, or deny, every pending CSR for the signer; name -> 'signed' or why denied."""
     done: dict[str, str] = {}
     for csr in certs.list_certificate_signing_request(field_selector=f"spec.signerName={SIGNER}").items:
@@ -140,7 +192,7 @@ def sign_pending(certs: Any, ca: CertificateAuthority, namespace: str) -> dict[s
         if (status and status.certificate) or any(c.type in ("Denied", "Failed") for c in conditions):
             continue
         name = csr.metadata.name
-        why, decision = _decide(csr, namespace)
+        why, decision = _decide(csr, namespace, custom)
         if decision is None:
             body = certs.api_client.sanitize_for_serialization(csr)
             body.setdefault("status", {})["conditions"] = [_condition("Denied", "NotThisNode", why)]
@@ -148,18 +200,18 @@ def sign_pending(certs: Any, ca: CertificateAuthority, namespace: str) -> dict[s
             log.warning("denied data-plane CSR %s: %s", name, why)
             done[name] = why
             continue
-        public_key, node = decision
+        public_key, common_name, node, slices = decision
         if not any(c.type == "Approved" for c in conditions):
             body = certs.api_client.sanitize_for_serialization(csr)
             body.setdefault("status", {})["conditions"] = [
-                _condition("Approved", "AgentOfNode", f"requested by the agent of node {node}")
+                _condition("Approved", "AgentOfNode", f"requested by the agent of the node of {common_name}")
             ]
             csr = certs.replace_certificate_signing_request_approval(name, body)
-        cert_pem = ca.sign(public_key, f"agent {node}", node=node)
+        cert_pem = ca.sign(public_key, common_name, node=node, slices=slices)
         body = certs.api_client.sanitize_for_serialization(csr)
         body.setdefault("status", {})["certificate"] = base64.b64encode(cert_pem).decode()
         certs.replace_certificate_signing_request_status(name, body)
-        log.info("signed data-plane certificate for node %s (CSR %s)", node, name)
+        log.info("signed data-plane certificate for %s (CSR %s)", common_name, name)
         done[name] = "signed"
     return done
 
@@ -172,6 +224,7 @@ class DataplaneSigner:
 
         self.core = client.CoreV1Api(api_client)
         self.certs = client.CertificatesV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
         self.namespace = namespace
         self.interval_s = interval_s
         self.ca: CertificateAuthority | None = None
@@ -179,7 +232,7 @@ class DataplaneSigner:
     def run_once(self) -> dict[str, str]:
         if self.ca is None:
             self.ca = ensure_ca(self.core, self.namespace)
-        return sign_pending(self.certs, self.ca, self.namespace)
+        return sign_pending(self.certs, self.ca, self.namespace, self.custom)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -28,7 +28,7 @@ import kopf
 
 from flyslice import solver
 from flyslice.operator.intake.errors import ManifestError
-from flyslice.operator.intake.validation import ValidationResult, validate
+from flyslice.operator.intake.validation import PackagePolicy, ValidationResult, validate
 from flyslice.operator.kube.cluster import (
     API_VERSION,
     DESIRED_KINDS,
@@ -82,6 +82,8 @@ class OperatorOptions:
     retry_s: float = 2.0
     git_cache: Path = Path("/tmp/flyslice-gitsources")
     solve_options: solver.SolveOptions | None = None
+    #: Namespaces whose NFPackages must carry a module signature (``*``: all), as ``up`` has it.
+    signed_namespaces: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -113,8 +115,10 @@ class ReconcileLoop:
         solve_options: solver.SolveOptions | None = None,
         clock: Callable[[], float] = time.time,
         unhealthy_after: int = 3,
+        package_policy: PackagePolicy | None = None,
     ) -> None:
         self.client = client
+        self.package_policy = package_policy or PackagePolicy()
         self.unhealthy_after = unhealthy_after
         self.namespaces = tuple(namespaces)
         self.debounce_s = debounce_s
@@ -184,7 +188,10 @@ class ReconcileLoop:
         self._events = []
         objects = {kind: self._list(kind) for kind in DESIRED_KINDS}
         instances = self._list("NFInstance", f"{MANAGED_BY}={OPERATOR}")
-        result = validate(manifests_from_objects(o for kind in DESIRED_KINDS for o in objects[kind]))
+        result = validate(
+            manifests_from_objects(o for kind in DESIRED_KINDS for o in objects[kind]),
+            policy=self.package_policy,
+        )
         self._validated = carry_last_good(result, self._validated, result.errors)
         catalog = self._validated.catalog
         if self.state is None:
@@ -569,6 +576,7 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
     loop = ReconcileLoop(
         cluster, namespaces=opts.namespaces, debounce_s=opts.debounce_s, resync_s=opts.resync_s,
         heartbeat_timeout_s=opts.heartbeat_timeout_s, solve_options=opts.solve_options,
+        package_policy=PackagePolicy(opts.signed_namespaces),
     )  # fmt: skip
     elector = LeaseElector(
         k8s.CoordinationV1Api(cluster.api), opts.lease_namespace, opts.lease_name, identity=opts.identity,

@@ -93,7 +93,8 @@ def agent_kubeconfig(env: kubeenv.KubeEnv, node: str, pod_namespace: str) -> Pat
     allowed to manage VNF pods in ``pod_namespace`` (the deploy/ Role, bound there)."""
     install_flyslice_rbac(env)
     rules = [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]}
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
     ]
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
