@@ -147,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         return _cannot_start(
             f"--state-dir {args.state_dir}: {exc.strerror or exc}; give a directory it can create"
         )
-    tls = None
+    tls: TlsFiles | None = None
     if args.tls_dir is not None:
+        from flyslice.nodeagent.dataplane.tls import load_tls_dir
+
         try:
             tls = load_tls_dir(args.tls_dir)
         except (OSError, ValueError) as exc:
@@ -175,24 +177,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         agent.stop(stop_vnfs=False)
     return 0
-
-
-def load_tls_dir(directory: Path) -> TlsFiles:
-    """The credentials in ``--tls-dir``, checked now (a bad file is a start failure, not a dead port)."""
-    import ssl
-
-    from flyslice.nodeagent.dataplane.tls import TlsFiles
-
-    tls = TlsFiles.in_dir(directory)
-    for f in (tls.ca, tls.cert, tls.key):
-        if not f.is_file():
-            raise ValueError(f"{f.name} is missing (give ca.pem, cert.pem and key.pem)")
-    try:
-        tls.server_context()
-        tls.client_context()
-    except ssl.SSLError as exc:
-        raise ValueError(f"unusable certificate or key: {exc}") from exc
-    return tls
 
 
 def _cannot_start(message: str) -> int:

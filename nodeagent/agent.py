@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from flyslice.nodeagent.dataplane.mqtt_ingress import MqttIngress
-    from flyslice.nodeagent.dataplane.tls import CertificateAuthority, TlsFiles
+    from flyslice.nodeagent.dataplane.tls import CertificateAuthority, Renewer, TlsFiles
     from flyslice.nodeagent.telemetry import TelemetryServer
 
 log = logging.getLogger("flyslice.nodeagent")
@@ -130,6 +130,16 @@ class Agent:
         )
         self.ingress = TcpIngress(config.listen, self.plane.deliver_many, tls=config.tls)
         self.address = self.ingress.address
+        #: With a CA of its own (``flyslice up``) the agent renews its certificate while it runs, at
+        #: 2/3 of its lifetime; new connections (listener, senders, probes) then present the new one.
+        self.tls_renewer: Renewer | None = None
+        if config.tls is not None and config.tls_issuer is not None:
+            from flyslice.nodeagent.dataplane.tls import Renewer
+
+            issuer, files, node = config.tls_issuer, config.tls, config.node
+            self.tls_renewer = Renewer(
+                files, lambda: issuer.issue_to(files.cert.parent, f"agent {node}", node=node)
+            )
         self.uplink_file = self.state_dir / "agent.addr"
         self.uplink_file.write_text(self.address)
         self.vnf: VnfDriver = vnf_driver or LocalProcessDriver(
@@ -538,6 +548,8 @@ class Agent:
     def stop(self, *, stop_vnfs: bool = True) -> None:
         """Stop the agent; ``stop_vnfs=False`` leaves VNF processes running (an agent upgrade)."""
         self._stop.set()
+        if self.tls_renewer is not None:
+            self.tls_renewer.close()
         if self._monitor.is_alive():
             self._monitor.join(5)
         with self._lock:

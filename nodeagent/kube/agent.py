@@ -358,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     api = api_client_for(args.kubeconfig)
     tls_files = None
     if args.tls_dir is not None:
-        from flyslice.nodeagent.__main__ import load_tls_dir
+        from flyslice.nodeagent.dataplane.tls import load_tls_dir
 
         tls_files = load_tls_dir(args.tls_dir)
     elif args.tls:

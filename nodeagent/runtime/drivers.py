@@ -9,6 +9,7 @@ previous life of the agent started instead of starting it twice.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import logging
@@ -345,6 +346,26 @@ class LocalProcessDriver:
                 if answered:
                     proc.last_answer = time.monotonic()
                 proc.probe_failing = not answered
+            self._renew_runner_certificates()
+
+    def _renew_runner_certificates(self) -> None:
+        """Give each runner a new key and certificate (same slice) at 2/3 of its certificate's
+        lifetime; the runner notices the new cert.pem within a second and loads it for new connections."""
+        if self.tls_issuer is None:
+            return
+        from flyslice.nodeagent.dataplane.tls import TlsFiles
+
+        now = datetime.datetime.now(datetime.UTC)
+        for name, proc in list(self.procs.items()):
+            files = TlsFiles.in_dir(proc.dir / "tls")
+            try:
+                if files.renewal_due() > now:
+                    continue
+                self.tls_issuer.renew(files.cert.parent)
+            except (OSError, ValueError) as exc:  # no TLS dir (yet, or a plain runner): nothing to renew
+                log.debug("runner %s: no certificate renewed: %s", name, exc)
+                continue
+            log.info("runner %s: renewed its data-plane certificate", name)
 
     def remove_all(self) -> None:
         for name in list(self.procs):

@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     while not stop.wait(1.0):
+        if tls is not None and tls.reload_if_changed():
+            # The agent renewed our certificate (same slice, new key): new connections present it.
+            log.info("loaded the renewed data-plane certificate in %s", args.tls_dir)
         # Polled rather than prctl(PR_SET_PDEATHSIG): that signal follows the *thread* that forked us,
         # and agents start runners from pool and monitor threads that may end while the agent lives.
         # A dead parent re-parents us, so getppid() changes within the second either way.

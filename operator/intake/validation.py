@@ -56,13 +56,18 @@ PathKey = tuple[str | int, ...]
 _RULES_CHECKED_HERE = frozenset({"EdgeNode", "NFPackage", "NetworkService", "Slice"})
 
 
+#: An image reference pinned by digest: ``name[:tag]@sha256:<64 lowercase hex>`` (a tag, if any, is
+#: ignored by the runtime when a digest is given).
+_IMAGE_BY_DIGEST = re.compile(r"[^\s@]+@sha256:[0-9a-f]{64}")
+
+
 @dataclass(frozen=True)
 class PackagePolicy:
     """Which namespaces must sign their packages (``--require-signed-packages``; ``*``: all).
 
     The keys stay with the agents (``--trusted-key``): the policy only says that a namespace's
-    packages must carry a module signature, and marks their instances so that an agent that has
-    no key to check it with refuses them rather than running them unverified.
+    packages must carry a module signature (and pin any image by digest), and marks their instances
+    so that an agent that has no key to check it with refuses them rather than running them unverified.
     """
 
     signed_namespaces: frozenset[str] = frozenset()
@@ -476,9 +481,21 @@ class _Validator:
     def _signature_policy(self, m: Manifest, namespace: str, flavor: str, fs: Mapping[str, Any]) -> None:
         """Refuse a package whose flavour is unsigned in a namespace that requires signatures: the
         whole package is then invalid, so no slice places it and nothing of it runs."""
-        if not self.policy.requires_signature(namespace) or fs.get("signature"):
+        if not self.policy.requires_signature(namespace):
             return
         base: PathKey = ("spec", "flavors", flavor)
+        image = fs.get("image")
+        if isinstance(image, str) and not _IMAGE_BY_DIGEST.fullmatch(image):
+            # A tag can be moved to other bytes after review; a digest names exactly one image.
+            self.errors.append(
+                m.error(
+                    (*base, "image"),
+                    f"namespace {namespace!r} requires signed packages (--require-signed-packages): "
+                    f"image {image!r} must be pinned by digest (name@sha256:<64 hex digits>), not by tag",
+                )
+            )
+        if fs.get("signature"):
+            return
         why = f"namespace {namespace!r} requires signed packages (--require-signed-packages)"
         if "module" not in fs:
             # An image carries no module signature, and image signatures are not verified (yet).
