@@ -431,13 +431,7 @@ def _parser() -> CliParser:
         metavar="SECONDS",
         help="how often the leader renews the Lease (default %(default)g)",
     )
-    p.add_argument(
-        "--require-signed-packages",
-        action="append",
-        default=[],
-        metavar="NAMESPACE",
-        help="refuse NFPackages without a module signature in this namespace (repeatable; * for all)",
-    )
+    _add_signing_policy_option(p)
     p.add_argument(
         "--git-cache",
         type=Path,
@@ -474,6 +468,17 @@ def _add_trust_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_signing_policy_option(p: argparse.ArgumentParser) -> None:
+    """Which namespaces must sign their NFPackages: ``up`` and the operator validate alike."""
+    p.add_argument(
+        "--require-signed-packages",
+        action="append",
+        default=[],
+        metavar="NAMESPACE",
+        help="refuse NFPackages without a module signature in this namespace (repeatable; * for all)",
+    )
+
+
 def _add_package_signing_options(p: argparse.ArgumentParser) -> None:
     """Module-signature policy for NFPackages (docs/security.md, "Signed packages")."""
     p.add_argument(
@@ -485,13 +490,7 @@ def _add_package_signing_options(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="ed25519 public key the agents verify NF module signatures with (repeatable)",
     )
-    p.add_argument(
-        "--require-signed-packages",
-        action="append",
-        default=[],
-        metavar="NAMESPACE",
-        help="refuse NFPackages without a module signature in this namespace (repeatable; * for all)",
-    )
+    _add_signing_policy_option(p)
     p.add_argument(
         "--module-dir",
         type=Path,
