@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from subprocess import CompletedProcess
+from typing import Any
 
 import pytest
 
@@ -51,5 +52,26 @@ def namespace(kube_env: kubeenv.KubeEnv) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards (without waiting for it to go)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     kube_env.kubectl("create", "namespace", name)
+    yield name
+    kube_env.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def custom_api(kube_env: kubeenv.KubeEnv) -> Iterator[Any]:
+    """One keep-alive ``CustomObjectsApi`` for hundreds of dry runs (a kubectl process each would take
+    a minute)."""
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(config_file=str(kube_env.kubeconfig))
+    yield client.CustomObjectsApi(api_client)
+    api_client.close()
+
+
+@pytest.fixture(scope="module")
+def dry_run_namespace(kube_env: kubeenv.KubeEnv, request: pytest.FixtureRequest) -> Iterator[str]:
+    """One namespace for every dry run of a test module (dry runs store nothing), named after it."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    name = f"dry-{module.replace('_', '-')}"[:63]
+    kube_env.kubectl("create", "namespace", name, check=False)
     yield name
     kube_env.kubectl("delete", "namespace", name, "--wait=false", check=False)

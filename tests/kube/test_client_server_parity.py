@@ -5,11 +5,9 @@ fields, quantity semantics). Checked over the whole invalid corpus and every exa
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kubeenv
 import pytest
 
 from flyslice.crds import API_VERSION, GROUP, KINDS, VERSION, crd_documents, is_namespaced
@@ -33,25 +31,6 @@ FILES = [
     + sorted((REPO / "examples").glob("*/*.yaml"))
     if _objects(f)
 ]
-
-
-@pytest.fixture(scope="module")
-def custom_api(kube_env: kubeenv.KubeEnv) -> Iterator[Any]:
-    """One keep-alive client for hundreds of dry runs (a kubectl process each would take a minute)."""
-    from kubernetes import client, config
-
-    api_client = config.new_client_from_config(config_file=str(kube_env.kubeconfig))
-    yield client.CustomObjectsApi(api_client)
-    api_client.close()
-
-
-@pytest.fixture(scope="module")
-def dry_run_namespace(kube_env: kubeenv.KubeEnv) -> Iterator[str]:
-    """One namespace for every dry run of this module (dry runs store nothing)."""
-    name = "parity-dry-runs"
-    kube_env.kubectl("create", "namespace", name, check=False)
-    yield name
-    kube_env.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def _server_refusals(api: Any, objs: list[Manifest], namespace: str) -> dict[tuple[str, str], str]:

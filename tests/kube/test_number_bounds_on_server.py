@@ -11,11 +11,9 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kubeenv
 import pytest
 
 from flyslice.crds import API_VERSION, GROUP, VERSION, crd_documents, is_namespaced
@@ -47,23 +45,6 @@ REPRODUCERS = {
     "priority-below-int32.yaml": ("Slice/cameras", "spec.priority"),
     "quantity-exponent-tiny.yaml": ("EdgeNode/gw-1", "spec.capacity.cpu"),
 }
-
-
-@pytest.fixture(scope="module")
-def custom_api(kube_env: kubeenv.KubeEnv) -> Iterator[Any]:
-    from kubernetes import client, config
-
-    api_client = config.new_client_from_config(config_file=str(kube_env.kubeconfig))
-    yield client.CustomObjectsApi(api_client)
-    api_client.close()
-
-
-@pytest.fixture(scope="module")
-def dry_run_namespace(kube_env: kubeenv.KubeEnv) -> Iterator[str]:
-    name = "bounds-dry-runs"
-    kube_env.kubectl("create", "namespace", name, check=False)
-    yield name
-    kube_env.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def _dry_run(api: Any, data: dict[str, Any], namespace: str) -> tuple[int, str]:
