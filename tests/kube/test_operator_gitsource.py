@@ -3,21 +3,20 @@ valid objects applied, per-object errors in its status, pruning limited to what 
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import kubeenv
 import pytest
 import yaml
 
+from .gitsource_harness import git, gitsource, wildfire_repo
+from .gitsource_harness import status as status_of
 from .operator_harness import (
     OperatorProcess,
     kubectl_items,
     operator_kubeconfig,
     operators,
     wait_for,
-    wildfire_docs,
 )
 
 pytestmark = [pytest.mark.kube, pytest.mark.timeout(120)]
@@ -36,46 +35,16 @@ spec:
 """
 
 
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
-        cwd=repo, check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
-
-
-def _write(repo: Path, name: str, docs: list[dict[str, Any]]) -> None:
-    (repo / name).write_text("---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs))
-
-
-def _status(env: kubeenv.KubeEnv, ns: str) -> dict[str, Any]:
-    status: dict[str, Any] = env.kubectl_json("-n", ns, "get", "gitsource", "lab").get("status", {})
-    return status
-
-
 def test_gitsource_applies_valid_objects_reports_errors_and_prunes_only_its_own(
     kube_env: kubeenv.KubeEnv, crds_installed: list[str], namespace: str, tmp_path: Path
 ) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    docs = wildfire_docs(namespace)
-    _write(repo, "nodes.yaml", [d for d in docs if d["kind"] == "EdgeNode"])
-    _write(repo, "catalog.yaml", [d for d in docs if d["kind"] in ("NFPackage", "NetworkService")])
-    _write(repo, "slice.yaml", [d for d in docs if d["kind"] == "Slice"])
-    (repo / "bad.yaml").write_text(BAD_SLICE)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "lab")
-    first = _git(repo, "rev-parse", "HEAD")
+    repo, docs = wildfire_repo(tmp_path, namespace, {"bad.yaml": BAD_SLICE})
+    first = git(repo, "rev-parse", "HEAD")
     # Made by hand, not from git: pruning must never touch it.
     handmade = next(d for d in docs if d["kind"] == "NFPackage")
     handmade = {**handmade, "metadata": {"name": "handmade"}}
     kube_env.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(handmade))
-    source = {
-        "apiVersion": "flyslice.io/v1alpha1",
-        "kind": "GitSource",
-        "metadata": {"name": "lab"},
-        "spec": {"url": f"file://{repo}", "ref": {"branch": "main"}, "interval": "1s", "prune": True},
-    }
+    source = gitsource(repo)
     kube_env.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(source))
     wrong = {**source, "metadata": {"name": "wrong"}, "spec": {"url": "ftp://example.org/lab.git"}}
     kube_env.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(wrong))
@@ -85,7 +54,7 @@ def test_gitsource_applies_valid_objects_reports_errors_and_prunes_only_its_own(
     )
     with operators(op):
         status = wait_for(
-            lambda: (s := _status(kube_env, namespace)).get("lastAppliedRevision") == first and s,
+            lambda: (s := status_of(kube_env, namespace)).get("lastAppliedRevision") == first and s,
             60,
             "first revision applied",
         )
@@ -116,13 +85,13 @@ def test_gitsource_applies_valid_objects_reports_errors_and_prunes_only_its_own(
         wait_for(lambda: len(kubectl_items(kube_env, namespace, "nfinstances")) == 9, 30, "9 NFInstances")
 
         (repo / "slice.yaml").unlink()
-        _git(repo, "add", "-A")
+        git(repo, "add", "-A")
         # Removing the only slice is what the prune guard holds: this commit says it means it
         # (tests/kube/test_operator_prune_guard.py covers the held case).
-        _git(repo, "commit", "-q", "-m", "retire the slice\n\nFlyslice-Prune: confirm")
-        second = _git(repo, "rev-parse", "HEAD")
+        git(repo, "commit", "-q", "-m", "retire the slice\n\nFlyslice-Prune: confirm")
+        second = git(repo, "rev-parse", "HEAD")
         status = wait_for(
-            lambda: (s := _status(kube_env, namespace)).get("lastAppliedRevision") == second and s,
+            lambda: (s := status_of(kube_env, namespace)).get("lastAppliedRevision") == second and s,
             30,
             "second revision",
         )

@@ -13,15 +13,15 @@ import kubeenv
 import pytest
 import yaml
 
+from .gitsource_harness import git, gitsource, wildfire_repo
+from .gitsource_harness import status as status_of
 from .operator_harness import (
     OperatorProcess,
     kubectl_items,
     operator_kubeconfig,
     operators,
     wait_for,
-    wildfire_docs,
 )
-from .test_operator_gitsource import _git, _status, _write
 
 pytestmark = [pytest.mark.kube, pytest.mark.timeout(150)]
 
@@ -41,40 +41,27 @@ def _events(env: kubeenv.KubeEnv, ns: str, reason: str) -> list[dict[str, Any]]:
 def test_a_commit_removing_every_slice_is_held_until_the_gitsource_confirms_it(
     kube_env: kubeenv.KubeEnv, crds_installed: list[str], namespace: str, tmp_path: Path
 ) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    docs = wildfire_docs(namespace)
-    _write(repo, "nodes.yaml", [d for d in docs if d["kind"] == "EdgeNode"])
-    _write(repo, "catalog.yaml", [d for d in docs if d["kind"] in ("NFPackage", "NetworkService")])
-    _write(repo, "slice.yaml", [d for d in docs if d["kind"] == "Slice"])
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "lab")
-    first = _git(repo, "rev-parse", "HEAD")
-    source = {
-        "apiVersion": "flyslice.io/v1alpha1",
-        "kind": "GitSource",
-        "metadata": {"name": "lab"},
-        "spec": {"url": f"file://{repo}", "ref": {"branch": "main"}, "interval": "1s", "prune": True},
-    }
+    repo, _docs = wildfire_repo(tmp_path, namespace)
+    first = git(repo, "rev-parse", "HEAD")
+    source = gitsource(repo)
     kube_env.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(source))
     op = OperatorProcess(
         operator_kubeconfig(kube_env), namespace, tmp_path, identity="guard", lease_name=f"lease-{namespace}"
     )
     with operators(op):
         wait_for(
-            lambda: _status(kube_env, namespace).get("lastAppliedRevision") == first, 60, "first revision"
+            lambda: status_of(kube_env, namespace).get("lastAppliedRevision") == first, 60, "first revision"
         )
         wait_for(lambda: len(kubectl_items(kube_env, namespace, "nfinstances")) == 9, 60, "9 NFInstances")
 
         # A mistake: every manifest of the slice deleted, no confirmation in the commit.
         (repo / "slice.yaml").unlink()
-        _git(repo, "add", "-A")
-        _git(repo, "commit", "-q", "-m", "tidy up")
-        second = _git(repo, "rev-parse", "HEAD")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", "tidy up")
+        second = git(repo, "rev-parse", "HEAD")
         status = wait_for(
             lambda: (
-                (s := _status(kube_env, namespace)).get("lastAppliedRevision") == second
+                (s := status_of(kube_env, namespace)).get("lastAppliedRevision") == second
                 and "PruneHeld" in _conditions(s)
                 and s
             ),
@@ -113,7 +100,7 @@ def test_a_commit_removing_every_slice_is_held_until_the_gitsource_confirms_it(
         )
         status = wait_for(
             lambda: (
-                (s := _status(kube_env, namespace))
+                (s := status_of(kube_env, namespace))
                 and _conditions(s).get("PruneHeld", {}).get("status") == "False"
                 and s
             ),
