@@ -165,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         where = f"--listen {args.listen}" + (f" or --http {args.http}" if args.http else "")
         return _cannot_start(f"cannot listen on {where}: {exc.strerror or exc}; choose a free local address")
+    if tls is not None:
+        from flyslice.nodeagent.dataplane.tls import TlsDirWatcher
+
+        # Whoever provides the files renews them (cert-manager, a Secret mount, a script): reload
+        # them when they change, as a consistent set only (Agent.stop closes the watcher).
+        agent.tls_renewer = TlsDirWatcher(tls)
     tune_for_data_plane()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from flyslice.nodeagent.dataplane.mqtt_ingress import MqttIngress
     from flyslice.nodeagent.dataplane.tls import CertificateAuthority, Renewer, TlsFiles
+    from flyslice.nodeagent.runtime.image_signatures import TrustedKey
     from flyslice.nodeagent.telemetry import TelemetryServer
 
 log = logging.getLogger("flyslice.nodeagent")
@@ -61,6 +62,9 @@ class AgentConfig:
     mqtt: tuple[str, int] | None = None
     mqtt_prefix: str = "flyslice"
     trusted_keys: list[Ed25519PublicKey] = field(default_factory=list)
+    #: Keys for image signatures only (``--trusted-image-key``: ed25519 or ECDSA P-256, e.g. cosign.pub);
+    #: image signatures also verify with ``trusted_keys``. They never make a module acceptable.
+    image_keys: list[TrustedKey] = field(default_factory=list)
     #: Directories ``file:`` modules may be loaded from (fNFs and this agent's VNF runners).
     #: Empty, the default: no ``file:`` module at all, only ``builtin:`` ones.
     module_dirs: tuple[Path, ...] = ()
@@ -299,6 +303,8 @@ class Agent:
         and a signature nobody checks is no policy. A copy already running is stopped."""
         if not spec.signature_required or self.config.trusted_keys:
             return
+        if spec.flavor == "vnf" and not spec.module and self.config.image_keys:
+            return  # an image-only pod: the pod driver verifies its image signature with these keys
         if spec.name in self._running_names():
             self._remove(spec.name)
         raise IntegrityError(
@@ -505,10 +511,13 @@ class Agent:
         )
 
     def status_document(self) -> dict[str, Any]:
-        return {
+        doc = {
             "heartbeat": self.heartbeat(),
             "instances": {n: s.to_dict() for n, s in self.status().items()},
         }
+        if self.tls_renewer is not None:  # serial, notAfter, renewals, failures, last error
+            doc["dataPlaneCertificate"] = self.tls_renewer.status()
+        return doc
 
     def warnings(self) -> list[str]:
         """What keeps this agent from doing its whole job although its NFs run: today, an MQTT
@@ -529,7 +538,10 @@ class Agent:
 
     def _agent_gauges(self) -> dict[str, float]:
         hb = heartbeat(self.node)
+        # The data-plane certificate in use and its renewals (agents with TLS that renew or watch it).
+        tls = self.tls_renewer.gauges() if self.tls_renewer is not None else {}
         return {
+            **tls,
             "rss_bytes": float(hb["agentRssBytes"]),
             "cpu_percent": float(hb["cpuPercent"]),
             "load": float(hb["load"]),

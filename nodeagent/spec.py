@@ -52,6 +52,8 @@ class InstanceSpec:
     entrypoint: str = "NF"
     image: str = ""
     signature: str = ""
+    #: Cosign-compatible signature of ``image``'s digest (base64); the pod driver verifies it.
+    image_signature: str = ""
     #: The namespace's policy requires a verified signature (see ``Agent._check_signing_policy``).
     signature_required: bool = False
     config: Mapping[str, Any] = field(default_factory=dict, hash=False)
@@ -83,6 +85,8 @@ class InstanceSpec:
             if getattr(self, key):
                 d[key] = getattr(self, key)
         d["entrypoint"] = self.entrypoint
+        if self.image_signature:
+            d["imageSignature"] = self.image_signature
         if self.signature_required:
             d["signatureRequired"] = True
         if self.cpu or self.memory:
@@ -167,6 +171,7 @@ class InstanceSpec:
             entrypoint=text("entrypoint", default="NF") or "NF",
             image=text("image"),
             signature=text("signature"),
+            image_signature=text("imageSignature"),
             signature_required=signature_required,
             config=json.loads(json.dumps(dict(config))),
             next_hops=tuple(hops),

@@ -1,4 +1,4 @@
-"""The ``flyslice`` command line: validate, plan, diff, up, status, digest, agent, operator.
+"""The ``flyslice`` command line: validate, plan, diff, up, status, digest, sign-image, agent, operator.
 
 Every failure ends in one line on stderr that says what went wrong and what to do; a traceback
 reaches the user only under the global ``--debug`` flag (and the log at DEBUG level). The exit
@@ -46,7 +46,7 @@ log = logging.getLogger("flyslice.cli")
 #: The docstring's table, so ``--help`` and the docstring cannot drift apart.
 EXIT_CODES = "exit codes:" + (__doc__ or "").partition("exit codes:")[2]
 OK, INVALID, USAGE, INTERNAL, INTERRUPTED, PIPE_CLOSED = 0, 1, 2, 3, 130, 141
-COMMANDS = ("validate", "plan", "diff", "up", "status", "digest", "agent", "operator")
+COMMANDS = ("validate", "plan", "diff", "up", "status", "digest", "sign-image", "agent", "operator")
 #: Longest duration an option accepts: longer is a typo, and thread and socket timeouts overflow.
 MAX_SECONDS = 365 * 24 * 3600.0
 
@@ -351,6 +351,27 @@ def _parser() -> CliParser:
 
     p = command("digest", "print the sha256 digest of an NF module reference", cmd_digest)
     p.add_argument("module", help="builtin:<name> or file:/absolute/path.py")
+
+    p = command(
+        "sign-image",
+        "print an NFPackage imageSignature: a cosign-compatible signature of an image digest",
+        cmd_sign_image,
+    )
+    p.add_argument("image", metavar="IMAGE@sha256:DIGEST", help="the image, pinned by digest")
+    p.add_argument(
+        "--key",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="unencrypted PEM private key, ed25519 or ECDSA P-256; its public key goes to the "
+        "agents (--trusted-key for ed25519, --trusted-image-key for either)",
+    )
+    p.add_argument(
+        "--payload-only",
+        action="store_true",
+        help="print cosign's payload for IMAGE instead (no key needed): sign it with "
+        "`cosign sign-blob --key cosign.key`",
+    )
 
     # Listed for `flyslice --help`; main() hands `flyslice agent ...` to the agent's own parser.
     sub.add_parser("agent", help="run a node agent (see `flyslice agent --help`)", add_help=False)
@@ -736,6 +757,33 @@ def cmd_digest(args: argparse.Namespace) -> int:
         print(module_digest(args.module))
     except (ModuleRefError, OSError) as exc:
         return _fail("flyslice digest", str(exc))
+    return OK
+
+
+def cmd_sign_image(args: argparse.Namespace) -> int:
+    from flyslice.nodeagent.runtime.image_signatures import (
+        ImageSignatureError,
+        load_signing_key,
+        sign_image,
+        simple_signing_payload,
+    )
+
+    prog = "flyslice sign-image"
+    try:
+        payload = simple_signing_payload(args.image)  # a tag-only image is refused first
+        if args.payload_only:
+            # Exactly the bytes that are signed: no trailing newline (cosign generate writes none).
+            sys.stdout.buffer.write(payload)
+            sys.stdout.flush()
+            return OK
+        if args.key is None:
+            return _fail(prog, "--key PEM is required (or --payload-only to print the payload)", USAGE)
+        key = load_signing_key(args.key.read_bytes())
+        print(sign_image(args.image, key))
+    except ImageSignatureError as exc:
+        return _fail(prog, str(exc))
+    except (OSError, ValueError) as exc:
+        return _fail(prog, f"--key {args.key}: {exc}")
     return OK
 
 

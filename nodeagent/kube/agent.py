@@ -7,7 +7,10 @@ bare gateway outside the cluster network. It
   fNFs load in-process, VNFs become pods pinned to its node (:class:`KubernetesPodDriver`);
 * writes each instance's ``status`` (only when it changes, and at most every ``report_s`` for counters);
 * writes its EdgeNode's ``status`` heartbeat (time, load, instance count, a Ready condition, and with
-  ``--mqtt`` an ``IngressReady`` condition, False with reason ``BrokerUnreachable`` while the broker is down).
+  ``--mqtt`` an ``IngressReady`` condition, False with reason ``BrokerUnreachable`` while the broker is down);
+* with ``--tls``/``--tls-dir`` keeps its data-plane certificate current while it runs (a CSR at 2/3 of
+  its lifetime, or a reload of replaced files) and renews its VNF pods' slice certificates, reporting
+  the certificate in use in a ``DataPlaneCertificate`` condition.
 
 While the API server is unreachable it keeps running its cached desired state (``Agent.sync_once``).
 """
@@ -19,7 +22,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from flyslice.nodeagent.agent import Agent, AgentConfig, SourceUnavailable
 from flyslice.nodeagent.kube.source import (
@@ -32,9 +35,34 @@ from flyslice.nodeagent.kube.source import (
 )
 from flyslice.nodeagent.spec import InstanceSpec
 
+if TYPE_CHECKING:
+    from flyslice.nodeagent.dataplane.tls import Renewer, TlsFiles
+
 log = logging.getLogger("flyslice.nodeagent.cluster")
 
 AGENT_VERSION = "0.1.0"
+#: EdgeNode condition on the agent's data-plane certificate (agents with ``--tls``/``--tls-dir``).
+CERTIFICATE_CONDITION = "DataPlaneCertificate"
+
+
+def _tls_keeper(
+    files: TlsFiles, how: Literal["csr", "files"], api_client: Any, node: str, *, ca_namespace: str,
+    retry_s: float, timeout_s: float, expiration_s: int | None,
+) -> Renewer:  # fmt: skip
+    """What keeps a cluster agent's certificate current: CSR renewal (``--tls``) or a file watch (``--tls-dir``)."""
+    from flyslice.nodeagent.dataplane.tls import Renewer, TlsDirWatcher
+    from flyslice.nodeagent.kube.dataplane_certs import DEFAULT_EXPIRATION_S, obtain_node_tls
+
+    if how == "files":
+        return TlsDirWatcher(files)
+
+    def renew() -> object:
+        return obtain_node_tls(
+            api_client, node, files.cert.parent, ca_namespace=ca_namespace, timeout_s=timeout_s,
+            expiration_s=expiration_s or DEFAULT_EXPIRATION_S,
+        )  # fmt: skip
+
+    return Renewer(files, renew, retry_s=retry_s)
 
 
 class ClusterAgent:
@@ -50,7 +78,16 @@ class ClusterAgent:
         report_s: float = 30.0,
         report_load: bool = True,
         advertise: str | None = None,
+        tls_renewal: Literal["csr", "files"] | None = None,
+        tls_ca_namespace: str = "flyslice-system",
+        tls_retry_s: float = 30.0,
+        tls_request_timeout_s: float = 60.0,
+        tls_expiration_s: int | None = None,
     ) -> None:
+        """``tls_renewal`` keeps ``config.tls`` current while the agent runs: ``"csr"`` renews it at
+        2/3 of its lifetime with a new key and a CSR to the operator's signer (``--tls``); ``"files"``
+        reloads the files when someone else replaces them (``--tls-dir``). Failed CSR renewals are
+        retried after ``tls_retry_s``, doubling up to 10 minutes."""
         from kubernetes import client
 
         from flyslice.nodeagent.kube.pod_driver import KubernetesPodDriver
@@ -67,6 +104,7 @@ class ClusterAgent:
                 node_name=kubernetes_node or config.node,
                 agent_address="",
                 trusted_keys=config.trusted_keys,  # pods verify under the agent's signing policy
+                image_keys=config.image_keys,  # and image signatures before a pod is created
                 tls=config.tls,  # pods get slice certificates chained to the agent's CA
             )
             if pod_namespace
@@ -75,6 +113,13 @@ class ClusterAgent:
         self.agent = Agent(config, self.pods)
         if self.pods is not None:
             self.pods.agent_address = self.agent.address
+        if config.tls is not None and tls_renewal is not None:
+            self.agent.tls_renewer = _tls_keeper(
+                config.tls, tls_renewal, api_client, config.node, ca_namespace=tls_ca_namespace,
+                retry_s=tls_retry_s, timeout_s=tls_request_timeout_s, expiration_s=tls_expiration_s,
+            )  # fmt: skip
+        #: (state, since) of the DataPlaneCertificate condition: lastTransitionTime moves when it flips.
+        self._tls_since: tuple[str, str] | None = None
         #: host:port other agents reach this one at (published in the EdgeNode status).
         self.advertise = advertise or self.agent.address
         self._static_peers = dict(config.peers)
@@ -113,6 +158,8 @@ class ClusterAgent:
         ok = self.agent.sync_once(self._desired)
         if ok:
             self.report_status()
+            if self.pods is not None and self.pods.tls is not None:
+                self.pods.renew_certificates()  # VNF pods' slice certificates at 2/3 of their lifetime
         self.heartbeat_if_due()
         return ok
 
@@ -174,6 +221,9 @@ class ClusterAgent:
         status["conditions"] = edgenode_conditions(
             healthy, why, self._ready_since[1], generation, self._ingress_state(now)
         )
+        renewer = self.agent.tls_renewer
+        if renewer is not None:
+            status["conditions"].append(self._certificate_condition(renewer.status(), now, generation))
         if generation is not None:
             status["observedGeneration"] = generation
         try:
@@ -185,6 +235,30 @@ class ClusterAgent:
             return False
         self._last_beat = time.monotonic()
         return True
+
+    def _certificate_condition(
+        self, cert: dict[str, Any], now: str, generation: int | None
+    ) -> dict[str, Any]:
+        """``DataPlaneCertificate``: True (reason ``Valid``) while the certificate in use is valid and
+        its last renewal worked; False with reason ``RenewalFailing`` (still valid, renewal retried) or
+        ``Expired``. The message names the serial and notAfter in use. A warning like IngressReady:
+        Ready does not change with it."""
+        state = str(cert["state"])
+        if self._tls_since is None or self._tls_since[0] != state:
+            self._tls_since = (state, now)
+        message = (
+            f"serial {cert['serial']}, valid until {cert['notAfter']}, renewed {cert['renewals']} times, "
+            f"{cert['failures']} failed attempts"
+        )
+        if cert["lastError"]:
+            message += f"; last: {cert['lastError']}"
+        cond: dict[str, Any] = {
+            "type": CERTIFICATE_CONDITION, "status": "True" if state == "Valid" else "False", "reason": state,
+            "message": message[:1024], "lastTransitionTime": self._tls_since[1],
+        }  # fmt: skip
+        if generation is not None:
+            cond["observedGeneration"] = generation
+        return cond
 
     def _ingress_state(self, now: str) -> tuple[bool, str, str] | None:
         """(reachable, why not, since) of the MQTT ingress, from ``Agent.warnings``; None without one."""
@@ -301,12 +375,29 @@ def api_client_for(kubeconfig: str | None = None, *, pool: int | None = None) ->
     return client.ApiClient(cfg)
 
 
+def _cert_seconds(text: str) -> int:
+    import argparse
+
+    from flyslice.nodeagent.kube.dataplane_certs import MIN_EXPIRATION_S
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if value < MIN_EXPIRATION_S:
+        raise argparse.ArgumentTypeError(
+            f"{value}: a CSR's expirationSeconds must be at least {MIN_EXPIRATION_S} (Kubernetes)"
+        )
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m flyslice.nodeagent.kube.agent --node gw-1 --state-dir DIR [--kubeconfig FILE]``"""
     import argparse
     import signal
     from pathlib import Path
 
+    from flyslice.nodeagent.runtime.image_signatures import TrustedKey, load_trusted_key
     from flyslice.nodeagent.runtime.modules import load_public_key
 
     p = argparse.ArgumentParser(prog="flyslice agent --kube", description="flyslice node agent, cluster mode")
@@ -329,7 +420,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--http", default=None, help="telemetry/ingress HTTP host:port")
     p.add_argument("--peer", action="append", default=[], help="node=host:port of another agent")
     p.add_argument("--mqtt", default=None, help="host:port of the MQTT broker devices publish to")
-    p.add_argument("--trusted-key", action="append", default=[], help="ed25519 public key (PEM file)")
+    p.add_argument(
+        "--trusted-key", action="append", default=[],
+        help="ed25519 public key (PEM file) NF modules and image signatures must verify with (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--trusted-image-key", action="append", default=[], metavar="PEM",
+        help="public key for image signatures only: ed25519 or ECDSA P-256 (cosign.pub; repeatable)",
+    )  # fmt: skip
     p.add_argument(
         "--module-dir", type=Path, action="append", default=[], metavar="DIR",
         help="directory file: modules may be loaded from (repeatable; default: none, builtin: only)",
@@ -349,12 +447,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="flyslice-system",
         help="namespace of the ConfigMap flyslice-dataplane-ca",
     )
+    p.add_argument(
+        "--tls-cert-seconds", type=_cert_seconds, default=None, metavar="SECONDS",
+        help="--tls: certificate lifetime to ask for (CSR expirationSeconds, at least 600; default 90 days; "
+        "renewed at 2/3 of what the signer grants)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     mqtt = None
     if args.mqtt:
         host, _, port = args.mqtt.rpartition(":")
         mqtt = (host, int(port))
+    image_keys: list[TrustedKey] = []
+    for k in args.trusted_image_key:
+        try:
+            image_keys.append(load_trusted_key(Path(k).read_bytes()))
+        except (OSError, ValueError) as exc:
+            p.error(f"--trusted-image-key {k}: {exc}")
     api = api_client_for(args.kubeconfig)
     tls_files = None
     if args.tls_dir is not None:
@@ -362,22 +471,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         tls_files = load_tls_dir(args.tls_dir)
     elif args.tls:
-        from flyslice.nodeagent.kube.dataplane_certs import obtain_node_tls
+        # A fresh key and certificate at every start, renewed while running (docs/security.md).
+        from flyslice.nodeagent.kube.dataplane_certs import DEFAULT_EXPIRATION_S, obtain_node_tls
 
-        # A fresh key and certificate at every start (rotation: docs/security.md).
         tls_files = obtain_node_tls(
-            api, args.node, args.state_dir / "tls", ca_namespace=args.tls_ca_namespace
-        )
+            api, args.node, args.state_dir / "tls", ca_namespace=args.tls_ca_namespace,
+            expiration_s=args.tls_cert_seconds or DEFAULT_EXPIRATION_S,
+        )  # fmt: skip
     config = AgentConfig(
         node=args.node, state_dir=args.state_dir, listen=args.listen, http_listen=args.http,
         peers=dict(item.split("=", 1) for item in args.peer), mqtt=mqtt,
         trusted_keys=[load_public_key(Path(k).read_bytes()) for k in args.trusted_key], tls=tls_files,
+        image_keys=image_keys,
         module_dirs=tuple(args.module_dir),
     )  # fmt: skip
     agent = ClusterAgent(
         config, api, pod_namespace=None if args.no_pods else args.pod_namespace,
         instance_namespace=args.namespace, kubernetes_node=args.kubernetes_node, heartbeat_s=args.heartbeat,
         advertise=args.advertise,
+        tls_renewal="files" if args.tls_dir is not None else ("csr" if args.tls else None),
+        tls_ca_namespace=args.tls_ca_namespace, tls_expiration_s=args.tls_cert_seconds,
     )  # fmt: skip
     from flyslice.nodeagent.gctune import tune_for_data_plane
 

@@ -28,6 +28,12 @@ CA_KEY = "ca.pem"
 NFINSTANCE_ANNOTATION = "flyslice.io/nfinstance"
 
 
+#: ``spec.expirationSeconds`` of the CSRs: the lifetime asked for (the signer caps it, see
+#: :mod:`flyslice.operator.kube.dataplane_ca`), and the least the API server accepts.
+DEFAULT_EXPIRATION_S = LEAF_DAYS * 86400
+MIN_EXPIRATION_S = 600
+
+
 class CertificateUnavailable(RuntimeError):
     """The operator did not sign the agent's CSR in time (or denied it)."""
 
@@ -65,8 +71,17 @@ def request_certificate(
     annotations: dict[str, str] | None = None,
     timeout_s: float = 60.0,
     poll_s: float = 0.5,
+    expiration_s: int = DEFAULT_EXPIRATION_S,
 ) -> bytes:
-    """Create a CSR for the signer, wait until it is signed, and return the certificate (PEM)."""
+    """Create a CSR for the signer, wait until it is signed, and return the certificate (PEM).
+
+    ``expiration_s`` goes into ``spec.expirationSeconds``: the lifetime asked for. The API server
+    refuses less than :data:`MIN_EXPIRATION_S`; the signer may issue shorter (its own maximum).
+    """
+    if expiration_s < MIN_EXPIRATION_S:
+        raise ValueError(
+            f"expirationSeconds {expiration_s}: Kubernetes requires at least {MIN_EXPIRATION_S} seconds"
+        )
     from kubernetes import client
 
     certs: Any = client.CertificatesV1Api(api_client)
@@ -82,7 +97,7 @@ def request_certificate(
             "request": base64.b64encode(request).decode(),
             "signerName": SIGNER,
             "usages": ["digital signature", "server auth", "client auth"],
-            "expirationSeconds": LEAF_DAYS * 86400,
+            "expirationSeconds": int(expiration_s),
         },
     }
     certs.create_certificate_signing_request(body)
@@ -111,6 +126,7 @@ def obtain_slice_certificate(
     *,
     timeout_s: float = 30.0,
     poll_s: float = 0.5,
+    expiration_s: int = DEFAULT_EXPIRATION_S,
 ) -> tuple[bytes, bytes]:
     """(certificate PEM, key PEM) naming ``flyslice://slice/<slice>`` for the VNF pod of NFInstance
     ``namespace/instance``, requested with this node agent's credentials.
@@ -122,7 +138,7 @@ def obtain_slice_certificate(
         api_client, request, f"{node}-{instance}"[:200],
         labels={"flyslice.io/node": node[:63]},
         annotations={NFINSTANCE_ANNOTATION: f"{namespace}/{instance}"},
-        timeout_s=timeout_s, poll_s=poll_s,
+        timeout_s=timeout_s, poll_s=poll_s, expiration_s=expiration_s,
     )  # fmt: skip
     return cert_pem, key_pem
 
@@ -135,15 +151,22 @@ def obtain_node_tls(
     ca_namespace: str = "flyslice-system",
     timeout_s: float = 60.0,
     poll_s: float = 0.5,
+    expiration_s: int = DEFAULT_EXPIRATION_S,
 ) -> TlsFiles:
-    """Request, wait for and store this node's data-plane certificate; the files in ``directory``."""
+    """Request, wait for and store this node's data-plane certificate; the files in ``directory``.
+
+    Also how a running agent renews (:class:`~flyslice.nodeagent.dataplane.tls.Renewer`): a new key
+    and CSR, and only once the signer answered are the files replaced -- a renewal that fails or
+    times out leaves the certificate in use, and the CA, untouched.
+    """
     from kubernetes import client
 
     core = client.CoreV1Api(api_client)
     request, key_pem = csr_pem(node)
     cert_pem = request_certificate(
-        api_client, request, node, labels={"flyslice.io/node": node[:63]}, timeout_s=timeout_s, poll_s=poll_s
-    )
+        api_client, request, node, labels={"flyslice.io/node": node[:63]}, timeout_s=timeout_s, poll_s=poll_s,
+        expiration_s=expiration_s,
+    )  # fmt: skip
     ca = core.read_namespaced_config_map(CA_NAME, ca_namespace)
     ca_pem = str((ca.data or {}).get(CA_KEY, "")).encode()
     if not ca_pem:

@@ -10,12 +10,21 @@ When the agent's data plane is mutual TLS, each pod gets its own certificate nam
 the agent makes a key, asks the operator's signer for ``flyslice://slice/<slice>`` with a CSR that
 points at the NFInstance (signed only if that instance is on this agent's node), and puts key,
 certificate and the cluster CA into the Secret ``flyslice-tls-<pod>`` that the pod mounts and its
-runner reads with ``--tls-dir``.
+runner reads with ``--tls-dir``. At 2/3 of that certificate's lifetime the agent makes a new key and
+CSR and replaces the Secret (:meth:`KubernetesPodDriver.renew_certificates`); the kubelet updates the
+mounted files and the runner loads them without a restart.
+
+Before it creates a pod, the driver verifies the flavour's ``imageSignature`` (cosign-compatible,
+``runtime/image_signatures.py``) with the agent's keys: always when the agent has keys and the spec
+carries one, and as a requirement for an image-only VNF when the agent has keys or the namespace
+requires signed packages. A refused spec starts nothing, and a pod of this instance already running
+(an earlier version) is stopped, as a runner whose module no longer verifies is.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -27,6 +36,9 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from flyslice.nodeagent.dataplane.tls import TlsFiles
+    from flyslice.nodeagent.runtime.image_signatures import TrustedKey
+
+log = logging.getLogger("flyslice.nodeagent.pods")
 
 MANAGED_BY = "flyslice-nodeagent"
 DATA_PORT = 7000
@@ -217,14 +229,28 @@ def observe_pod(pod: dict[str, Any]) -> VnfObservation:
     return VnfObservation("Installing", message or f"pod {phase}", address=address)
 
 
+class ImageRefused(ValueError):
+    """A VNF pod not created because its image signature is missing or does not verify; the
+    message names the instance, package, flavour and the problem (it becomes the status message)."""
+
+    def __init__(self, spec: InstanceSpec, problem: str) -> None:
+        super().__init__(
+            f"instance {spec.name}: package {spec.namespace}/{spec.package} flavour {spec.flavor}: "
+            f"image signature refused: {problem}; no pod started"
+        )
+
+
 class KubernetesPodDriver:
     """VNFs as pods on this node. ``core`` is a ``kubernetes.client.CoreV1Api``."""
 
     def __init__(self, core: Any, *, namespace: str, node_name: str, agent_address: str,
                  default_image: str = "ghcr.io/flyslice/nf-runner:0.1",
                  trusted_keys: Sequence[Ed25519PublicKey] = (), tls: TlsFiles | None = None,
-                 cert_timeout_s: float = 30.0) -> None:  # fmt: skip
+                 cert_timeout_s: float = 30.0, image_keys: Sequence[TrustedKey] = ()) -> None:  # fmt: skip
         self.core = core
+        #: What image signatures verify with: the module keys (ed25519) and the image-only keys
+        #: (``--trusted-image-key``: ed25519 or ECDSA P-256, e.g. cosign.pub).
+        self.image_keys: list[TrustedKey] = [*trusted_keys, *image_keys]
         #: The agent's data-plane credentials: with them, every pod gets a slice certificate (CSR to
         #: the operator's signer) and the agent's CA, so the agent and its pods speak mutual TLS only.
         self.tls = tls
@@ -239,6 +265,13 @@ class KubernetesPodDriver:
         self.agent_address = agent_address
         self.default_image = default_image
         self.uids: dict[str, str] = {}  # optional NFInstance uids for ownerReferences
+        #: instance -> (spec of its pod, when its certificate is due for renewal (epoch seconds),
+        #: the wait before the next attempt after a failure). See :meth:`renew_certificates`.
+        self.tls_due: dict[str, tuple[InstanceSpec, float, float]] = {}
+        self.tls_renewals = 0
+        self.tls_renewal_failures = 0
+        #: First wait after a failed pod-certificate renewal; it doubles up to 10 minutes.
+        self.tls_retry_s = 30.0
 
     def _pods(self, instance: str | None = None) -> list[Any]:
         selector = f"app.kubernetes.io/managed-by={MANAGED_BY}"
@@ -252,15 +285,22 @@ class KubernetesPodDriver:
     def ensure(self, spec: InstanceSpec) -> None:
         from kubernetes.client.exceptions import ApiException
 
-        if self.trusted_keys_b64 and not spec.module:
-            # An image-only VNF runs code no module signature covers, and this agent verifies no
-            # image signatures: under a signing policy it is refused rather than run unverified.
-            raise ValueError(
-                f"instance {spec.name}: a signing policy is configured, and an image-only VNF "
-                "cannot be verified; give the package's vnf flavour a signed module"
-            )
+        try:
+            self.verify_image(spec)
+        except ImageRefused:
+            # Nothing of a refused spec runs: a pod of an earlier version of it is stopped too.
+            self.remove(spec.name)
+            raise
         want = pod_name(spec)
         pods = self._pods(spec.name)
+        if (
+            self.tls is not None
+            and spec.name not in self.tls_due
+            and any(p.metadata.name == want for p in pods)
+        ):
+            # A pod this agent adopted (it restarted): it cannot read the pod's Secret to learn when
+            # the certificate expires, so it renews it now, once, and then on schedule.
+            self.tls_due[spec.name] = (spec, 0.0, self.tls_retry_s)
         if not any(p.metadata.name == want for p in pods):
             secret = self._issue_tls_secret(spec) if self.tls is not None else None
             body = pod_manifest(
@@ -277,7 +317,35 @@ class KubernetesPodDriver:
             if p.metadata.name != want:
                 self._delete(p.metadata.name)
 
-    def _issue_tls_secret(self, spec: InstanceSpec) -> str:
+    def verify_image(self, spec: InstanceSpec) -> str:
+        """Check ``spec``'s image signature where this agent's policy asks for one; the verifying
+        key's id, or "" when nothing was to be checked. Raises :class:`ImageRefused`."""
+        from flyslice.nodeagent.runtime.image_signatures import ImageSignatureError, verify_image_signature
+
+        image_only = not spec.module
+        if not spec.image_signature:
+            if image_only and (self.image_keys or spec.signature_required):
+                # No module signature covers an image-only VNF: its image signature is its only proof.
+                why = (
+                    "its namespace requires signed packages"
+                    if spec.signature_required
+                    else "this agent has trusted keys"
+                )
+                raise ImageRefused(spec, f"image-only VNF without imageSignature, and {why}")
+            return ""
+        if not self.image_keys:
+            if spec.signature_required:
+                raise ImageRefused(
+                    spec, "no trusted key on this agent to verify imageSignature with "
+                    "(start it with --trusted-key or --trusted-image-key)",
+                )  # fmt: skip
+            return ""  # recorded, not checkable here: the same as a module signature without keys
+        try:
+            return verify_image_signature(spec.image, spec.image_signature, self.image_keys)
+        except ImageSignatureError as exc:
+            raise ImageRefused(spec, str(exc)) from exc
+
+    def _issue_tls_secret(self, spec: InstanceSpec, timeout_s: float | None = None) -> str:
         """A fresh key and slice certificate for ``spec``'s next pod, in its Secret; the Secret's name.
 
         Issued per pod version (a new key at every start, update or re-creation), like a runner's
@@ -290,23 +358,62 @@ class KubernetesPodDriver:
         assert self.tls is not None
         cert_pem, key_pem = obtain_slice_certificate(
             self.core.api_client, spec.node or self.node_name, spec.namespace, spec.name, spec.slice,
-            timeout_s=self.cert_timeout_s,
+            timeout_s=self.cert_timeout_s if timeout_s is None else timeout_s,
         )  # fmt: skip
         body = tls_secret_manifest(
             spec, node_name=self.node_name, namespace=self.namespace, ca_pem=self.tls.ca.read_bytes(),
             cert_pem=cert_pem, key_pem=key_pem, owner_uid=self.uids.get(spec.name),
         )  # fmt: skip
         name = str(body["metadata"]["name"])
+        from flyslice.nodeagent.dataplane.tls import renewal_due
+
+        due = renewal_due(cert_pem).timestamp()
         try:
             self.core.create_namespaced_secret(self.namespace, body)
         except ApiException as exc:
             if exc.status != 409:
                 raise
-            # Left by an earlier attempt whose pod was never created: the agent may not read
-            # Secrets (the CA's lives in this namespace), so replace it rather than reuse it.
+            # Left by an earlier attempt whose pod was never created, or a renewal: the agent may
+            # neither read nor update Secrets (the CA's lives in this namespace), so it replaces it.
+            # A running pod keeps its mounted files meanwhile; the kubelet projects the new ones.
             self._delete_secret(name)
             self.core.create_namespaced_secret(self.namespace, body)
+        self.tls_due[spec.name] = (spec, due, self.tls_retry_s)
         return name
+
+    def renew_certificates(self, now: float | None = None, *, limit: int = 1, timeout_s: float = 10.0) -> int:
+        """Renew pod certificates that are due (2/3 of their lifetime): a new key and CSR as at pod
+        creation, and the pod's Secret replaced with them; the kubelet then updates the mounted files
+        and the runner loads them for new connections (``TlsFiles.reload_if_changed``), without a pod
+        restart. A failure keeps the old certificate and is retried with backoff. How many were renewed.
+
+        Called from the agent's sync loop: at most ``limit`` attempts per call, each waiting at most
+        ``timeout_s`` for the signer, so a signer that does not answer delays a round (and the
+        heartbeat after it) by at most that, well within the operator's heartbeat timeout (30 s).
+        """
+        import time
+
+        now = time.time() if now is None else now
+        renewed = attempts = 0
+        for name, (spec, due, backoff) in list(self.tls_due.items()):
+            if due > now or attempts >= limit:
+                continue
+            if not any(p.metadata.name == pod_name(spec) for p in self._pods(name)):
+                self.tls_due.pop(name, None)  # pod gone or replaced by a version with its own Secret
+                continue
+            attempts += 1
+            try:
+                self._issue_tls_secret(spec, timeout_s)
+            except Exception as exc:  # signer down or denied, API unreachable: the old one stays
+                self.tls_renewal_failures += 1
+                self.tls_due[name] = (spec, now + backoff, min(backoff * 2, 600.0))
+                log.warning("VNF pod %s: renewing its certificate failed (retry in %gs): %s",
+                            pod_name(spec), backoff, exc)  # fmt: skip
+                continue
+            self.tls_renewals += 1
+            renewed += 1
+            log.info("VNF pod %s: renewed its data-plane certificate", pod_name(spec))
+        return renewed
 
     def _delete_secret(self, name: str) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -329,6 +436,7 @@ class KubernetesPodDriver:
             self._delete_secret(TLS_SECRET_PREFIX + name)
 
     def remove(self, name: str) -> None:
+        self.tls_due.pop(name, None)
         for p in self._pods(name):
             self._delete(p.metadata.name)
 

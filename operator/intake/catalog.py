@@ -45,7 +45,8 @@ class FlavorSpec:
     entrypoint: str = "NF"
     #: ed25519 signature over the module bytes (base64); travels to the agent, which verifies it.
     signature: str | None = None
-    #: Recorded, not verified (no image-signature check exists yet).
+    #: Cosign-compatible signature of the pinned image digest (base64); the agent that starts the
+    #: VNF's pod verifies it (nodeagent/runtime/image_signatures.py).
     image_signature: str | None = None
 
 

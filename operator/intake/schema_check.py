@@ -295,6 +295,8 @@ def _pattern_message(path: PathKey, value: Any, pattern: str) -> str:
         return explain_bad_duration(value)
     if field == "signature":
         return "is not an ed25519 signature: expected the 64 signature bytes in base64 (88 characters ending in ==)"
+    if field == "imageSignature":
+        return "is not base64: expected the signature bytes in base64, as flyslice sign-image or cosign sign-blob print them"
     if field == "module":
         return f"{value!r} is not a module reference: expected builtin:<name> or file:/absolute/path.py"
     if pattern == "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$":

@@ -66,7 +66,8 @@ class PackagePolicy:
     """Which namespaces must sign their packages (``--require-signed-packages``; ``*``: all).
 
     The keys stay with the agents (``--trusted-key``): the policy only says that a namespace's
-    packages must carry a module signature (and pin any image by digest), and marks their instances
+    packages must carry a module signature, or for an image-only VNF an image signature (and pin any
+    image by digest), and marks their instances
     so that an agent that has no key to check it with refuses them rather than running them unverified.
     """
 
@@ -443,6 +444,7 @@ class _Validator:
                             "(an image is not covered; see imageSignature)",
                         )
                     )
+                self._image_signature(m, base, fs)
                 self._signature_policy(m, key[0], flavor, fs)
                 bad = self._quantity(m, (*base, "resources", "cpu"), fs["resources"]["cpu"], "cpu")
                 bad |= self._quantity(m, (*base, "resources", "memory"), fs["resources"]["memory"], "memory")
@@ -478,6 +480,28 @@ class _Validator:
                 )
         return out
 
+    def _image_signature(self, m: Manifest, base: PathKey, fs: Mapping[str, Any]) -> None:
+        """An ``imageSignature`` signs one digest (cosign's payload names it), so the image must be
+        pinned by one, and be a reference cosign could have signed; the key check is the agent's."""
+        if "imageSignature" not in fs or not isinstance(fs.get("image"), str):
+            return
+        from flyslice.nodeagent.runtime.image_signatures import ImageSignatureError, pinned_digest
+
+        image = fs["image"]
+        if not _IMAGE_BY_DIGEST.fullmatch(image):
+            self.errors.append(
+                m.error(
+                    (*base, "imageSignature"),
+                    f"imageSignature signs an image digest: image {image!r} must be pinned by digest "
+                    "(name@sha256:<64 hex digits>), not by tag",
+                )
+            )
+            return
+        try:
+            pinned_digest(image)
+        except ImageSignatureError as exc:
+            self.errors.append(m.error((*base, "image"), f"cannot carry an imageSignature: {exc}"))
+
     def _signature_policy(self, m: Manifest, namespace: str, flavor: str, fs: Mapping[str, Any]) -> None:
         """Refuse a package whose flavour is unsigned in a namespace that requires signatures: the
         whole package is then invalid, so no slice places it and nothing of it runs."""
@@ -498,12 +522,14 @@ class _Validator:
             return
         why = f"namespace {namespace!r} requires signed packages (--require-signed-packages)"
         if "module" not in fs:
-            # An image carries no module signature, and image signatures are not verified (yet).
+            if fs.get("imageSignature"):
+                return  # the image's signature: the agent verifies it before it creates the pod
             self.errors.append(
                 m.error(
                     base,
-                    f"{why}: an image-only vnf is not covered by any verified signature "
-                    "(imageSignature is not checked); add module, digest and signature, or drop the flavour",
+                    f"{why}: an image-only vnf needs imageSignature, a cosign-compatible signature of its "
+                    "digest (flyslice sign-image, or cosign generate + cosign sign-blob); "
+                    "or add module, digest and signature",
                 )
             )
             return

@@ -23,12 +23,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from flyslice.nodeagent.dataplane.tls import URI_AGENT, URI_SLICE, CertificateAuthority
+from flyslice.nodeagent.dataplane.tls import LEAF_DAYS, URI_AGENT, URI_SLICE, CertificateAuthority
 from flyslice.nodeagent.kube.dataplane_certs import CA_KEY, CA_NAME, NFINSTANCE_ANNOTATION, SIGNER
 
 log = logging.getLogger("flyslice.operator.dataplane_ca")
 
 AGENT_USER_PREFIX = "system:flyslice-agent:"
+#: The longest certificate this signer issues, whatever a CSR asks for.
+MAX_LIFETIME = datetime.timedelta(days=LEAF_DAYS)
 AGENT_GROUP = "system:flyslice-agents"
 NODE_EXTRA = "authentication.kubernetes.io/node-name"
 
@@ -183,7 +185,25 @@ def _condition(type_: str, reason: str, message: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def sign_pending(certs: Any, ca: CertificateAuthority, namespace: str, custom: Any = None) -> dict[str, str]:
+def leaf_lifetime(csr: Any, max_lifetime: datetime.timedelta = MAX_LIFETIME) -> datetime.timedelta:
+    """How long a certificate for ``csr`` is valid: its ``spec.expirationSeconds`` (the API server
+    enforces at least 600 s), else 90 days -- never more than ``max_lifetime``, the signer's cap.
+
+    Agents renew at 2/3 of whatever they get, so a shorter cap means more frequent renewal, nothing
+    else. Tests set a cap of seconds to watch renewal happen (``DataplaneSigner(max_lifetime=...)``).
+    """
+    requested = getattr(csr.spec, "expiration_seconds", None)
+    lifetime = datetime.timedelta(seconds=int(requested)) if requested else MAX_LIFETIME
+    return min(lifetime, max_lifetime)
+
+
+def sign_pending(
+    certs: Any,
+    ca: CertificateAuthority,
+    namespace: str,
+    custom: Any = None,
+    max_lifetime: datetime.timedelta = MAX_LIFETIME,
+) -> dict[str, str]:
     """Approve and sign, or deny, every pending CSR for the signer; name -> 'signed' or why denied."""
     done: dict[str, str] = {}
     for csr in certs.list_certificate_signing_request(field_selector=f"spec.signerName={SIGNER}").items:
@@ -207,7 +227,9 @@ def sign_pending(certs: Any, ca: CertificateAuthority, namespace: str, custom: A
                 _condition("Approved", "AgentOfNode", f"requested by the agent of the node of {common_name}")
             ]
             csr = certs.replace_certificate_signing_request_approval(name, body)
-        cert_pem = ca.sign(public_key, common_name, node=node, slices=slices)
+        cert_pem = ca.sign(
+            public_key, common_name, node=node, slices=slices, lifetime=leaf_lifetime(csr, max_lifetime)
+        )
         body = certs.api_client.sanitize_for_serialization(csr)
         body.setdefault("status", {})["certificate"] = base64.b64encode(cert_pem).decode()
         certs.replace_certificate_signing_request_status(name, body)
@@ -217,9 +239,21 @@ def sign_pending(certs: Any, ca: CertificateAuthority, namespace: str, custom: A
 
 
 class DataplaneSigner:
-    """The leader's signer loop: the CA from its Secret, pending CSRs every ``interval_s``."""
+    """The leader's signer loop: the CA from its Secret, pending CSRs every ``interval_s``.
 
-    def __init__(self, api_client: Any, namespace: str, interval_s: float = 1.0) -> None:
+    ``max_lifetime`` caps every certificate's lifetime below what Kubernetes lets a CSR ask for
+    (600 s at least): tests use seconds to watch agents renew. The operator's command line does not
+    expose it (its signer issues what the CSR asks, at most 90 days).
+    """
+
+    def __init__(
+        self,
+        api_client: Any,
+        namespace: str,
+        interval_s: float = 1.0,
+        *,
+        max_lifetime: datetime.timedelta = MAX_LIFETIME,
+    ) -> None:
         from kubernetes import client
 
         self.core = client.CoreV1Api(api_client)
@@ -228,11 +262,12 @@ class DataplaneSigner:
         self.namespace = namespace
         self.interval_s = interval_s
         self.ca: CertificateAuthority | None = None
+        self.max_lifetime = max_lifetime
 
     def run_once(self) -> dict[str, str]:
         if self.ca is None:
             self.ca = ensure_ca(self.core, self.namespace)
-        return sign_pending(self.certs, self.ca, self.namespace, self.custom)
+        return sign_pending(self.certs, self.ca, self.namespace, self.custom, self.max_lifetime)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -94,6 +94,7 @@ def slice_actions(
             ("module", flavor.module),
             ("digest", flavor.digest),
             ("signature", flavor.signature),
+            ("imageSignature", flavor.image_signature),
         ):
             if value:
                 spec[key] = value

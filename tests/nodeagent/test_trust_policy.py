@@ -158,14 +158,21 @@ def test_pods_get_the_policy_and_image_only_vnfs_are_refused_under_it() -> None:
         ][0]["args"]
     )
 
-    class NoApi:  # the refusal happens before any API call: none may be made
+    class NoCreate:  # a refused instance is only looked up (to stop an earlier pod), never created
+        def list_namespaced_pod(self, *args: object, **kwargs: object) -> object:
+            return type("PodList", (), {"items": []})()
+
         def __getattr__(self, name: str) -> object:
             raise AssertionError(f"API call {name} made for a refused instance")
 
     driver = KubernetesPodDriver(
-        NoApi(), namespace="ns", node_name="k1", agent_address="a:1", trusted_keys=[key]
+        NoCreate(), namespace="ns", node_name="k1", agent_address="a:1", trusted_keys=[key]
     )
-    with pytest.raises(ValueError, match="image-only VNF cannot be verified"):
+    # Without an imageSignature nothing covers an image-only VNF (tests/nodeagent/test_image_signatures.py
+    # and tests/kube/test_image_signatures_on_cluster.py cover signed images).
+    with pytest.raises(
+        ValueError, match="image-only VNF without imageSignature, and this agent has trusted keys"
+    ):
         driver.ensure(replace(spec, module="", digest=""))
 
 
