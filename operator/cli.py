@@ -225,7 +225,7 @@ def _parser() -> CliParser:
         "--solver",
         choices=["cbc", "highs"],
         default=None,
-        help="ILP solver: cbc (default, bundled with PuLP) or highs (needs highspy)",
+        help="ILP solver: highs when highspy imports, else cbc (the default), or name one: cbc (bundled with PuLP) or highs",
     )
     p.add_argument(
         "--time-limit",

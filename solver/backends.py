@@ -13,7 +13,12 @@ Two PuLP 3.3 pitfalls are handled here:
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import re
+import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -43,6 +48,39 @@ class SolveOutcome:
 def highs_available() -> bool:
     with solver_output_to_stderr():
         return bool(pulp.HiGHS().available())
+
+
+_banner_swallowed = False
+_banner_lock = threading.Lock()
+
+
+def _swallow_highs_banner() -> None:
+    """Create this process's first ``Highs`` object with descriptor 1 on /dev/null.
+
+    HiGHS 1.16 prints a two-line copyright banner when the first ``Highs`` object of a process is
+    created, before any option can switch its output off; during a solve descriptor 1 points at
+    stderr (console.py), so the banner would reach stderr of every command that solves, e.g.
+    ``flyslice plan`` (which must say nothing there when all is well).
+    """
+    global _banner_swallowed
+    with _banner_lock:
+        if _banner_swallowed:
+            return
+        import highspy
+
+        sys.stdout.flush()
+        saved = os.dup(1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 1)
+            highspy.Highs()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(Exception):
+                ctypes.CDLL(None).fflush(None)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(devnull)
+        _banner_swallowed = True
 
 
 def solve(prob: pulp.LpProblem, options: SolveOptions, warm_start: bool) -> SolveOutcome:
@@ -103,17 +141,51 @@ class _WarmHiGHS(pulp.HiGHS):  # type: ignore[misc]
                 idx = np.array([i for i, _ in start], dtype=np.int32)
                 val = np.array([x for _, x in start], dtype=np.float64)
                 lp.solverModel.setSolution(len(start), idx, val)
+        if self.timeLimit is not None and self.optionsDict.get("presolve") == "off":
+            _interrupt_at(lp.solverModel, time.perf_counter() + float(self.timeLimit))
         lp.solverModel.run()
+
+
+def _interrupt_at(model: Any, deadline: float) -> None:
+    """Also stop HiGHS from its MIP interrupt callback once ``deadline`` (perf_counter) passes.
+
+    Without presolve, HiGHS's root cut separation on our large models runs for seconds between
+    its own time-limit checks (an 8 s limit ended after 8.9 s at load average 10; the callback,
+    consulted more often, ended the same solve after 8.4 s). The answer is the same as on its
+    time limit: the incumbent and the bound so far.
+    """
+    import highspy
+
+    def stop(_kind: Any, _message: Any, _out: Any, data_in: Any, _user: Any) -> None:
+        if time.perf_counter() >= deadline:
+            data_in.user_interrupt = True
+
+    model.setCallback(stop, None)
+    model.startCallback(highspy.cb.HighsCallbackType.kCallbackMipInterrupt)
+
+
+#: Models with more columns than this are solved without HiGHS's presolve (see ``_solve_highs``).
+HIGHS_PRESOLVE_MAX_COLUMNS = 15000
 
 
 def _solve_highs(
     prob: pulp.LpProblem, options: SolveOptions, warm_start: bool
 ) -> tuple[str, float | None, float | None]:
+    _swallow_highs_banner()
     solver = _WarmHiGHS(
         msg=False, timeLimit=options.time_limit_s, gapRel=options.gap_rel, threads=options.threads
     )
     # Not a HiGHS option: read by callSolver above, so keep it out of setOptionValue.
     solver.optionsDict = {}
+    if len(prob.variables()) > HIGHS_PRESOLVE_MAX_COLUMNS:
+        # HiGHS's MIP presolve takes seconds on our large models (5 s of a 200-host, 30 000-column
+        # model on an idle core, before the root LP) and removes little; without it the first
+        # dual bound (the gap the placement reports) comes several times sooner.
+        solver.optionsDict["presolve"] = "off"
+        if warm_start:
+            # With a start there is an incumbent already: HiGHS's feasibility jump, which runs
+            # before the root LP, only delays the bound.
+            solver.optionsDict["mip_heuristic_run_feasibility_jump"] = False
     solver.optionsDict["warm_start"] = warm_start
     _run_highs(solver, prob)
     prob._flyslice_stopped_early = prob.solverModel.getModelStatus() != highspy_status("kInfeasible")
@@ -145,6 +217,11 @@ def _run_highs(solver: _WarmHiGHS, prob: pulp.LpProblem) -> None:
     solver.optionsDict["warm_start"] = warm
     solver.callSolver(prob)
     status, sol_status = solver.findSolutionValues(prob)
+    model = prob.solverModel
+    if model.getModelStatus() == highspy_status("kInterrupt") and model.getObjectiveValue() == float("inf"):
+        # PuLP 3.3 reads "no solution" only from a time or iteration limit; our deadline callback
+        # stops with an interrupt, which PuLP would call an integer-feasible answer.
+        status, sol_status = pulp.LpStatusNotSolved, pulp.LpSolutionNoSolutionFound
     prob.assignStatus(status, sol_status)
 
 

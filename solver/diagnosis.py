@@ -9,7 +9,11 @@ family that makes it infeasible.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
+from dataclasses import replace
+
+import pulp
 
 from .candidates import Option, path_slack, prune, static_options
 from .distances import Distances
@@ -131,6 +135,18 @@ def cheap_reasons(
     return reasons
 
 
+#: A relaxation solve is not started with less time than this left for the solver itself.
+MIN_SOLVE_SECONDS = 0.05
+#: What a solver call costs beyond its own limit (building, a CBC process, reading back), held back
+#: from the deadline.
+SOLVE_OVERHEAD_SECONDS = 0.1
+
+OUT_OF_TIME = (
+    "the diagnosis ran out of time before it could tell which constraint blocks this slice; "
+    "call flyslice.solver.diagnose() with a longer time limit"
+)
+
+
 def relaxation_reasons(
     problem: Problem,
     s: SliceDemand,
@@ -138,10 +154,13 @@ def relaxation_reasons(
     link_free: Mapping[frozenset[str], float],
     dist: Distances,
     options: SolveOptions,
+    deadline: float | None = None,
 ) -> list[str] | None:
     """Solve the slice alone, forced in; name the constraint family that blocks it.
 
     ``None`` when the slice fits on its own (so it lost to other slices or to the time limit).
+    Each solve gets at most ``options.time_limit_s``, and none starts after ``deadline``
+    (``time.perf_counter()`` seconds): the caller's own time limit bounds the diagnosis.
     """
     from . import ilp
     from .backends import solve
@@ -152,6 +171,12 @@ def relaxation_reasons(
 
     def attempt(enforce: ilp.Enforce) -> dict[str, Assignment] | None:
         nonlocal inconclusive
+        limit = options.time_limit_s
+        if deadline is not None:
+            limit = min(limit, deadline - time.perf_counter() - SOLVE_OVERHEAD_SECONDS)
+            if limit < MIN_SOLVE_SECONDS:
+                inconclusive = True
+                return None
         cap_free = free if enforce.capacity else dict.fromkeys(topo.host_by_name, _UNLIMITED)
         opts = prune(s, topo, cap_free, dist) if enforce.latency else _unpruned(s, problem, cap_free)
         if any(not o for o in opts.values()):
@@ -167,7 +192,11 @@ def relaxation_reasons(
             force_admit=True,
             exact_latency=True,
         )
-        out = solve(built.prob, options, warm_start=False)
+        try:
+            out = solve(built.prob, replace(options, time_limit_s=limit), warm_start=False)
+        except pulp.PulpSolverError:
+            inconclusive = True
+            return None
         if out.kind == "none":
             inconclusive |= not out.proven_infeasible
             return None
@@ -176,10 +205,7 @@ def relaxation_reasons(
     if attempt(ilp.Enforce()) is not None:
         return None
     if inconclusive:
-        return [
-            "the diagnosis ran out of time before it could tell which constraint blocks this slice; "
-            "call flyslice.solver.diagnose() with a longer time limit"
-        ]
+        return [OUT_OF_TIME]
     reasons: list[str] = []
     families = {
         "capacity": ilp.Enforce(capacity=False),
@@ -221,10 +247,7 @@ def relaxation_reasons(
         else:
             reasons.append("the links on its routes lack the declared bandwidth for its service edges")
     if not reasons and inconclusive:
-        reasons.append(
-            "the diagnosis ran out of time before it could tell which constraint blocks this slice; "
-            "call flyslice.solver.diagnose() with a longer time limit"
-        )
+        reasons.append(OUT_OF_TIME)
     if not reasons:
         reasons.append(
             "capacity, latency budgets and availability cannot all be met together; "

@@ -15,9 +15,11 @@ for a pivot host ``p``,
 
 where ``X_n[g]`` is 1 when ``n`` runs on ``g``. If ``n`` is on ``g`` and ``m`` on ``h*`` the right side
 is ``dist(p, h*) - dist(p, g) <= dist(g, h*)`` (triangle inequality), with equality for ``p = g``:
-valid for every pivot and exact for the true host. Pairs with few candidates get every pivot up
-front; the others start from the attachment as pivot and get the pivots their solutions violate
-(``violated_pairs``), which the caller adds between solves.
+valid for every pivot and exact for the true host. The same cut with the roles swapped (pivot on
+the destination side) is valid too, by symmetry. Pairs with few source candidates get every pivot up
+front, pairs with few destination candidates every destination-side pivot; the others start from
+the attachment as pivot and get the pivots their solutions violate (``violated_pairs``), which the
+caller adds between solves.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ from .evaluation import reference_capacity, rejection_scale, resource_cost
 from .model import Assignment, Problem, Resources, SliceDemand, Topology
 
 Terms = dict[pulp.LpVariable, float]
+
+#: Memory rows are written in MiB: bytes put coefficients of 1e8 and right-hand sides of 1e11 into
+#: the matrix, which HiGHS flags as badly scaled (a risk to its tolerances; no speed change was
+#: measured). A power of two keeps the division exact, so no capacity decision changes.
+_MEMORY_UNIT = float(2**20)
 
 
 @dataclass(frozen=True)
@@ -189,7 +196,7 @@ def build(
                 row.append((v, 1.0))
                 hosts[o.host].append(v)
                 cpu_rows[o.host].append((v, float(o.resources.cpu_millis)))
-                mem_rows[o.host].append((v, float(o.resources.memory_bytes)))
+                mem_rows[o.host].append((v, o.resources.memory_bytes / _MEMORY_UNIT))
                 cost = w.resource * resource_cost(topo, o.host, o.resources, ref)
                 if cost:
                     objective[v] = objective.get(v, 0.0) + cost
@@ -226,8 +233,8 @@ def build(
                 _add(prob, row, pulp.LpConstraintLE, float(cap.cpu_millis), name("cpu"))
         for host, row in mem_rows.items():
             cap = free[host]
-            if sum(c for _, c in row) > cap.memory_bytes:
-                _add(prob, row, pulp.LpConstraintLE, float(cap.memory_bytes), name("mem"))
+            if sum(c for _, c in row) > cap.memory_bytes / _MEMORY_UNIT:
+                _add(prob, row, pulp.LpConstraintLE, cap.memory_bytes / _MEMORY_UNIT, name("mem"))
     if moved and migration_budget is not None:
         _add(prob, [(m, 1.0) for m in moved], pulp.LpConstraintLE, float(migration_budget), name("migr"))
     prob.setObjective(pulp.LpAffineExpression(objective))
@@ -251,23 +258,29 @@ class Pair:
     src_hosts: Mapping[str, list[pulp.LpVariable]]
     dst_hosts: Mapping[str, list[pulp.LpVariable]]
     pivots: set[str] = field(default_factory=set)
+    #: Destination-side pivots cut so far (see ``add_pivot_cut(reverse=True)``).
+    dst_pivots: set[str] = field(default_factory=set)
 
 
-def add_pivot_cut(built: Built, pair: Pair, pivot: str, dist: Distances) -> bool:
+def add_pivot_cut(built: Built, pair: Pair, pivot: str, dist: Distances, reverse: bool = False) -> bool:
     """``d >= sum_h' dist(p, h') X_dst[h'] - sum_g dist(p, g) X_src[g]`` for pivot host ``p``.
 
     Valid for any ``p`` by the triangle inequality, exact when ``p`` is where ``src`` runs.
+    ``reverse`` swaps the roles (``d >= dist(p, X_src) - dist(p, X_dst)``, exact when ``p`` is
+    where ``dst`` runs): the metric is symmetric, so every pivot of the smaller side suffices.
     Returns False when the pivot was already cut.
     """
-    if pivot in pair.pivots:
+    seen = pair.dst_pivots if reverse else pair.pivots
+    if pivot in seen:
         return False
-    pair.pivots.add(pivot)
+    seen.add(pivot)
+    far, near = (pair.src_hosts, pair.dst_hosts) if reverse else (pair.dst_hosts, pair.src_hosts)
     row: list[tuple[pulp.LpVariable, float]] = [(pair.var, 1.0)]
-    for h, vs in pair.dst_hosts.items():
+    for h, vs in far.items():
         d = dist.get(pivot, h)
         if d:
             row.extend((v, -d) for v in vs)
-    for g, vs in pair.src_hosts.items():
+    for g, vs in near.items():
         d = dist.get(pivot, g)
         if d:
             row.extend((v, d) for v in vs)
@@ -334,6 +347,10 @@ def _pair_latency(
         if len(hs) <= EXACT_PIVOTS or built.exact_latency:
             for h in hs:
                 add_pivot_cut(built, pair, h, dist)
+        elif len(hd) <= EXACT_PIVOTS:
+            # Few destination hosts (e.g. a cloud-tier store): their pivots make the pair exact.
+            for h in hd:
+                add_pivot_cut(built, pair, h, dist, reverse=True)
         else:
             # The attachment as pivot is exact whenever src lies on a shortest route from the
             # user to dst (chains that move away from the user); other cases are cut lazily.

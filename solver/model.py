@@ -200,13 +200,35 @@ class Problem:
 
 
 class SolverStatus(StrEnum):
+    """The solver's verdict, kept for compatibility; :class:`Guarantee` says what it is worth.
+
+    ``OPTIMAL`` and ``INFEASIBLE`` are only used with ``Guarantee.OPTIMAL`` (a proof for the full
+    model); every other placement is ``FEASIBLE`` (some solver or heuristic answer) or
+    ``NOT_SOLVED`` (the solver had no answer in time; the baseline's placement is returned).
+    """
+
     OPTIMAL = "Optimal"
-    #: A solution was found but not proven optimal (time or gap limit).
+    #: A solution was found but not proven optimal for the full model (time or gap limit, restriction).
     FEASIBLE = "Feasible"
-    #: Proven: not every slice can be admitted (some rejected), or nothing fits.
+    #: Proven optimal for the full model, with some slice rejected (not everything fits).
     INFEASIBLE = "Infeasible"
     #: The time limit ran out before any solution was found; says nothing about feasibility.
     NOT_SOLVED = "NotSolved"
+
+
+class Guarantee(StrEnum):
+    """What the returned placement is proven to be worth. Every placement passes the same checks
+    (capacity, budgets, availability, bandwidth); this is only about how good it is."""
+
+    #: Proven optimal for the full model within ``SolveOptions.gap_rel`` (``Placement.gap``).
+    OPTIMAL = "Optimal"
+    #: Not proven optimal, but ``Placement.gap`` is proven against the full model's lower bound.
+    FEASIBLE_WITH_GAP = "FeasibleWithGap"
+    #: Solved on a restricted model (named in ``Placement.restrictions``); ``Placement.gap``, when
+    #: given, is relative to that restricted model only.
+    RESTRICTED = "Restricted"
+    #: No proven bound: the solver had no answer (or no bound) in time.
+    HEURISTIC = "Heuristic"
 
 
 @dataclass(frozen=True)
@@ -234,3 +256,8 @@ class Placement:
     gap: float | None = None
     seconds: float = 0.0
     build_seconds: float = 0.0
+    #: What the placement is proven to be worth; see :class:`Guarantee`.
+    guarantee: Guarantee = Guarantee.HEURISTIC
+    #: With ``Guarantee.RESTRICTED``: each restriction of the solved model, in words, e.g.
+    #: ``"candidate cap k=6"``; empty otherwise.
+    restrictions: tuple[str, ...] = ()

@@ -3,28 +3,41 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from . import ilp
-from .backends import SolveOutcome, solve
+import pulp
+
+from . import ilp, staged
+from .backends import solve
 from .baseline import greedy, priority_order
-from .candidates import Option, prune
+from .candidates import Option, path_slack, prune
+from .candidates import _most_promising as most_promising
 from .diagnosis import cheap_reasons, relaxation_reasons
 from .distances import Distances, distances_for
 from .evaluation import (
     add_usage,
     link_load,
     max_budget,
+    moved_count,
     objective_terms,
     path_latency,
     rejection_scale,
     slice_usage,
     violations,
 )
-from .model import Assignment, Placement, Problem, Resources, SliceDemand, SlicePlacement, SolverStatus
+from .model import (
+    Assignment,
+    Guarantee,
+    Placement,
+    Problem,
+    Resources,
+    SliceDemand,
+    SlicePlacement,
+    SolverStatus,
+    Topology,
+)
 from .options import SolveOptions
 from .validation import check_problem, current_is_usable, slice_errors
 
@@ -85,65 +98,222 @@ class _Context:
 def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
     """Place every slice of ``problem`` with the ILP; see docs/solver.md.
 
-    Slices that cannot all fit are rejected by priority, each with reasons. When the solver
-    finds no solution within the time limit the baseline's placement is returned with status
-    ``NOT_SOLVED`` and method ``"baseline"``.
+    Anytime: the returned placement is the best, by the true objective, of the baseline
+    heuristic's placement and every answer the solver found in time, and ``Placement.guarantee``
+    says what it is proven to be worth. Slices that cannot all fit are rejected by priority, each
+    with reasons. The whole call (model building, solving, re-checks, diagnosis) keeps to
+    ``options.time_limit_s``, except that the baseline heuristic always runs to the end.
     """
     opts = options or SolveOptions()
-    start = time.perf_counter()
+    clock = _Clock(time.perf_counter(), opts.time_limit_s)
     ctx = _Context.of(problem)
     fixed = _fixed_slices(ctx) if opts.mode == "incremental" else {}
     free, link_free = ctx.remaining(fixed)
     to_place = [s for s in ctx.valid() if s.key not in fixed]
+    restrictions: list[str] = []
+    if fixed:
+        restrictions.append(f"incremental mode: {len(fixed)} running slice(s) held fixed")
+
+    # The baseline first: it is the floor every answer is measured against, the warm start, and
+    # the answer when time runs out. It ignores the migration budget, so with a budget the start
+    # keeps running slices where they are instead.
+    start_point, start_rejects = greedy(problem, to_place, free, link_free, ctx.dist)
+    budget = opts.migration_budget if opts.mode == "full" else None
+    if budget is not None and _moves(ctx, start_point) > budget:
+        start_point, start_rejects = _stay_start(ctx, to_place, free, link_free)
 
     candidates: dict[str, dict[str, list[Option]]] = {}
+    capped = False
+    pruned_all = True
+    prune_start = clock.now()
     for s in to_place:
-        c = prune(s, problem.topology, free, ctx.dist, opts.max_candidates)
+        if clock.now() > clock.solve_deadline:
+            pruned_all = False
+            break
+        c = prune(s, problem.topology, free, ctx.dist)
+        if opts.max_candidates is not None:
+            capped |= _cap(s, c, problem.topology, ctx.dist, opts.max_candidates)
+        chosen = start_point.get(s.key)
+        if chosen is not None:
+            _widen(s, c, chosen)
         # A slice with an NF that has nowhere to go is rejected without modelling; its reasons
         # come from the diagnosis like any other rejected slice's.
         if all(c.values()):
             candidates[s.key] = c
+    prune_seconds = clock.now() - prune_start
+    if capped:
+        restrictions.append(f"candidate cap k={opts.max_candidates}")
     modelled = [s for s in to_place if s.key in candidates]
 
-    start_point, start_rejects = greedy(problem, modelled, free, link_free, ctx.dist)
-    built = ilp.build(
-        problem,
-        modelled,
-        candidates,
-        free,
-        link_free,
-        ctx.dist,
-        migration_budget=opts.migration_budget if opts.mode == "full" else None,
+    search = _Search(start_point, _true_objective(ctx, {**fixed, **start_point}))
+    build_seconds = 0.0
+    # Large models: solve a restricted model first for an early, truly feasible answer; it only
+    # becomes the full model's warm start (its bound is not used). See staged.py.
+    first = (
+        staged.restricted(
+            modelled,
+            candidates,
+            problem.topology,
+            ctx.dist,
+            start_point,
+            seconds_left=clock.solve_deadline - clock.now(),
+        )
+        if pruned_all
+        else None
     )
-    build_seconds = time.perf_counter() - start
-    outcome, found = _solve_with_cuts(ctx, built, modelled, fixed, start_point, opts)
-
-    admitted: dict[str, dict[str, Assignment]] = dict(fixed)
-    if found is None:
-        admitted.update(start_point)
-        method, status, gap = "baseline", SolverStatus.NOT_SOLVED, None
+    if first is not None:
+        small_start = clock.now()
+        small = ilp.build(problem, modelled, first, free, link_free, ctx.dist, migration_budget=budget)
+        trial = _Search(search.best, search.best_value)
+        # The share is of the time left once the small model is built (on 1000 hosts building it
+        # can take most of a share that counted from before the build).
+        share = _Clock(clock.now(), staged.SHARE * (clock.solve_deadline - clock.now()))
+        _solve_with_cuts(ctx, small, modelled, fixed, opts, share, trial, clock.now() - small_start)
+        if trial.source == "ilp":
+            search.offer(trial.best, trial.best_value)
+        log.debug("restricted first pass done at %.3fs: %s", clock.now() - clock.start, trial.note)
+    if pruned_all and not _time_to_build(clock, opts.solver, prune_seconds):
+        pruned_all = False
+    if pruned_all:
+        build_start = clock.now()
+        built = ilp.build(
+            problem,
+            modelled,
+            candidates,
+            free,
+            link_free,
+            ctx.dist,
+            migration_budget=opts.migration_budget if opts.mode == "full" else None,
+        )
+        build_seconds = clock.now() - clock.start
+        # Handing the model to the solver (an MPS file for CBC, PuLP's Python loops for HiGHS)
+        # and reading the answer back cost about as much as building it, outside the solver's
+        # own time limit.
+        io_seconds = clock.now() - build_start
+        log.debug("model built at %.3fs (%.3fs in ilp.build)", build_seconds, io_seconds)
+        _solve_with_cuts(ctx, built, modelled, fixed, opts, clock, search, io_seconds)
     else:
-        admitted.update(found)
-        method, gap = "ilp", outcome.gap
-        everyone = len(admitted) == len(problem.slices)
-        if outcome.kind == "optimal":
-            status = SolverStatus.OPTIMAL if everyone else SolverStatus.INFEASIBLE
-        else:
-            status = SolverStatus.FEASIBLE
+        build_seconds = clock.now() - clock.start
+        search.note = "the time limit left no time to build and solve the model"
 
-    proven = outcome.kind == "optimal"
-    reasons = _reasons(ctx, admitted, opts, proven, start_rejects if method == "baseline" else {})
+    log.debug("search done at %.3fs of %.3fs: %s", clock.now() - clock.start, opts.time_limit_s, search.note)
+    admitted: dict[str, dict[str, Assignment]] = {**fixed, **search.best}
+    gap = _gap(ctx, modelled, fixed, search.bound, search.best_value)
+    guarantee, status = _judge(ctx, admitted, restrictions, search, gap, opts)
+    reasons = _reasons(
+        ctx,
+        admitted,
+        opts,
+        proven=guarantee is Guarantee.OPTIMAL,
+        fallback=start_rejects if search.source == "baseline" else {},
+        deadline=clock.diagnosis_deadline(),
+        unproven=_unproven_reason(restrictions, search.note),
+    )
+    log.debug("reasons done at %.3fs", clock.now() - clock.start)
     return _assemble(
         ctx,
         admitted,
         reasons,
         status=status,
-        method=method,
-        solver=outcome.solver,
+        method="ilp" if search.source == "ilp" else "baseline",
+        solver=_solver_name(opts),
         gap=gap,
-        seconds=time.perf_counter() - start,
+        seconds=clock.now() - clock.start,
         build_seconds=build_seconds,
+        guarantee=guarantee,
+        restrictions=tuple(restrictions) if guarantee is Guarantee.RESTRICTED else (),
     )
+
+
+#: Share of the time limit held back from the MIP solver for re-checks, diagnosis and assembly.
+RESERVE_SHARE = 0.1
+#: ... but never more than this many seconds.
+RESERVE_MAX_SECONDS = 3.0
+#: Share of the time limit left for assembling the result after the diagnosis ...
+ASSEMBLY_SHARE = 0.01
+#: ... and at least this many seconds.
+ASSEMBLY_MIN_SECONDS = 0.05
+#: A solver round's cost beyond the solver's own time limit, as a multiple of the model's build time
+#: (handing the model over, the solver's late stop, reading and re-checking the answer), until measured.
+IO_FACTOR = 1.5
+#: The same for CBC: it reads an MPS file in a new process, and its root LP and MIP-start
+#: processing do not check the clock (measured: 0.6-0.9 s past a 0.2 s limit on a model built in
+#: 0.2-0.25 s, on the loaded 2-core machine).
+CBC_IO_FACTOR = 3.0
+#: A solver round is not started with less time than this left.
+MIN_ROUND_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """Deadlines within one ``place()`` call, all in ``time.perf_counter()`` seconds."""
+
+    start: float
+    limit: float
+
+    def now(self) -> float:
+        return time.perf_counter()
+
+    @property
+    def end(self) -> float:
+        return self.start + self.limit
+
+    @property
+    def solve_deadline(self) -> float:
+        return self.end - min(RESERVE_SHARE * self.limit, RESERVE_MAX_SECONDS)
+
+    def diagnosis_deadline(self) -> float:
+        """What is left after the solve, or a bounded share of it, minus room to assemble."""
+        share = max(DIAGNOSIS_SECONDS, 0.2 * self.limit)
+        return min(self.now() + share, self.end - max(ASSEMBLY_SHARE * self.limit, ASSEMBLY_MIN_SECONDS))
+
+
+#: Per solver: how far past its own time limit a timed-out round ran (moving average over this
+#: process's rounds; it grows with machine load).
+_OVERSHOOT: dict[str, float] = {}
+
+#: A build is predicted to take this multiple of the pruning time of the same call (the benchmarks
+#: measured 2-3x). Predicted from this call alone, not learnt across calls: a rate learnt from small
+#: models over-predicts large ones (a long-running operator skipped a 200-host build at 9 s of 30).
+PRUNE_TO_BUILD = 2.0
+
+
+def _round_overhead(solver: str, io_seconds: float) -> float:
+    """What a solver round is expected to cost beyond the solver's own time limit."""
+    factor = CBC_IO_FACTOR if solver == "cbc" else IO_FACTOR
+    return max(MIN_ROUND_SECONDS, factor * io_seconds, _OVERSHOOT.get(solver, 0.0))
+
+
+def _time_to_build(clock: _Clock, solver: str, prune_seconds: float) -> bool:
+    """Whether building the model still leaves a solver round before the solve deadline."""
+    predicted = PRUNE_TO_BUILD * prune_seconds
+    # The build, a minimal round, and what a round costs outside the solver: as measured for this
+    # solver, else half the build (a skipped build must not be the cautious default).
+    outside = _OVERSHOOT.get(solver, 0.5 * predicted)
+    needed = predicted + MIN_ROUND_SECONDS + outside
+    return clock.now() + needed <= clock.solve_deadline
+
+
+@dataclass
+class _Search:
+    """The best placement seen so far (of the modelled slices) and what is proven about it."""
+
+    best: dict[str, dict[str, Assignment]]
+    best_value: float
+    #: ``"baseline"`` (the heuristic's start) or ``"ilp"`` (a re-checked solver answer).
+    source: str = "baseline"
+    #: The best lower bound of the model over the rounds (valid for the model that was solved).
+    bound: float | None = None
+    #: The last round's answer was proven optimal and needed no more latency cuts.
+    converged_optimal: bool = False
+    solver_answered: bool = False
+    #: Why the search stopped early, for the reasons of rejected slices.
+    note: str = ""
+
+    def offer(self, found: dict[str, dict[str, Assignment]], value: float) -> None:
+        # Ties go to the solver's answer (it is the one the bound was proven for).
+        if value <= self.best_value + 1e-9:
+            self.best, self.best_value, self.source = found, value, "ilp"
 
 
 #: Latency cut rounds stop after this many re-solves even when time is left.
@@ -155,84 +325,186 @@ def _solve_with_cuts(
     built: ilp.Built,
     modelled: list[SliceDemand],
     fixed: Mapping[str, dict[str, Assignment]],
-    start_point: dict[str, dict[str, Assignment]],
     opts: SolveOptions,
-) -> tuple[SolveOutcome, dict[str, dict[str, Assignment]] | None]:
+    clock: _Clock,
+    search: _Search,
+    io_seconds: float,
+) -> None:
     """Solve, add the latency pivot cuts the answer violates, re-solve until none is violated.
 
-    Each round's model is a relaxation of the true problem, so its bound stays valid; when time
-    runs out first, the best truly feasible answer seen so far is returned with that bound.
+    Each round's model is a relaxation of the solved model, so its bound stays valid; every answer
+    is re-checked against the true rules and offered to ``search`` by its true objective, so the
+    best of the baseline and every round is kept however the rounds end.
     """
     if not modelled:
         # Nothing to decide (an empty model is not a solver question; HiGHS calls it an error).
-        return SolveOutcome("optimal", 0.0, 0.0, "CBC" if opts.solver == "cbc" else "HiGHS", 0.0, 0.0), {}
-    deadline = time.perf_counter() + opts.time_limit_s
-    # Only the model's answers count as results (the warm start ignores e.g. the migration budget).
-    best: dict[str, dict[str, Assignment]] = {}
-    best_value = math.inf
-    outcome = SolveOutcome("none", None, 0.0, "CBC" if opts.solver == "cbc" else "HiGHS")
-    seen_incumbent = False
-    # Cuts only add rows, so every round's bound is valid for the true problem: keep the best.
-    bound: float | None = None
+        search.bound, search.converged_optimal = 0.0, True
+        search.offer({}, search.best_value)
+        return
+    # What a round costs beyond the solver's own limit: estimated from the build and from what
+    # earlier rounds of this solver measured (CBC's root processing does not check the clock), then
+    # from this call's own rounds.
+    overhead = _round_overhead(opts.solver, io_seconds)
     for _ in range(MAX_CUT_ROUNDS):
-        remaining = deadline - time.perf_counter()
-        if remaining <= 0.01:
-            break
-        start = best or start_point
-        if opts.warm_start and start:
+        round_start = clock.now()
+        limit = clock.solve_deadline - round_start - overhead
+        if limit < MIN_ROUND_SECONDS:
+            search.note = search.note or "the time limit ran out before the solver could start"
+            # Forget part of a past overshoot: one slow round under load must not keep every later
+            # short-limit call from trying the solver.
+            if opts.solver in _OVERSHOOT:
+                _OVERSHOOT[opts.solver] *= 0.5
+            return
+        start = search.best
+        warm = opts.warm_start and bool(start)
+        if warm:
             built.set_start(start, modelled, ctx.dist)
-        outcome = solve(
-            built.prob, replace(opts, time_limit_s=remaining), warm_start=opts.warm_start and bool(start)
-        )
+        try:
+            outcome = solve(built.prob, replace(opts, time_limit_s=limit), warm_start=warm)
+        except pulp.PulpSolverError as exc:
+            # Bundled CBC 2.10.3 can exit non-zero when its time limit hits while it is still
+            # trying the MIP start: an answer is still owed, and the best so far is one.
+            log.warning("the MIP solver failed, keeping the best placement so far: %s", exc)
+            search.note = "the MIP solver exited with an error"
+            return
         if outcome.bound is not None:
-            bound = outcome.bound if bound is None else max(bound, outcome.bound)
+            search.bound = outcome.bound if search.bound is None else max(search.bound, outcome.bound)
         if outcome.kind == "none":
-            break
-        seen_incumbent = True
+            search.note = "the time limit ran out before the solver's first answer"
+            return
+        search.solver_answered = True
         found = built.assignments()
-        cuts = ilp.violated_pairs(built, found, ctx.dist)
+        # Cuts only matter for another round, and only a proven round is followed by one.
+        cuts = ilp.violated_pairs(built, found, ctx.dist) if outcome.kind == "optimal" else -1
+        usable = _checked(ctx, found, fixed)
+        search.offer(usable, _true_objective(ctx, {**fixed, **usable}))
+        spent = clock.now() - round_start
         log.debug(
-            "cut round: %s in %.3fs, objective %s, bound %s, %d new latency cuts",
+            "cut round: %s in %.3fs (%.3fs with I/O), objective %s, bound %s, %d new latency cuts (-1: not cut)",
             outcome.kind,
             outcome.seconds,
+            spent,
             outcome.objective,
             outcome.bound,
             cuts,
         )
-        usable = _checked(ctx, found, fixed)
-        value = _true_objective(ctx, {**fixed, **usable})
-        if cuts == 0 and value <= best_value + 1e-9:
-            return _in_true_units(ctx, modelled, fixed, replace(outcome, bound=bound), value), usable
-        if value < best_value:
-            best, best_value = usable, value
+        if outcome.kind != "optimal":
+            # The solver used its whole limit: what the round took beyond it is overhead.
+            overhead = max(MIN_ROUND_SECONDS, spent - limit)
+            seen = _OVERSHOOT.get(opts.solver)
+            _OVERSHOOT[opts.solver] = overhead if seen is None else 0.5 * (seen + overhead)
+            search.note = "the solver's time limit ran out"
+            return
         if cuts == 0:
-            break  # converged, but an earlier answer (or the warm start) is better: time ran out
-    if not seen_incumbent:
-        return outcome, None
-    final = replace(outcome, kind="feasible", bound=bound)
-    return _in_true_units(ctx, modelled, fixed, final, best_value), best
+            search.converged_optimal = True
+            return
+    search.note = "the latency cut rounds did not converge in time"
 
 
-def _in_true_units(
+def _gap(
     ctx: _Context,
     modelled: list[SliceDemand],
     fixed: Mapping[str, Mapping[str, Assignment]],
-    outcome: SolveOutcome,
+    bound: float | None,
     value: float,
-) -> SolveOutcome:
+) -> float | None:
     """The gap of a placement worth ``value`` (whole objective) against the model's bound.
 
     The model leaves out fixed slices (incremental mode) and slices rejected before modelling;
     both are constants, taken out of ``value`` here.
     """
-    if outcome.bound is None:
-        return replace(outcome, gap=None)
+    if bound is None:
+        return None
     scale = rejection_scale(ctx.problem)
     offset = _true_objective(ctx, fixed) - sum(ctx.problem.weights.rejection * scale[s.key] for s in modelled)
     # Relative to the part of the objective the decisions can change, like the solver's own gap.
     decided = value - offset
-    gap = max(0.0, (decided - outcome.bound) / max(abs(decided), 1e-9))
-    return replace(outcome, gap=gap)
+    return max(0.0, (decided - bound) / max(abs(decided), 1e-9))
+
+
+def _judge(
+    ctx: _Context,
+    admitted: Mapping[str, Mapping[str, Assignment]],
+    restrictions: list[str],
+    search: _Search,
+    gap: float | None,
+    opts: SolveOptions,
+) -> tuple[Guarantee, SolverStatus]:
+    """The guarantee of the returned placement, and the compatible ``SolverStatus``."""
+    answered = search.solver_answered or search.source == "ilp"
+    if restrictions:
+        return Guarantee.RESTRICTED, SolverStatus.FEASIBLE if answered else SolverStatus.NOT_SOLVED
+    if search.converged_optimal and gap is not None and gap <= opts.gap_rel + 1e-9:
+        everyone = len(admitted) == len(ctx.problem.slices)
+        return Guarantee.OPTIMAL, SolverStatus.OPTIMAL if everyone else SolverStatus.INFEASIBLE
+    if gap is not None:
+        return Guarantee.FEASIBLE_WITH_GAP, SolverStatus.FEASIBLE
+    return Guarantee.HEURISTIC, SolverStatus.FEASIBLE if answered else SolverStatus.NOT_SOLVED
+
+
+def _solver_name(opts: SolveOptions) -> str:
+    return "CBC" if opts.solver == "cbc" else "HiGHS"
+
+
+def _unproven_reason(restrictions: list[str], note: str) -> str:
+    """Why a rejection is not proven for the full model (appended to, or standing for, its reasons)."""
+    if restrictions:
+        return (
+            "not proven for the full model: the model solved was restricted ("
+            + "; ".join(restrictions)
+            + ") and its answer does not admit this slice; it may fit without the restriction"
+        )
+    why = note or "the solver did not prove its answer optimal"
+    return f"not proven impossible ({why}); raise the time limit or add capacity"
+
+
+def _moves(ctx: _Context, placed: Mapping[str, Mapping[str, Assignment]]) -> int:
+    by_key = {s.key: s for s in ctx.problem.slices}
+    return sum(moved_count(by_key[k], a) for k, a in placed.items())
+
+
+def _stay_start(
+    ctx: _Context,
+    slices: list[SliceDemand],
+    free: Mapping[str, Resources],
+    link_free: Mapping[frozenset[str], float],
+) -> tuple[dict[str, dict[str, Assignment]], dict[str, str]]:
+    """A start that moves nothing: running slices stay where they are, the others go greedily."""
+    running = [
+        (s, {nf.id: s.current[nf.id] for nf in s.nfs})
+        for s in priority_order(slices)
+        if current_is_usable(ctx.problem, s)
+    ]
+    kept = _admit_in_order(ctx, running, {})
+    rest = [s for s in slices if s.key not in kept and not s.current]
+    left, links = ctx.remaining(kept)
+    more, rejects = greedy(ctx.problem, rest, left, links, ctx.dist)
+    for s in slices:
+        if s.key not in kept and s.current:
+            rejects[s.key] = "baseline: its running placement no longer fits and moving it exceeds the budget"
+    return {**kept, **more}, rejects
+
+
+def _cap(
+    s: SliceDemand, options: dict[str, list[Option]], topology: Topology, dist: Distances, k: int
+) -> bool:
+    """Keep the ``k`` most promising options per NF (a heuristic); True when any option was cut."""
+    if all(len(o) <= k for o in options.values()):
+        return False
+    slack = path_slack(s, options, dist)
+    for nf_id, opts in options.items():
+        if len(opts) > k:
+            options[nf_id] = most_promising(s, nf_id, opts, slack.get(nf_id, {}), topology)[:k]
+    return True
+
+
+def _widen(s: SliceDemand, options: dict[str, list[Option]], chosen: Mapping[str, Assignment]) -> None:
+    """Add the start's own options, so the warm start is a point of the model however it is cut."""
+    for nf in s.nfs:
+        a = chosen[nf.id]
+        if not any(o.host == a.host and o.flavor == a.flavor for o in options[nf.id]):
+            demand = nf.flavors[a.flavor]
+            options[nf.id].append(Option(a.host, a.flavor, demand.resources, demand.processing_latency_ms))
 
 
 def _true_objective(ctx: _Context, admitted: Mapping[str, Mapping[str, Assignment]]) -> float:
@@ -249,7 +521,15 @@ def baseline(problem: Problem) -> Placement:
     start = time.perf_counter()
     ctx = _Context.of(problem)
     admitted, rejects = greedy(problem, ctx.valid(), ctx.base_free, ctx.link_cap, ctx.dist)
-    reasons = _reasons(ctx, admitted, SolveOptions(), proven=False, fallback=rejects, use_ilp=False)
+    reasons = _reasons(
+        ctx,
+        admitted,
+        SolveOptions(),
+        proven=False,
+        fallback=rejects,
+        use_ilp=False,
+        unproven="not admitted by the baseline heuristic (it is not an optimiser: place() may admit it)",
+    )
     return _assemble(
         ctx,
         admitted,
@@ -260,6 +540,7 @@ def baseline(problem: Problem) -> Placement:
         gap=None,
         seconds=time.perf_counter() - start,
         build_seconds=0.0,
+        guarantee=Guarantee.HEURISTIC,
     )
 
 
@@ -284,7 +565,8 @@ def diagnose(
         if s.key not in wanted:
             continue
         others = {k: v for k, v in admitted.items() if k != s.key}
-        out[s.key] = tuple(_explain(ctx, s, others, options or SolveOptions(), use_ilp=True) or ())
+        found, _ = _explain(ctx, s, others, options or SolveOptions(), use_ilp=True)
+        out[s.key] = tuple(found or ())
     return out
 
 
@@ -337,24 +619,32 @@ def _explain(
     options: SolveOptions,
     use_ilp: bool,
     budget: list[int] | None = None,
-) -> list[str] | None:
+    deadline: float | None = None,
+) -> tuple[list[str] | None, bool]:
+    """Reasons found, and whether they hold for the slice alone (whatever else is admitted)."""
     if s.key in ctx.errors:
-        return ctx.errors[s.key]
+        return ctx.errors[s.key], True
     alone = cheap_reasons(ctx.problem, s, ctx.base_free, ctx.dist)
     if alone:
-        return alone
+        return alone, True
     free, links = ctx.remaining(admitted)
     prefix = "with the capacity already taken by admitted slices: " if admitted else ""
     shared = cheap_reasons(ctx.problem, s, free, ctx.dist) if admitted else []
     if shared:
-        return [prefix + r for r in shared]
+        return [prefix + r for r in shared], not admitted
     if not use_ilp:
-        return None
+        return None, False
     if budget is not None:
         budget[0] -= 1
-    relaxed = relaxation_reasons(ctx.problem, s, free, links, ctx.dist, options)
+    relaxed = relaxation_reasons(ctx.problem, s, free, links, ctx.dist, options, deadline)
     # None: it fits in what is left, so it lost to the objective or to the time limit.
-    return None if relaxed is None else [prefix + r for r in relaxed]
+    return (None if relaxed is None else [prefix + r for r in relaxed]), not admitted
+
+
+#: Said of a rejected slice whose per-slice diagnosis did not run because the time limit was reached.
+SKIPPED_FOR_TIME = (
+    "per-slice diagnosis skipped: the time limit was reached; call flyslice.solver.diagnose() for details"
+)
 
 
 def _reasons(
@@ -364,30 +654,56 @@ def _reasons(
     proven: bool,
     fallback: Mapping[str, str],
     use_ilp: bool = True,
+    deadline: float | None = None,
+    unproven: str = "",
 ) -> dict[str, tuple[str, ...]]:
+    """Reasons for every rejected slice; no relaxation solve starts after ``deadline``."""
     out: dict[str, tuple[str, ...]] = {}
     budget = [MAX_RELAXATION_DIAGNOSES if use_ilp else 0]
     diag_opts = SolveOptions(solver=options.solver, time_limit_s=DIAGNOSIS_SOLVE_SECONDS, warm_start=False)
-    stop_at = time.perf_counter() + max(DIAGNOSIS_SECONDS, 0.2 * options.time_limit_s)
+    stop_at = deadline if deadline is not None else time.perf_counter() + DIAGNOSIS_SECONDS
     for s in priority_order(list(ctx.problem.slices)):
         if s.key in admitted:
             continue
-        if time.perf_counter() > stop_at:
-            out[s.key] = (
-                fallback.get(s.key)
-                or "not admitted: the capacity within its latency reach went to admitted slices of equal or "
-                "higher priority, or the solver ran out of time (per-slice diagnosis skipped for time; "
-                "call flyslice.solver.diagnose() for details)",
-            )
+        if s.key in ctx.errors:
+            out[s.key] = tuple(ctx.errors[s.key])
             continue
-        found = _explain(ctx, s, admitted, diag_opts, use_ilp=budget[0] > 0, budget=budget)
+        if time.perf_counter() > stop_at:
+            if s.key in fallback:
+                out[s.key] = (
+                    fallback[s.key],
+                    *([unproven] if unproven and not proven else []),
+                    SKIPPED_FOR_TIME,
+                )
+            else:
+                out[s.key] = (_not_admitted_reason(proven, unproven), SKIPPED_FOR_TIME)
+            continue
+        found, alone = _explain(
+            ctx, s, admitted, diag_opts, use_ilp=budget[0] > 0, budget=budget, deadline=stop_at
+        )
         if not found:
-            found = _fallback_reason(s, proven, fallback)
+            found = _fallback_reason(s, proven, fallback, unproven)
+            if s.key in fallback and not proven and unproven:
+                found = [*found, unproven]
+        elif not alone and not proven and unproven:
+            # The reasons hold against what was admitted, but that set is not proven best.
+            found = [*found, unproven]
         out[s.key] = tuple(found)
     return out
 
 
-def _fallback_reason(s: SliceDemand, proven: bool, fallback: Mapping[str, str]) -> list[str]:
+def _not_admitted_reason(proven: bool, unproven: str) -> str:
+    if proven:
+        return (
+            "not admitted: the placement is proven optimal, and admitting it would cost more than it "
+            "gains (capacity within its reach went to slices of equal or higher priority)"
+        )
+    return "not admitted; " + (unproven or "not proven impossible (the time limit ran out)")
+
+
+def _fallback_reason(
+    s: SliceDemand, proven: bool, fallback: Mapping[str, str], unproven: str = ""
+) -> list[str]:
     if s.key in fallback:
         return [fallback[s.key]]
     if proven:
@@ -396,8 +712,8 @@ def _fallback_reason(s: SliceDemand, proven: bool, fallback: Mapping[str, str]) 
             "add capacity, raise spec.priority or relax its budgets"
         ]
     return [
-        "it fits on its own, but the solver found no placement admitting it within the time limit; "
-        "raise the time limit or add capacity"
+        "it fits on its own; "
+        + (unproven or "not proven impossible (the time limit ran out); raise the time limit or add capacity")
     ]
 
 
@@ -412,6 +728,8 @@ def _assemble(
     gap: float | None,
     seconds: float,
     build_seconds: float,
+    guarantee: Guarantee = Guarantee.HEURISTIC,
+    restrictions: tuple[str, ...] = (),
 ) -> Placement:
     problem = ctx.problem
     slices: dict[str, SlicePlacement] = {}
@@ -438,4 +756,6 @@ def _assemble(
         gap=gap,
         seconds=seconds,
         build_seconds=build_seconds,
+        guarantee=guarantee,
+        restrictions=restrictions,
     )

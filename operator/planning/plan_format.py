@@ -72,6 +72,8 @@ def plan_document(plan: Plan, errors: list[ManifestError] | None = None) -> dict
             "seconds": round(p.seconds, 4),
             "buildSeconds": round(p.build_seconds, 4),
             "gap": p.gap,
+            "guarantee": str(p.guarantee),
+            "restrictions": list(p.restrictions),
             "objective": p.objective,
             "objectiveTerms": dict(p.objective_terms),
         },
@@ -88,8 +90,11 @@ def render_table(doc: dict[str, Any]) -> str:
     label = " (baseline heuristic)" if s["method"] == "baseline" else ""
     gap = "n/a" if s["gap"] is None else f"{s['gap']:.2%}"
     lines = [
-        f"solver: {s['method']}{label} {s['name']} status={s['status']} time={s['seconds']:.3f}s gap={gap}"
+        f"solver: {s['method']}{label} {s['name']} status={s['status']} time={s['seconds']:.3f}s gap={gap} "
+        f"guarantee={s['guarantee']}"
     ]
+    # A heuristic restriction changes what the gap and the rejections mean: say it on its own line.
+    lines.extend(f"  restricted: {r}" for r in s["restrictions"])
     for sl in doc["slices"]:
         worst = max((p["latencyMs"] for p in sl["paths"] if p["latencyMs"] is not None), default=None)
         budget = sl["paths"][0]["budgetMs"] if sl["paths"] else None

@@ -1,6 +1,6 @@
 """Issue 11, item 5 (the ILP half): while the placement ILP runs for seconds, ``/status`` and
 ``/healthz`` of a real ``flyslice up`` keep answering within 100 ms p99 (the solver runs in a worker
-thread; CBC itself in a child process)."""
+thread: HiGHS, the default, inside it with the GIL released; CBC in a child process)."""
 
 from __future__ import annotations
 
@@ -66,12 +66,28 @@ def hard_manifests(n_slices: int, n_nodes: int, seed: int = 1) -> list[dict[str,
     return docs
 
 
-def solving(proc: psutil.Process) -> bool:
-    """Whether the ILP runs now: PuLP's CBC is a child process of `flyslice up` while it solves."""
+def cbc_running(proc: psutil.Process) -> bool:
+    """PuLP's CBC is a child process of `flyslice up` while it solves."""
     try:
         return any("cbc" in c.name().lower() for c in proc.children(recursive=True))
     except psutil.Error:
         return False
+
+
+def worker_cpu(proc: psutil.Process) -> dict[int, float]:
+    """CPU seconds of every thread but the main one (the event loop). HiGHS solves inside a worker
+    thread of `up` (with the GIL released), so that thread's CPU time grows while it solves."""
+    return {t.id: t.user_time + t.system_time for t in proc.threads() if t.id != proc.pid}
+
+
+def solving(proc: psutil.Process) -> bool:
+    """Whether the ILP runs now (samples 0.2 s when it is HiGHS)."""
+    if cbc_running(proc):
+        return True
+    before = worker_cpu(proc)
+    time.sleep(0.2)
+    after = worker_cpu(proc)
+    return any(after[t] - before.get(t, 0.0) > 0.05 for t in after)
 
 
 def test_status_and_healthz_answer_while_the_ilp_runs(tmp_path: Path) -> None:
@@ -88,22 +104,30 @@ def test_status_and_healthz_answer_while_the_ilp_runs(tmp_path: Path) -> None:
         latencies: list[float] = []
         window_end = time.monotonic() + 6
         cbc_seen = 0
+        cpu_before = worker_cpu(proc)
         while time.monotonic() < window_end:
             for path in ("/healthz", "/status"):
                 t = time.perf_counter()
                 code, _ = up.get(path)
                 latencies.append(time.perf_counter() - t)
                 assert code == 200, path
-            cbc_seen += solving(proc)
+            cbc_seen += cbc_running(proc)
             time.sleep(0.02)
         # The whole window was spent solving (the first pass has not finished): the measurement
         # is of the ILP, not of an idle controller.
         doc = up.status()
         assert doc is not None and doc["passes"] == 0, doc
-        assert solving(proc) and cbc_seen >= len(latencies) // 2 * 0.9
+        cpu_after = worker_cpu(proc)
+        busiest = max(cpu_after[t] - cpu_before.get(t, 0.0) for t in cpu_after)
+        # CBC: its process was there at (nearly) every poll; HiGHS: one worker thread computed for
+        # most of the window (a third of a core at least, on a machine shared with other jobs).
+        assert solving(proc) and (cbc_seen >= len(latencies) // 2 * 0.9 or busiest >= 2.0), (
+            cbc_seen,
+            busiest,
+        )
         latencies.sort()
         p99 = latencies[int(len(latencies) * 0.99) - 1]
-        # Generous for a shared 2-core machine (CBC takes one); benchmarks/ has the precise figures.
+        # Generous for a shared 2-core machine (the solver takes one); benchmarks/ has the precise figures.
         assert p99 < 0.1, (p99, latencies[-5:])
         assert len(latencies) >= 100
         # Nothing was placed yet, so no VNF runner exists: a kill leaves nothing behind and spares

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import pulp
 import pytest
 
-from flyslice.solver import Problem, SolveOptions, SolverStatus, place
-from flyslice.solver.backends import solve
+from flyslice.solver import Problem, SolveOptions, SolverStatus, backends, place
+from flyslice.solver.backends import highs_available, solve
 
 from .checker import check
 from .instances import wildfire_slice, wildfire_topology
@@ -52,12 +57,10 @@ def test_proven_infeasible_is_reported_as_such(solver: str) -> None:
     assert out.proven_infeasible
 
 
-@pytest.mark.parametrize("solver", ["cbc", "highs"])
-def test_timeout_incumbent_is_feasible_with_a_gap(solver: str) -> None:
-    # Market split as a penalty objective always has a solution; within 1 s it is not proven.
+def market_split_soft(n: int = 60, seed: int = 3) -> pulp.LpProblem:
+    """Market split as a penalty objective: always has a solution; within 1 s it is not proven."""
     prob = pulp.LpProblem("ms_soft", pulp.LpMinimize)
-    rng = random.Random(3)
-    n = 60
+    rng = random.Random(seed)
     x = [prob.add_variable(f"x{i}", 0, 1, pulp.LpBinary) for i in range(n)]
     dev = []
     for j in range(5):
@@ -71,10 +74,21 @@ def test_timeout_incumbent_is_feasible_with_a_gap(solver: str) -> None:
     prob.setObjective(pulp.LpAffineExpression([(d, 1.0) for d in dev]))
     for v in x:
         v.setInitialValue(0.0)
+    return prob
+
+
+@pytest.mark.parametrize("solver", ["cbc", "highs"])
+def test_timeout_incumbent_is_feasible_with_a_gap(solver: str) -> None:
+    prob = market_split_soft()
     out = solve(prob, SolveOptions(solver=solver, time_limit_s=1.0, gap_rel=0.0), warm_start=False)
     assert out.kind in ("feasible", "optimal")
     if out.kind == "feasible":
         assert out.gap is None or out.gap > 0
+    else:
+        # "optimal" only with a proof: the bound meets the incumbent (HiGHS calls a time-limited
+        # incumbent optimal; that must read as feasible here).
+        assert out.objective is not None and out.bound is not None
+        assert out.objective - out.bound <= 1e-6 * max(1.0, abs(out.objective))
 
 
 @pytest.mark.parametrize("solver", ["cbc", "highs"])
@@ -90,3 +104,56 @@ def test_place_falls_back_to_the_baseline_when_the_solver_has_nothing_in_time(so
     rejected = [sp for sp in result.slices.values() if not sp.admitted]
     assert rejected and all(sp.reasons for sp in rejected)
     assert not any(r.lower() == "infeasible" for sp in rejected for r in sp.reasons)
+
+
+def test_the_default_solver_is_highs_when_highspy_imports() -> None:
+    from flyslice.solver.options import highspy_imports
+
+    assert SolveOptions().solver == ("highs" if highspy_imports() else "cbc")
+    assert SolveOptions(solver="auto").solver == SolveOptions().solver
+    assert SolveOptions(solver="cbc").solver == "cbc"
+
+
+def test_without_highspy_the_default_is_cbc_and_places() -> None:
+    """A Python where ``import highspy`` fails (the module is blocked in a fresh process): the
+    default resolves to CBC and the wildfire slice is placed and proven optimal with it."""
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["highspy"] = None  # makes `import highspy` raise ImportError
+        from flyslice.solver import SolveOptions, place
+        from tests.solver.instances import wildfire_problem
+        opts = SolveOptions()
+        result = place(wildfire_problem(), opts)
+        print(opts.solver, result.solver, result.status)
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["cbc", "CBC", "Optimal"]
+
+
+def test_an_unknown_solver_name_is_refused_naming_the_choices() -> None:
+    with pytest.raises(ValueError, match="'auto', 'cbc' or 'highs'"):
+        SolveOptions(solver="gurobi")  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not highs_available(), reason="highspy is not installed")
+def test_large_model_settings_still_read_a_timeout_honestly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Models above HIGHS_PRESOLVE_MAX_COLUMNS run without presolve and stop from an interrupt
+    callback at the deadline: that stop must read like a time-out (never optimal, never infeasible)."""
+    monkeypatch.setattr(backends, "HIGHS_PRESOLVE_MAX_COLUMNS", 10)
+    start = time.perf_counter()
+    out = solve(market_split(), SolveOptions(solver="highs", time_limit_s=1.0), warm_start=False)
+    assert time.perf_counter() - start < 3.0
+    assert out.kind == "none" and not out.proven_infeasible
+    feasible = solve(
+        market_split_soft(), SolveOptions(solver="highs", time_limit_s=1.0, gap_rel=0.0), warm_start=False
+    )
+    assert feasible.kind in ("feasible", "optimal")
+    if feasible.kind == "optimal":
+        assert feasible.objective is not None and feasible.bound is not None
+        assert feasible.objective - feasible.bound <= 1e-6 * max(1.0, abs(feasible.objective))
