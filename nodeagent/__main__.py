@@ -3,6 +3,11 @@
 (``python -m flyslice.nodeagent`` runs the same.) A malformed option is a usage error (exit 2), an
 agent that cannot start (state directory, trusted key, address in use) exits 1 with one line saying
 why; ``flyslice --help`` lists every exit code.
+
+The data plane is mutual TLS: a standalone agent needs ``--tls-dir`` (its certificate files), or the
+explicit ``--insecure-plaintext`` to serve plain TCP that anyone who can connect may inject into;
+without either it is a usage error (exit 2). ``flyslice up`` issues its agents certificates itself
+and does not go through this command; ``--kube`` agents request one from the operator's signer.
 """
 
 from __future__ import annotations
@@ -103,12 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="directory file: modules may be loaded from (repeatable; default: none, builtin: only)",
     )
-    p.add_argument(
+    security = p.add_mutually_exclusive_group()
+    security.add_argument(
         "--tls-dir",
         type=Path,
         default=None,
         metavar="DIR",
-        help="mutual TLS on the data plane: ca.pem, cert.pem (flyslice://agent/NODE) and key.pem in DIR",
+        help="mutual TLS on the data plane: ca.pem, cert.pem (flyslice://agent/NODE) and key.pem in DIR "
+        "(this or --insecure-plaintext is required)",
+    )
+    security.add_argument(
+        "--insecure-plaintext",
+        action="store_true",
+        help="serve the data plane as plain TCP, UNAUTHENTICATED: any process that can connect can "
+        "inject into any slice (tests, isolated labs; /status and /metrics say so)",
     )
     p.add_argument(
         "--interval", type=_interval, default=1.0, metavar="SECONDS", help="seconds between syncs (default 1)"
@@ -123,7 +136,14 @@ def main(argv: list[str] | None = None) -> int:
 
         code: int = cluster_main(argv)
         return code
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.tls_dir is None and not args.insecure_plaintext:
+        # Secure by default: never fall back to an open data plane because a flag was forgotten.
+        parser.error(
+            "the data plane needs mutual TLS: add --tls-dir DIR (ca.pem, cert.pem, key.pem), or "
+            "--insecure-plaintext to serve unauthenticated plain TCP"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from flyslice.nodeagent.agent import Agent, AgentConfig
@@ -165,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         where = f"--listen {args.listen}" + (f" or --http {args.http}" if args.http else "")
         return _cannot_start(f"cannot listen on {where}: {exc.strerror or exc}; choose a free local address")
-    if tls is not None:
+    if tls is None:  # --insecure-plaintext, once the port is bound: say where the open port is
+        warn_insecure_plaintext(agent.address)
+    else:
         from flyslice.nodeagent.dataplane.tls import TlsDirWatcher
 
         # Whoever provides the files renews them (cert-manager, a Secret mount, a script): reload
@@ -183,6 +205,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         agent.stop(stop_vnfs=False)
     return 0
+
+
+def warn_insecure_plaintext(listen: str) -> None:
+    """The start-up warning of an agent whose data plane authenticates nothing (``--insecure-plaintext``)."""
+    logging.getLogger("flyslice.nodeagent").warning(
+        "--insecure-plaintext: the data plane on %s is plain TCP and UNAUTHENTICATED; any process that can "
+        "connect can inject messages into any slice. Use it only on a network nothing untrusted can reach.",
+        listen,
+    )
 
 
 def _cannot_start(message: str) -> int:

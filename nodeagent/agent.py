@@ -517,7 +517,20 @@ class Agent:
         }
         if self.tls_renewer is not None:  # serial, notAfter, renewals, failures, last error
             doc["dataPlaneCertificate"] = self.tls_renewer.status()
+        doc["dataPlane"] = self.dataplane_security()
         return doc
+
+    def dataplane_security(self) -> dict[str, Any]:
+        """Whether this agent's data plane authenticates its peers: mutual TLS, or plain TCP (an
+        agent started with ``--insecure-plaintext``, or built without ``AgentConfig.tls``)."""
+        if self.config.tls is not None:
+            return {"authenticated": True, "transport": "mutual-tls"}
+        return {
+            "authenticated": False,
+            "transport": "plaintext",
+            "warning": "the data plane is plain TCP and unauthenticated: any process that can connect "
+            "can inject into any slice",
+        }
 
     def warnings(self) -> list[str]:
         """What keeps this agent from doing its whole job although its NFs run: today, an MQTT
@@ -542,6 +555,8 @@ class Agent:
         tls = self.tls_renewer.gauges() if self.tls_renewer is not None else {}
         return {
             **tls,
+            # 0 on an agent serving plain TCP (--insecure-plaintext): alert on it.
+            "dataplane_authenticated": 1.0 if self.config.tls is not None else 0.0,
             "rss_bytes": float(hb["agentRssBytes"]),
             "cpu_percent": float(hb["cpuPercent"]),
             "load": float(hb["load"]),

@@ -15,9 +15,10 @@
 #                       (default: the repository this script is in)
 #   --agent-args ARGS   extra arguments for `flyslice agent`, for example "--mqtt 127.0.0.1:1883"
 #                       (it always gets --no-pods: a gateway without a kubelet runs fNFs only)
-#   --no-tls            plain-TCP data plane (default: --tls, mutual TLS with a certificate the
-#                       operator signs; every agent of a cluster must agree, so use this only while
-#                       other agents still run without --tls)
+#   --insecure-plaintext  plain-TCP data plane, UNAUTHENTICATED: any process that can reach the
+#                       gateway's port can inject into any slice (default: mutual TLS with a
+#                       certificate the operator signs; every agent of a cluster must agree, so use
+#                       this only in a lab whose other agents also run with --insecure-plaintext)
 #   --prefix DIR        where the virtualenv goes (default /opt/flyslice)
 #   --root DIR          install into DIR as if it were / (packaging and tests); skips users and systemctl
 #   --pip-args ARGS     extra pip arguments (for example "--no-index --find-links /media/usb/wheels")
@@ -28,7 +29,7 @@ set -euo pipefail
 die() { echo "install.sh: $*" >&2; exit 1; }
 
 node="" kubeconfig="" source_spec="" agent_args="" prefix="/opt/flyslice" root="" pip_args=""
-venv_args=() start=1 tls="--tls"
+venv_args=() start=1 plaintext=""
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -41,7 +42,8 @@ while [[ $# -gt 0 ]]; do
     --pip-args) pip_args="${2:-}"; shift 2 ;;
     --system-site-packages) venv_args+=(--system-site-packages); shift ;;
     --no-start) start=0; shift ;;
-    --no-tls) tls=""; shift ;;
+    --insecure-plaintext) plaintext="--insecure-plaintext"; shift ;;
+    --no-tls) die "--no-tls is now --insecure-plaintext (mutual TLS is the agent's default)" ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -89,7 +91,7 @@ umask 077
 {
   echo "# flyslice agent settings (read by flyslice-agent.service)"
   echo "FLYSLICE_NODE=$node"
-  echo "FLYSLICE_AGENT_ARGS=--no-pods${tls:+ $tls}${agent_args:+ $agent_args}"
+  echo "FLYSLICE_AGENT_ARGS=--no-pods${plaintext:+ $plaintext}${agent_args:+ $agent_args}"
 } >"$etc/agent.env"
 install -d -m 0700 "$state"
 if [[ -z "$root" ]]; then

@@ -8,9 +8,12 @@ bare gateway outside the cluster network. It
 * writes each instance's ``status`` (only when it changes, and at most every ``report_s`` for counters);
 * writes its EdgeNode's ``status`` heartbeat (time, load, instance count, a Ready condition, and with
   ``--mqtt`` an ``IngressReady`` condition, False with reason ``BrokerUnreachable`` while the broker is down);
-* with ``--tls``/``--tls-dir`` keeps its data-plane certificate current while it runs (a CSR at 2/3 of
-  its lifetime, or a reload of replaced files) and renews its VNF pods' slice certificates, reporting
-  the certificate in use in a ``DataPlaneCertificate`` condition.
+* serves its data plane as mutual TLS by default, with a certificate the operator's signer issues
+  (a CSR; ``--tls-dir`` takes provided files instead, and only ``--insecure-plaintext`` serves plain
+  TCP), reported in a ``DataPlaneAuthenticated`` condition;
+* keeps that certificate current while it runs (a CSR at 2/3 of its lifetime, or a reload of replaced
+  files) and renews its VNF pods' slice certificates, reporting the certificate in use in a
+  ``DataPlaneCertificate`` condition.
 
 While the API server is unreachable it keeps running its cached desired state (``Agent.sync_once``).
 """
@@ -18,6 +21,7 @@ While the API server is unreachable it keeps running its cached desired state (`
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -43,6 +47,8 @@ log = logging.getLogger("flyslice.nodeagent.cluster")
 AGENT_VERSION = "0.1.0"
 #: EdgeNode condition on the agent's data-plane certificate (agents with ``--tls``/``--tls-dir``).
 CERTIFICATE_CONDITION = "DataPlaneCertificate"
+#: EdgeNode condition: True (``MutualTLS``) or False (``InsecurePlaintext``, ``--insecure-plaintext``).
+AUTHENTICATED_CONDITION = "DataPlaneAuthenticated"
 
 
 def _tls_keeper(
@@ -120,6 +126,7 @@ class ClusterAgent:
             )  # fmt: skip
         #: (state, since) of the DataPlaneCertificate condition: lastTransitionTime moves when it flips.
         self._tls_since: tuple[str, str] | None = None
+        self._started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         #: host:port other agents reach this one at (published in the EdgeNode status).
         self.advertise = advertise or self.agent.address
         self._static_peers = dict(config.peers)
@@ -221,6 +228,7 @@ class ClusterAgent:
         status["conditions"] = edgenode_conditions(
             healthy, why, self._ready_since[1], generation, self._ingress_state(now)
         )
+        status["conditions"].append(self._authenticated_condition(now, generation))
         renewer = self.agent.tls_renewer
         if renewer is not None:
             status["conditions"].append(self._certificate_condition(renewer.status(), now, generation))
@@ -235,6 +243,22 @@ class ClusterAgent:
             return False
         self._last_beat = time.monotonic()
         return True
+
+    def _authenticated_condition(self, now: str, generation: int | None) -> dict[str, Any]:
+        """``DataPlaneAuthenticated``: False with reason ``InsecurePlaintext`` on an agent that serves
+        plain TCP, so that an open data plane shows where operators look (``kubectl get edgenode``).
+        A warning: Ready does not change with it. Its transition time is the agent's start (it cannot
+        change while an agent runs)."""
+        sec = self.agent.dataplane_security()
+        cond: dict[str, Any] = {
+            "type": AUTHENTICATED_CONDITION, "status": "True" if sec["authenticated"] else "False",
+            "reason": "MutualTLS" if sec["authenticated"] else "InsecurePlaintext",
+            "message": "mutual TLS" if sec["authenticated"] else "--insecure-plaintext: " + sec["warning"],
+            "lastTransitionTime": self._started,
+        }  # fmt: skip
+        if generation is not None:
+            cond["observedGeneration"] = generation
+        return cond
 
     def _certificate_condition(
         self, cert: dict[str, Any], now: str, generation: int | None
@@ -392,7 +416,10 @@ def _cert_seconds(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m flyslice.nodeagent.kube.agent --node gw-1 --state-dir DIR [--kubeconfig FILE]``"""
+    """``python -m flyslice.nodeagent.kube.agent --node gw-1 --state-dir DIR [--kubeconfig FILE]``
+
+    Exit codes: 0 stopped (SIGTERM), 1 cannot start (no data-plane certificate: the signer denied or
+    never answered the CSR; unusable ``--tls-dir`` files), 2 usage error."""
     import argparse
     import signal
     from pathlib import Path
@@ -437,11 +464,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     tls = p.add_mutually_exclusive_group()
     tls.add_argument(
         "--tls", action="store_true",
-        help="mutual TLS on the data plane, with a certificate the operator signs (CSR, signer flyslice.io/dataplane)",
+        help="the default, accepted for old command lines: mutual TLS on the data plane with a "
+        "certificate the operator signs (CSR, signer flyslice.io/dataplane)",
     )  # fmt: skip
     tls.add_argument(
-        "--tls-dir", type=Path, default=None, help="mutual TLS with ca.pem, cert.pem, key.pem in DIR"
-    )
+        "--tls-dir", type=Path, default=None, metavar="DIR",
+        help="mutual TLS with provided ca.pem, cert.pem, key.pem in DIR instead of a CSR",
+    )  # fmt: skip
+    tls.add_argument(
+        "--insecure-plaintext", action="store_true",
+        help="serve the data plane as plain TCP, UNAUTHENTICATED: any process that can connect can inject "
+        "into any slice (the EdgeNode's DataPlaneAuthenticated condition, /status and /metrics say so)",
+    )  # fmt: skip
     p.add_argument(
         "--tls-ca-namespace",
         default="flyslice-system",
@@ -449,8 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument(
         "--tls-cert-seconds", type=_cert_seconds, default=None, metavar="SECONDS",
-        help="--tls: certificate lifetime to ask for (CSR expirationSeconds, at least 600; default 90 days; "
-        "renewed at 2/3 of what the signer grants)",
+        help="certificate lifetime the CSR asks for (expirationSeconds, at least 600; default 90 days; "
+        "renewed at 2/3 of what the signer grants; not with --tls-dir)",
     )  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -469,15 +503,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.tls_dir is not None:
         from flyslice.nodeagent.dataplane.tls import load_tls_dir
 
-        tls_files = load_tls_dir(args.tls_dir)
-    elif args.tls:
-        # A fresh key and certificate at every start, renewed while running (docs/security.md).
+        try:
+            tls_files = load_tls_dir(args.tls_dir)
+        except (OSError, ValueError) as exc:
+            return _cannot_start(f"--tls-dir {args.tls_dir}: {exc}")
+    elif not args.insecure_plaintext:  # (which is warned about below, once the port is bound)
+        # The default (also what --tls asks for): a fresh key and certificate at every start, from
+        # the operator's signer, renewed while running (docs/security.md).
         from flyslice.nodeagent.kube.dataplane_certs import DEFAULT_EXPIRATION_S, obtain_node_tls
 
-        tls_files = obtain_node_tls(
-            api, args.node, args.state_dir / "tls", ca_namespace=args.tls_ca_namespace,
-            expiration_s=args.tls_cert_seconds or DEFAULT_EXPIRATION_S,
-        )  # fmt: skip
+        try:
+            tls_files = obtain_node_tls(
+                api, args.node, args.state_dir / "tls", ca_namespace=args.tls_ca_namespace,
+                expiration_s=args.tls_cert_seconds or DEFAULT_EXPIRATION_S,
+            )  # fmt: skip
+        except Exception as exc:  # CertificateUnavailable, an API error, a timeout
+            return _cannot_start(
+                f"data-plane certificate for node {args.node}: {getattr(exc, 'reason', None) or exc}; the "
+                "operator (signer flyslice.io/dataplane) must run, or give --tls-dir DIR"
+            )
     config = AgentConfig(
         node=args.node, state_dir=args.state_dir, listen=args.listen, http_listen=args.http,
         peers=dict(item.split("=", 1) for item in args.peer), mqtt=mqtt,
@@ -489,9 +533,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, api, pod_namespace=None if args.no_pods else args.pod_namespace,
         instance_namespace=args.namespace, kubernetes_node=args.kubernetes_node, heartbeat_s=args.heartbeat,
         advertise=args.advertise,
-        tls_renewal="files" if args.tls_dir is not None else ("csr" if args.tls else None),
+        tls_renewal=None if tls_files is None else ("files" if args.tls_dir is not None else "csr"),
         tls_ca_namespace=args.tls_ca_namespace, tls_expiration_s=args.tls_cert_seconds,
     )  # fmt: skip
+    if tls_files is None:
+        log.warning(
+            "--insecure-plaintext: the data plane on %s is plain TCP and UNAUTHENTICATED; any process that "
+            "can connect can inject messages into any slice. Use it only on a network nothing untrusted "
+            "can reach.",
+            agent.agent.address,
+        )
     from flyslice.nodeagent.gctune import tune_for_data_plane
 
     tune_for_data_plane()
@@ -508,6 +559,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         agent.stop(stop_vnfs=False)
     return 0
+
+
+def _cannot_start(message: str) -> int:
+    print(f"flyslice agent --kube: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from flyslice.nodeagent.dataplane.tls import CertificateAuthority
 from flyslice.operator.embedded.agent_runtime import LocalAgentFleet
 from flyslice.operator.embedded.controller import EmbeddedController
 from flyslice.operator.gitops.fetcher import GitSource
@@ -73,7 +74,9 @@ class Embedded:
         spec = GitSourceSpec(url=url, ref=GitRef("branch", "main"), interval_s=interval_s)
         self.watcher = SourceWatcher(GitSource(spec, state / "git"))
         mqtt_addr = ("127.0.0.1", mqtt_port) if mqtt_port else None
-        self.fleet = LocalAgentFleet(state / "agents", mqtt_addr)
+        # As `flyslice up`: a data-plane CA of the installation, so agents and runners speak mutual TLS.
+        ca = CertificateAuthority.load_or_create(state / "pki")
+        self.fleet = LocalAgentFleet(state / "agents", mqtt_addr, ca)
         self.controller = EmbeddedController(
             self.watcher, self.fleet, heartbeat_timeout_s=heartbeat_timeout_s
         )

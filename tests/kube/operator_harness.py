@@ -22,6 +22,7 @@ import yaml
 
 from flyslice.nodeagent.agent import AgentConfig
 from flyslice.nodeagent.kube.agent import ClusterAgent, api_client_for
+from flyslice.nodeagent.kube.dataplane_certs import obtain_node_tls
 
 REPO = Path(__file__).resolve().parents[2]
 WILDFIRE = REPO / "examples" / "wildfire"
@@ -128,18 +129,25 @@ def cluster_agents(
     nodes: list[str],
     tmp: Path,
     mqtt: dict[str, tuple[str, int]] | None = None,
+    *,
+    tls: bool = True,
 ) -> Iterator[dict[str, ClusterAgent]]:
     """One cluster-mode agent per node, in threads, each with only its own node's credentials;
-    ``mqtt`` gives some of them an MQTT broker (``--mqtt``)."""
+    ``mqtt`` gives some of them an MQTT broker (``--mqtt``). As ``flyslice agent --kube`` by default,
+    each serves mutual TLS with a certificate from the running operator's signer (a CSR, renewed like
+    the real agent's); ``tls=False`` is ``--insecure-plaintext``."""
     agents: dict[str, ClusterAgent] = {}
     stop = threading.Event()
     threads = []
     try:
         for node in nodes:
             api = api_client_for(str(agent_kubeconfig(env, node, namespace)))
+            # The operator may still be electing its leader (the signer runs on the leader): wait.
+            files = obtain_node_tls(api, node, tmp / node / "tls", timeout_s=60) if tls else None
             agents[node] = ClusterAgent(
-                AgentConfig(node=node, state_dir=tmp / node, mqtt=(mqtt or {}).get(node)), api, pod_namespace=namespace,
-                instance_namespace=namespace, heartbeat_s=1.0, report_load=False,
+                AgentConfig(node=node, state_dir=tmp / node, mqtt=(mqtt or {}).get(node), tls=files), api,
+                pod_namespace=namespace, instance_namespace=namespace, heartbeat_s=1.0, report_load=False,
+                tls_renewal="csr" if tls else None,
             )  # fmt: skip
             t = threading.Thread(target=agents[node].run, args=(stop, 2.0), daemon=True)
             t.start()

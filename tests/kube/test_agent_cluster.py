@@ -5,6 +5,7 @@ and the bare-gateway form: a separate process with nothing but a kubeconfig."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -147,17 +148,30 @@ def test_bare_gateway_agent_process_with_only_a_kubeconfig(
     env["HOME"] = str(tmp_path)  # no ~/.kube/config to fall back on: the kubeconfig is all it has
     proc = subprocess.Popen(
         [sys.executable, "-m", "flyslice.operator.cli", "agent", "--kube", "--node", gw, "--state-dir", str(tmp_path / "s"),
-         "--kubeconfig", str(kubeconfig), "--no-pods", "--listen", "127.0.0.1:0", "--heartbeat", "1"],
+         "--kubeconfig", str(kubeconfig), "--no-pods", "--listen", "127.0.0.1:0", "--heartbeat", "1",
+         # No operator (so no signer) here: the plain data plane must be asked for, and it shows.
+         "--insecure-plaintext"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         wait_for(lambda: _state(kube_env, namespace, "edge-broker") == "Running", 30, "the fNF Running")
-        wait_for(
-            lambda: kube_env.kubectl_json("get", "edgenode", gw).get("status", {}).get("heartbeatTime"),
+        status = wait_for(
+            lambda: kube_env.kubectl_json("get", "edgenode", gw).get("status", {}),
             10,
             "heartbeat",
         )
+        assert status["heartbeatTime"]
+        conditions = {c["type"]: c for c in status["conditions"]}
+        unauthenticated = conditions["DataPlaneAuthenticated"]
+        assert (unauthenticated["status"], unauthenticated["reason"]) == ("False", "InsecurePlaintext")
+        assert "unauthenticated" in unauthenticated["message"]
+        assert conditions["Ready"]["status"] == "True"  # a warning, not a health verdict
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
+    log = out.decode(errors="replace")
+    assert proc.returncode == 0, log[-2000:]
+    assert re.search(
+        r"WARNING .*--insecure-plaintext: the data plane on 127\.0\.0\.1:\d+ is plain TCP and UNAUTHENTICATED",
+        log,
+    )

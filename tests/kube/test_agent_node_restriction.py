@@ -258,7 +258,8 @@ def _start_agent(
         proc = subprocess.Popen(
             [sys.executable, "-m", "flyslice.nodeagent.kube.agent", "--node", node, "--kubeconfig", str(kubeconfig),
              "--state-dir", str(workdir / f"state-{node}"), "--no-pods", "--namespace", lab.ns,
-             "--listen", "127.0.0.1:0", "--interval", "1", "--heartbeat", "1"],
+             "--listen", "127.0.0.1:0", "--interval", "1", "--heartbeat", "1",
+             "--insecure-plaintext"],  # API-server node restriction, not the data plane: no signer runs
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     return proc, log

@@ -80,8 +80,9 @@ def test_operator_and_agent_run_the_flyslice_commands(kube_env: kubeenv.KubeEnv)
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert agent["serviceAccountName"] == "flyslice-agent"
     assert agent["nodeSelector"]["flyslice.io/agent"] == "true"
-    # Mutual TLS on the data plane, VNF pods included (their slice certificates: tests/kube/test_vnf_pod_certs.py).
-    assert "--tls" in ag["args"]
+    # Mutual TLS on the data plane, VNF pods included (their slice certificates: tests/kube/test_vnf_pod_certs.py):
+    # the agent's default, a CSR to the operator's signer -- neither provided files nor plain TCP.
+    assert "--insecure-plaintext" not in ag["args"] and "--tls-dir" not in ag["args"]
 
 
 @pytest.mark.kube
@@ -181,9 +182,7 @@ def test_gateway_install_script_installs_a_working_agent_service(tmp_path: Path)
     venv_flyslice = root / "opt" / "flyslice" / "venv" / "bin" / "flyslice"
     assert _run([str(venv_flyslice), "--help"]).returncode == 0
     env = (root / "etc" / "flyslice" / "agent.env").read_text()
-    assert (
-        "FLYSLICE_NODE=gw-1\n" in env and "FLYSLICE_AGENT_ARGS=--no-pods --tls --mqtt 127.0.0.1:1883\n" in env
-    )
+    assert "FLYSLICE_NODE=gw-1\n" in env and "FLYSLICE_AGENT_ARGS=--no-pods --mqtt 127.0.0.1:1883\n" in env
     installed = root / "etc" / "flyslice" / "kubeconfig"
     assert stat.S_IMODE(installed.stat().st_mode) == 0o600
     unit = (root / "etc" / "systemd" / "system" / "flyslice-agent.service").read_text()
@@ -197,6 +196,7 @@ def test_gateway_install_script_installs_a_working_agent_service(tmp_path: Path)
         (["--node", "GW 1", "--kubeconfig", "x"], "not a valid EdgeNode name"),
         (["--node", "gw-1", "--kubeconfig", "/nonexistent"], "cannot read kubeconfig"),
         (["--node", "gw-1", "--bogus"], "unknown option --bogus"),
+        (["--node", "gw-1", "--no-tls"], "--no-tls is now --insecure-plaintext"),
     ],
 )
 def test_gateway_install_script_refuses_bad_input(args: list[str], message: str) -> None:

@@ -143,7 +143,8 @@ def test_signed_image_runs_and_a_moved_digest_is_refused_and_stopped(
         [sys.executable, "-m", "flyslice.operator.cli", "agent", "--kube", "--node", node,
          "--state-dir", str(tmp_path / "state"), "--kubeconfig", str(kubeconfig), "--namespace", namespace,
          "--pod-namespace", namespace, "--listen", "127.0.0.1:0", "--heartbeat", "1", "--interval", "0.5",
-         "--trusted-image-key", str(pub)],
+         "--trusted-image-key", str(pub),
+         "--insecure-plaintext"],  # image signatures, not the data plane: no signer runs here
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     name = nfi["metadata"]["name"]

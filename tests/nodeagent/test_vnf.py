@@ -142,6 +142,9 @@ def agent_process(tmp_path: Path) -> Iterator[Callable[[], tuple[subprocess.Pope
             "--desired-file", str(tmp_path / "desired.json"), "--listen", f"127.0.0.1:{listen}",
             "--http", f"127.0.0.1:{http}", "--interval", "0.2",
             "--module-dir", str(tmp_path),  # file: modules are confined; the tests write theirs here
+            # Crash recovery, not the data plane: plain TCP, explicitly (a standalone agent has no
+            # CA to issue its local VNF runners certificates with).
+            "--insecure-plaintext",
         ]  # fmt: skip
         log = open(tmp_path / "agent.log", "ab")  # noqa: SIM115
         p = subprocess.Popen(cmd, stdout=log, stderr=log)

@@ -318,11 +318,30 @@ def test_agent_failures_are_one_line(tmp_path: Path) -> None:
     )
     out = flyslice("agent", "--node", "gw-1", "--state-dir", str(tmp_path), "--peer", "gw-2")
     assert out.returncode == 2 and "'gw-2' is not NODE=HOST:PORT" in one_line(out.stderr)
-    out = flyslice("agent", "--node", "gw-1", "--state-dir", str(tmp_path), "--trusted-key", "missing.pem")
+    # Secure by default: no --tls-dir and no --insecure-plaintext is a usage error, before anything starts.
+    out = flyslice("agent", "--node", "gw-1", "--state-dir", str(tmp_path / "never"))
+    assert out.returncode == 2
+    assert one_line(out.stderr) == (
+        "flyslice agent: the data plane needs mutual TLS: add --tls-dir DIR (ca.pem, cert.pem, key.pem), "
+        "or --insecure-plaintext to serve unauthenticated plain TCP; see `flyslice agent --help`"
+    )
+    assert not (tmp_path / "never").exists()
+    out = flyslice(
+        "agent",
+        "--node",
+        "gw-1",
+        "--state-dir",
+        str(tmp_path),
+        "--insecure-plaintext",
+        "--trusted-key",
+        "missing.pem",
+    )
     assert out.returncode == 1
     assert one_line(out.stderr) == (f"flyslice agent: --trusted-key missing.pem: {os.strerror(errno.ENOENT)}")
     (tmp_path / "file").write_text("")
-    out = flyslice("agent", "--node", "gw-1", "--state-dir", str(tmp_path / "file" / "state"))
+    out = flyslice(
+        "agent", "--node", "gw-1", "--state-dir", str(tmp_path / "file" / "state"), "--insecure-plaintext"
+    )
     assert out.returncode == 1
     assert one_line(out.stderr).startswith(f"flyslice agent: --state-dir {tmp_path / 'file' / 'state'}: ")
     with socket.socket() as taken:
@@ -330,8 +349,9 @@ def test_agent_failures_are_one_line(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         out = flyslice(
-            "agent", "--node", "gw-1", "--state-dir", str(tmp_path / "s"), "--listen", f"127.0.0.1:{port}"
-        )
+            "agent", "--node", "gw-1", "--state-dir", str(tmp_path / "s"), "--listen", f"127.0.0.1:{port}",
+            "--insecure-plaintext",
+        )  # fmt: skip
     assert out.returncode == 1
     assert one_line(out.stderr) == (
         f"flyslice agent: cannot listen on --listen 127.0.0.1:{port}: {os.strerror(errno.EADDRINUSE)}; "
