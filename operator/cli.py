@@ -282,6 +282,7 @@ def _parser() -> CliParser:
     )
     _add_trust_options(p)
     _add_package_signing_options(p)
+    _add_reoptimize_options(p)
     p.add_argument("--no-view", action="store_true", help="no live terminal view")
     p.add_argument(
         "--confirm-prune",
@@ -424,6 +425,7 @@ def _parser() -> CliParser:
         help="a node whose heartbeat is this old loses its NFs to other nodes (default %(default)g)",
     )
     _add_trust_options(p)
+    _add_reoptimize_options(p)
     p.add_argument(
         "--resync",
         type=_seconds(),
@@ -497,6 +499,71 @@ def _add_signing_policy_option(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAMESPACE",
         help="refuse NFPackages without a module signature in this namespace (repeatable; * for all)",
+    )
+
+
+def _add_reoptimize_options(p: argparse.ArgumentParser) -> None:
+    """The background re-optimisation (docs/operator.md, "Incremental admission and re-optimisation")."""
+    p.add_argument(
+        "--reoptimize-interval",
+        type=_seconds_or_off,
+        default=300.0,
+        metavar="SECONDS",
+        help="run the global model in the background this often, and after passes that admit slices; "
+        "its result is applied only if it improves the placement (default %(default)g; 'off' disables it)",
+    )
+    p.add_argument(
+        "--reoptimize-margin",
+        type=_fraction,
+        default=0.05,
+        metavar="FRACTION",
+        help="apply a re-optimisation only if it lowers the solver's objective (migration cost included) "
+        "by at least this much, e.g. 0.05 or 5%% (default 0.05)",
+    )
+    p.add_argument(
+        "--migration-budget",
+        type=_count_or_none,
+        default=10,
+        metavar="NFS",
+        help="running NFs one re-optimisation may move (default %(default)s; 'none' for no limit). "
+        "New slices never move running ones: they are admitted with the running slices held fixed",
+    )
+
+
+def _seconds_or_off(text: str) -> float | None:
+    return None if text.strip().lower() in ("off", "0") else _seconds()(text)
+
+
+def _fraction(text: str) -> float:
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction (0.05) or a percentage (5%)") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a fraction from 0 up to (not including) 1")
+    return value
+
+
+def _count_or_none(text: str) -> int | None:
+    if text.strip().lower() in ("none", "unlimited"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of NFs (or 'none')") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 or more NFs")
+    return value
+
+
+def _reoptimize_settings(args: argparse.Namespace) -> Any:
+    from flyslice.operator.planning.reoptimize import ReoptimizeSettings
+
+    return ReoptimizeSettings(
+        interval_s=args.reoptimize_interval,
+        margin=args.reoptimize_margin,
+        migration_budget=args.migration_budget,
     )
 
 
@@ -667,6 +734,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         trusted_module_keys=tuple(args.trusted_module_key),
         signed_namespaces=frozenset(args.require_signed_packages),
         module_dirs=tuple(p.resolve() for p in args.module_dir),
+        reoptimize=_reoptimize_settings(args),
     )
     try:
         return asyncio.run(run_up(opts))
@@ -815,6 +883,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
         retry_s=min(2.0, args.renew),
         git_cache=args.git_cache,
         signed_namespaces=frozenset(args.require_signed_packages),
+        reoptimize=_reoptimize_settings(args),
     )
     prog = "flyslice operator"
     try:

@@ -7,8 +7,18 @@ embedded mode and the Kubernetes operator run exactly the same logic.
 
 Re-placement happens when the desired state changes, when a node stops heartbeating or
 disappears, when a node's load moves by ``LOAD_CHANGE`` or more since the last placement
-(GNF's 15 % rule), and when a slice's attachments move (roaming). Every re-placement passes
-the current assignments to the solver, whose migration term keeps moves to a minimum.
+(GNF's 15 % rule), and when a slice's attachments move (roaming).
+
+Admission is incremental by default: the solver holds every running slice whose intent is unchanged
+and whose placement is still complete and valid fixed (``SolveOptions(mode="incremental")``) and
+places only the others against it: new slices, slices whose intent changed, slices that lost a node,
+and running slices that no longer fit once a node shrank or its load grew (kept in priority order, the
+rest re-placed). Slices refused before are tried again unless the only news is new slices. Running,
+unchanged slices never move for a newcomer. ``admission="full"`` re-plans every slice instead (the
+migration term keeps moves few, but any may move). The global improvement incremental admission
+gives up is the background re-optimiser's job (:mod:`flyslice.operator.planning.reoptimize`); a pass
+applies its proposal (``proposal=``) only when the state is still the one it was computed from and
+the placement passes the solver's independent checks.
 
 What runs keeps running: a slice whose new intent cannot be admitted keeps its last good placement
 (``Degraded``, reason ``NewIntentNotAdmitted``) unless it opts in with the annotation
@@ -18,13 +28,14 @@ planning raises is isolated (``Stalled``) so that it never stops the others.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from flyslice import solver
 from flyslice.operator.intake.catalog import Catalog, EdgeNodeSpec, SliceSpec
@@ -32,11 +43,19 @@ from flyslice.operator.intake.errors import ManifestError
 from flyslice.operator.intake.quantities import cpu_millis, memory_bytes
 from flyslice.operator.intake.validation import ValidationResult
 from flyslice.operator.planning.actions import InstanceAction, slice_actions
-from flyslice.operator.planning.pipeline import Plan, plan
+from flyslice.operator.planning.pipeline import Plan, SlicePlan, plan
+from flyslice.operator.planning.reoptimize import Decision, Proposal, describe_applied, guarantee_of, propose
 from flyslice.solver.model import Assignment, Resources
 
 LOAD_CHANGE = 0.15
 HEARTBEAT_TIMEOUT_S = 30.0
+
+#: ``incremental``: running, unchanged slices are held fixed; ``full``: every slice is re-planned.
+Admission = Literal["incremental", "full"]
+INCREMENTAL_NOTE = (
+    "placed with the running slices held fixed (incremental admission): moving running NFs might admit it, "
+    "which only the background re-optimisation does"
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,8 @@ class SliceRecord:
     held: tuple[str, ...] = ()
     #: Why planning this slice failed (an error, not a verdict); its last good placement keeps running.
     stalled: str = ""
+    #: What the placement's optimality claim is ("restricted: running slices held fixed", ...).
+    guarantee: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,6 +114,9 @@ class ControllerState:
     #: The last solve's wall time and relative MIP gap (None: not proven / no solve yet), for metrics.
     solve_seconds: float = 0.0
     solve_gap: float | None = None
+    #: Nodes, packages and services as last planned: unchanged, a slice that was not admitted then
+    #: cannot fit now unless a slice left or changed (see ``_settled_pending``).
+    infra_fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +127,8 @@ class Outcome:
     replanned: bool
     #: Human-readable decisions, e.g. for Kubernetes Events.
     events: tuple[str, ...] = ()
+    #: What this pass did with the re-optimiser's proposal (``None``: it was given none).
+    reoptimization: Decision | None = None
 
 
 def reconcile(
@@ -114,35 +140,72 @@ def reconcile(
     revision: str = "",
     options: solver.SolveOptions | None = None,
     heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
+    admission: Admission = "incremental",
+    proposal: Proposal | None = None,
 ) -> Outcome:
+    """One pass: what must run, every slice's status and the new memory.
+
+    ``admission`` picks how a re-plan treats running slices (module docstring); it overrides
+    ``options.mode``. ``proposal`` is a finished background re-optimisation; it is applied only when
+    this pass has nothing else to re-plan, the state is the one it was computed from, and it passes
+    the checks (``Outcome.reoptimization`` says what became of it).
+    """
+    if admission not in ("incremental", "full"):
+        raise ValueError(f"reconcile: admission must be 'incremental' or 'full', got {admission!r}")
     events: list[str] = []
-    down = _unavailable_nodes(catalog, observation, now, heartbeat_timeout_s)
+    down, live, expired, placeable = _placeable(catalog, state, observation, now, heartbeat_timeout_s)
     for n in sorted(down):
         events.append(f"node {n} has not sent a heartbeat for over {heartbeat_timeout_s:g}s: moving its NFs")
-    live = replace(catalog, nodes={k: v for k, v in catalog.nodes.items() if k not in down})
-
-    expired = {
-        key for key, rec in state.slices.items() if rec.expires_at is not None and now >= rec.expires_at
-    }
-    placeable = replace(live, slices={k: s for k, s in live.slices.items() if s.key not in expired})
-    fingerprint = _fingerprint(placeable)
+    infra = _infra_fingerprint(placeable)
+    fingerprint = _fingerprint(placeable, infra)
     load_moved = _load_moved(catalog, observation, state)
     for n in load_moved:
         events.append(
             f"load on node {n} changed by {LOAD_CHANGE:.0%} or more since the last placement: re-planning"
         )
 
-    replanned = fingerprint != state.plan_fingerprint or bool(load_moved)
+    needs_plan = fingerprint != state.plan_fingerprint or bool(load_moved)
+    replanned = needs_plan
     records = dict(state.slices)
     load_at_plan = dict(state.load_at_plan)
     plans = state.plans
     solve_seconds, solve_gap = state.solve_seconds, state.solve_gap
     held: dict[str, tuple[str, ...]] = {}
     broken: dict[str, str] = {}
-    if replanned:
-        current = {key: rec.assignments for key, rec in state.slices.items() if rec.admitted}
+    decision: Decision | None = None
+    if proposal is not None:
+        if needs_plan:
+            decision = _stale(proposal, "the desired state or the nodes changed since it started")
+        elif proposal.base != state_key(state):
+            decision = _stale(proposal, "the placement changed since it started")
+        else:
+            decision, applied = _apply_proposal(
+                proposal, placeable, state, observation, options, now, revision
+            )
+            if applied is not None:
+                records, more = applied
+                events += more
+                replanned = True
+                plans += 1
+                load_at_plan = {n: o.load for n, o in observation.nodes.items() if o.load is not None}
+        events.append(decision.message)
+    if needs_plan:
+        running = {key: rec.assignments for key, rec in state.slices.items() if rec.admitted}
+        # Incremental: only running slices whose intent is unchanged keep a current placement, which
+        # the solver holds fixed while it is complete and still fits; the others are placed anew.
+        current = running if admission == "full" else _unchanged(running, state, placeable)
+        opts = replace(options or solver.SolveOptions(), mode=admission)
         background = _background(placeable, observation, state)
-        the_plan, broken = _plan_isolating_failures(placeable, options, current, background)
+        # Slices still refused for the same reasons are not re-tried when only newcomers arrived.
+        settled = (
+            _settled_pending(state, placeable, infra, bool(load_moved), expired)
+            if admission == "incremental"
+            else set()
+        )
+        placeable = replace(
+            placeable, slices={k: s for k, s in placeable.slices.items() if s.key not in settled}
+        )
+        the_plan, broken = _plan_isolating_failures(placeable, opts, current, background)
         # A running slice that the new plan drops keeps its placement; the others are planned again
         # around what it holds, until no further running slice is dropped.
         for _round in range(len(placeable.slices)):
@@ -157,44 +220,25 @@ def reconcile(
                 },
             )
             reserved = _add(background, _usage(state.slices[k].actions for k in held))
-            the_plan, more = _plan_isolating_failures(rest, options, current, reserved)
-            broken.update(more)
+            the_plan, more_broken = _plan_isolating_failures(rest, opts, current, reserved)
+            broken.update(more_broken)
         plans += 1
         solve_seconds, solve_gap = the_plan.placement.seconds, the_plan.placement.gap
         load_at_plan = {n: o.load for n, o in observation.nodes.items() if o.load is not None}
-        records = {k: v for k, v in records.items() if k in expired}
+        records = {k: v for k, v in records.items() if k in expired or k in settled}
+        held_fixed = admission == "incremental" and any(
+            sp.placement.admitted
+            and sp.slice.key in current
+            and sp.placement.assignments == current[sp.slice.key]
+            for sp in the_plan.slices
+        )
+        guarantee = guarantee_of(the_plan.placement, opts, held_fixed=held_fixed)
         for sp in the_plan.slices:
             key = sp.slice.key
-            old = state.slices.get(key)
-            first = old.first_placed_at if old and old.first_placed_at is not None else None
-            if sp.placement.admitted and first is None:
-                first = now
-            expires = first + sp.slice.lifetime_s if first is not None and sp.slice.lifetime_s else None
-            actions: tuple[InstanceAction, ...] = ()
-            if sp.service is not None and sp.demand is not None:
-                actions = tuple(slice_actions(placeable, sp.slice, sp.service, sp.demand, sp.placement))
-            moved = _moves(old, sp.placement.assignments) if old else 0
-            if old and old.held and sp.placement.admitted:
-                events.append(f"slice {key}: new intent admitted, {moved} NF(s) moved")
-            elif old and moved:
-                events.append(f"slice {key}: re-placed, {moved} NF(s) moved")
-            elif (not old or not old.admitted) and sp.placement.admitted:
-                events.append(f"slice {key}: placed {len(actions)} NF(s)")
-            if not sp.placement.admitted:
-                events.append(f"slice {key}: not admitted: {'; '.join(sp.placement.reasons)}")
-            records[key] = SliceRecord(
-                fingerprint=_slice_fingerprint(placeable, key),
-                admitted=sp.placement.admitted,
-                service=sp.service.name if sp.service else None,
-                assignments=dict(sp.placement.assignments),
-                path_latency_ms=dict(sp.placement.path_latency_ms),
-                budget_ms=sp.slice.max_latency_ms,
-                reasons=tuple(sp.placement.reasons),
-                first_placed_at=first,
-                expires_at=expires,
-                revision=revision or (old.revision if old else ""),
-                actions=actions,
-            )
+            note = held_fixed and key not in the_plan.unplaced
+            rec, said = _record(placeable, sp, state.slices.get(key), now, revision, guarantee, note)
+            records[key] = rec
+            events += said
         for key, reasons in held.items():
             old = state.slices[key]
             teardown = (
@@ -211,15 +255,16 @@ def reconcile(
                 old, fingerprint=_slice_fingerprint(placeable, key), held=reasons, stalled=""
             )
         for key, error in broken.items():
-            old = state.slices.get(key)
-            if old is None or old.stalled != error:
+            prior = state.slices.get(key)
+            if prior is None or prior.stalled != error:
                 events.append(f"slice {key}: cannot be planned, keeping what runs: {error}")
             records[key] = (
-                replace(old, stalled=error) if old is not None else _stalled_record(error, revision)
+                replace(prior, stalled=error) if prior is not None else _stalled_record(error, revision)
             )
     # Slices removed from the desired state are forgotten; their instances are pruned because
     # they are no longer in the action list.
-    records = {k: v for k, v in records.items() if k in {s.key for s in catalog.slices.values()}}
+    wanted = {s.key for s in catalog.slices.values()}
+    records = {k: v for k, v in records.items() if k in wanted}
     for key in expired:
         if key in records and records[key].actions:
             events.append(f"slice {key}: lifetime over, tearing down")
@@ -230,8 +275,225 @@ def reconcile(
         key: _status(catalog.slices[_split(key)], rec, observation, expired=key in expired)
         for key, rec in records.items()
     }
-    new_state = ControllerState(records, fingerprint, load_at_plan, plans, solve_seconds, solve_gap)
-    return Outcome(all_actions, statuses, new_state, replanned, tuple(events))
+    new_state = ControllerState(records, fingerprint, load_at_plan, plans, solve_seconds, solve_gap, infra)
+    return Outcome(all_actions, statuses, new_state, replanned, tuple(events), decision)
+
+
+def _placeable(
+    catalog: Catalog, state: ControllerState, observation: Observation, now: float, heartbeat_timeout_s: float
+) -> tuple[set[str], Catalog, set[str], Catalog]:
+    """(nodes down, the catalog without them, slices whose lifetime is over, what may be placed)."""
+    down = _unavailable_nodes(catalog, observation, now, heartbeat_timeout_s)
+    live = replace(catalog, nodes={k: v for k, v in catalog.nodes.items() if k not in down})
+    expired = {
+        key for key, rec in state.slices.items() if rec.expires_at is not None and now >= rec.expires_at
+    }
+    placeable = replace(live, slices={k: s for k, s in live.slices.items() if s.key not in expired})
+    return down, live, expired, placeable
+
+
+def _unchanged(
+    running: Mapping[str, Mapping[str, Assignment]], state: ControllerState, catalog: Catalog
+) -> dict[str, Mapping[str, Assignment]]:
+    """The running slices whose placement-relevant intent is what it was when they were placed.
+
+    A record without a fingerprint (adopted from the cluster after a restart) counts as unchanged:
+    the solver still re-places it if its placement is incomplete or no longer valid.
+    """
+    keys = {s.key for s in catalog.slices.values()}
+    return {
+        k: a
+        for k, a in running.items()
+        if k in keys
+        and (not state.slices[k].fingerprint or state.slices[k].fingerprint == _slice_fingerprint(catalog, k))
+    }
+
+
+def _record(
+    catalog: Catalog,
+    sp: SlicePlan,
+    old: SliceRecord | None,
+    now: float,
+    revision: str,
+    guarantee: str,
+    incremental_note: bool,
+) -> tuple[SliceRecord, list[str]]:
+    """The record of one planned slice, and the events its change deserves."""
+    key = sp.slice.key
+    events: list[str] = []
+    first = old.first_placed_at if old and old.first_placed_at is not None else None
+    if sp.placement.admitted and first is None:
+        first = now
+    expires = first + sp.slice.lifetime_s if first is not None and sp.slice.lifetime_s else None
+    actions: tuple[InstanceAction, ...] = ()
+    if sp.service is not None and sp.demand is not None:
+        actions = tuple(slice_actions(catalog, sp.slice, sp.service, sp.demand, sp.placement))
+    moved = _moves(old, sp.placement.assignments) if old else 0
+    if old and old.held and sp.placement.admitted:
+        events.append(f"slice {key}: new intent admitted, {moved} NF(s) moved")
+    elif old and moved:
+        events.append(f"slice {key}: re-placed, {moved} NF(s) moved")
+    elif (not old or not old.admitted) and sp.placement.admitted:
+        events.append(f"slice {key}: placed {len(actions)} NF(s)")
+    reasons = tuple(sp.placement.reasons)
+    if not sp.placement.admitted:
+        if incremental_note and not any("fixed" in r for r in reasons):
+            reasons += (INCREMENTAL_NOTE,)
+        events.append(f"slice {key}: not admitted: {'; '.join(reasons)}")
+    unmoved = old is not None and old.admitted and dict(old.assignments) == dict(sp.placement.assignments)
+    record = SliceRecord(
+        fingerprint=_slice_fingerprint(catalog, key),
+        admitted=sp.placement.admitted,
+        service=sp.service.name if sp.service else None,
+        assignments=dict(sp.placement.assignments),
+        path_latency_ms=dict(sp.placement.path_latency_ms),
+        budget_ms=sp.slice.max_latency_ms,
+        reasons=reasons,
+        first_placed_at=first,
+        expires_at=expires,
+        revision=revision or (old.revision if old else ""),
+        actions=actions,
+        # A slice that did not move keeps the claim it was placed with (held fixed, it was not re-judged).
+        guarantee=(old.guarantee if unmoved and old is not None and old.guarantee else guarantee)
+        if sp.placement.admitted
+        else "",
+    )
+    return record, events
+
+
+def state_key(state: ControllerState) -> str:
+    """What a background proposal depends on: the planned desired state, the loads and every placement."""
+    slices = [
+        [k, r.fingerprint, r.admitted, _placed_on(r.assignments), list(r.held), r.stalled]
+        for k, r in sorted(state.slices.items())
+    ]
+    doc = [state.plan_fingerprint, sorted(state.load_at_plan.items()), slices]
+    return hashlib.sha256(json.dumps(doc, default=str).encode()).hexdigest()
+
+
+def _placed_on(assignments: Mapping[str, Assignment]) -> list[tuple[str, str, str]]:
+    return sorted((nf, a.host, str(a.flavor)) for nf, a in assignments.items())
+
+
+def reoptimization_job(
+    catalog: Catalog,
+    state: ControllerState,
+    observation: Observation,
+    *,
+    now: float,
+    options: solver.SolveOptions | None = None,
+    migration_budget: int | None = None,
+    heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
+) -> Callable[[], Proposal] | None:
+    """A background re-optimisation of ``state`` (after the pass that produced it), or ``None``.
+
+    Cheap: it gathers the inputs of the pass; the returned job does the solving and is meant for a
+    worker thread. ``None`` when nothing runs, or when the next pass re-plans anyway.
+    """
+    _down, _live, _expired, placeable = _placeable(catalog, state, observation, now, heartbeat_timeout_s)
+    if _fingerprint(placeable) != state.plan_fingerprint or _load_moved(catalog, observation, state):
+        return None
+    keep = _kept_aside(state)
+    keys = {s.key for s in placeable.slices.values()}
+    running = {
+        k: rec.assignments for k, rec in state.slices.items() if rec.admitted and k not in keep and k in keys
+    }
+    if not running:
+        return None
+    cat, background = _reoptimised_part(placeable, state, observation, keep)
+    base = state_key(state)
+
+    def job() -> Proposal:
+        return propose(
+            cat, running, background, base=base, options=options, migration_budget=migration_budget
+        )
+
+    return job
+
+
+def _kept_aside(state: ControllerState) -> set[str]:
+    """Slices re-optimisation leaves alone: held (new intent not admitted) and stalled ones."""
+    return {k for k, rec in state.slices.items() if rec.held or rec.stalled}
+
+
+def _reoptimised_part(
+    placeable: Catalog, state: ControllerState, observation: Observation, keep: set[str]
+) -> tuple[Catalog, dict[str, Resources]]:
+    cat = replace(placeable, slices={k: s for k, s in placeable.slices.items() if s.key not in keep})
+    reserved = _usage(state.slices[k].actions for k in keep if k in state.slices)
+    return cat, _add(_background(placeable, observation, state), reserved)
+
+
+def _stale(proposal: Proposal, why: str) -> Decision:
+    return Decision(
+        "stale",
+        f"re-optimisation: proposal not applied, {why} (objective {proposal.objective_before:.3f} -> "
+        f"{proposal.objective_after:.3f} was computed for an older state)",
+        proposal.objective_before,
+        proposal.objective_after,
+        proposal.moved,
+    )
+
+
+def _apply_proposal(
+    proposal: Proposal,
+    placeable: Catalog,
+    state: ControllerState,
+    observation: Observation,
+    options: solver.SolveOptions | None,
+    now: float,
+    revision: str,
+) -> tuple[Decision, tuple[dict[str, SliceRecord], list[str]] | None]:
+    """Check a current proposal independently of the model that made it; the new records if it passes.
+
+    The check is the reconcile pass's own: the proposal's placements are handed to the solver as the
+    running ones in incremental mode, which keeps each only if it is complete and valid against the
+    capacity, bandwidth, budgets and availability of now (the background load included). Every slice
+    the proposal admits must come back exactly as proposed; no running slice may be torn down unless it
+    allows it; no more running NFs may move than the migration budget allows.
+    """
+    figures = (proposal.objective_before, proposal.objective_after, proposal.moved)
+
+    def refused(why: str) -> tuple[Decision, None]:
+        return Decision("refused", f"re-optimisation: proposal refused, {why}", *figures), None
+
+    keep = _kept_aside(state)
+    cat, background = _reoptimised_part(placeable, state, observation, keep)
+    specs = {s.key: s for s in cat.slices.values()}
+    running = {k: rec for k, rec in state.slices.items() if rec.admitted and k in specs}
+    dropped = sorted(k for k in running if k not in proposal.assignments and not specs[k].allow_teardown)
+    if dropped:
+        return refused(f"it would tear down running slice(s) {', '.join(dropped)}")
+    moved = sum(
+        1
+        for k, a in proposal.assignments.items()
+        if k in running
+        for nf, where in a.items()
+        if running[k].assignments.get(nf) != where
+    )
+    budget = proposal.migration_budget
+    if budget is not None and moved > budget:
+        return refused(f"it moves {moved} running NF(s), over the migration budget of {budget}")
+    opts = replace(options or solver.SolveOptions(), mode="incremental")
+    try:
+        the_plan = plan(cat, options=opts, current=proposal.assignments, background=background)
+    except Exception as exc:  # the pass goes on with what runs
+        return refused(f"its check raised {type(exc).__name__}: {exc}")
+    by_key = {sp.slice.key: sp for sp in the_plan.slices}
+    for key, wanted in sorted(proposal.assignments.items()):
+        sp = by_key.get(key)
+        if sp is None or not sp.placement.admitted or dict(sp.placement.assignments) != dict(wanted):
+            why = "; ".join(sp.placement.reasons) if sp is not None and sp.placement.reasons else "changed"
+            return refused(f"slice {key} fails the independent check ({why})")
+    records = dict(state.slices)
+    events: list[str] = []
+    for sp in the_plan.slices:
+        key = sp.slice.key
+        proposed = key in proposal.assignments
+        claim = proposal.guarantee if proposed else guarantee_of(the_plan.placement, opts, held_fixed=True)
+        records[key], said = _record(cat, sp, state.slices.get(key), now, revision, claim, not proposed)
+        events += said
+    return Decision("applied", describe_applied(proposal), *figures), (records, events)
 
 
 def _plan_isolating_failures(
@@ -285,7 +547,7 @@ def _usage(actions: Any) -> dict[str, Resources]:
     for group in actions:
         for a in group:
             res = a.spec.get("resources", {})
-            used = Resources(cpu_millis(res.get("cpu", 0)), memory_bytes(res.get("memory", 0)))
+            used = Resources(_cpu(res.get("cpu", 0)), _memory(res.get("memory", 0)))
             out[a.node] = out.get(a.node, Resources()) + used
     return out
 
@@ -339,6 +601,8 @@ def _load_moved(catalog: Catalog, obs: Observation, state: ControllerState) -> l
 
 def _background(catalog: Catalog, obs: Observation, state: ControllerState) -> dict[str, Resources]:
     """CPU used on each node by anything but flyslice: observed load minus what flyslice placed."""
+    if not any(o.load is not None for o in obs.nodes.values()):
+        return {}
     ours: dict[str, int] = {}
     for rec in state.slices.values():
         for action in rec.actions:
@@ -355,7 +619,18 @@ def _background(catalog: Catalog, obs: Observation, state: ControllerState) -> d
 
 
 def _cpu_of(action: InstanceAction) -> int:
-    return cpu_millis(action.spec.get("resources", {}).get("cpu", 0))
+    return _cpu(action.spec.get("resources", {}).get("cpu", 0))
+
+
+@functools.lru_cache(maxsize=1024)
+def _cpu(quantity: str | int | float) -> int:
+    # Every pass sums every instance's CPU; the same few quantities are parsed over and over.
+    return cpu_millis(quantity)
+
+
+@functools.lru_cache(maxsize=1024)
+def _memory(quantity: str | int | float) -> int:
+    return memory_bytes(quantity)
 
 
 def _moves(old: SliceRecord, new: Mapping[str, Assignment]) -> int:
@@ -375,18 +650,55 @@ def _node_fingerprint(n: EdgeNodeSpec) -> Any:
     ]
 
 
-def _fingerprint(catalog: Catalog) -> str:
+def _fingerprint(catalog: Catalog, infra: str | None = None) -> str:
     doc = {
-        "nodes": [_node_fingerprint(catalog.nodes[k]) for k in sorted(catalog.nodes)],
-        "packages": [repr(catalog.packages[k]) for k in sorted(catalog.packages)],
-        "services": [repr(catalog.services[k]) for k in sorted(catalog.services)],
+        "infra": _infra_fingerprint(catalog) if infra is None else infra,
         "slices": [repr(catalog.slices[k]) for k in sorted(catalog.slices)],
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _infra_fingerprint(catalog: Catalog) -> str:
+    doc = {
+        "nodes": [_node_fingerprint(catalog.nodes[k]) for k in sorted(catalog.nodes)],
+        "packages": [repr(catalog.packages[k]) for k in sorted(catalog.packages)],
+        "services": [repr(catalog.services[k]) for k in sorted(catalog.services)],
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _settled_pending(
+    state: ControllerState, catalog: Catalog, infra: str, load_moved: bool, expired: set[str]
+) -> set[str]:
+    """Slices refused by the last plan that this incremental pass need not try again.
+
+    When the nodes (live ones included), packages and services are as last planned, no load moved,
+    and every slice of the last plan is still there with the same intent, the only news is new slices:
+    the running ones stay fixed and the newcomers only take capacity, so what did not fit still does
+    not (its status and reasons stand). Anything else — a slice removed, expired or changed, a node
+    down, back, added or resized — frees or moves capacity, and every refused slice is tried again.
+    """
+    if load_moved or not state.infra_fingerprint or infra != state.infra_fingerprint:
+        return set()
+    keys = {s.key for s in catalog.slices.values()}
+    for key, rec in state.slices.items():
+        if key in expired and not rec.actions:
+            continue  # torn down before: nothing of it is freed now
+        if key not in keys or not rec.fingerprint or rec.fingerprint != _slice_fingerprint(catalog, key):
+            return set()
+    return {k for k, rec in state.slices.items() if not rec.admitted and not rec.stalled}
+
+
 def _slice_fingerprint(catalog: Catalog, key: str) -> str:
-    return hashlib.sha256(repr(catalog.slices[_split(key)]).encode()).hexdigest()
+    """The slice's intent as far as placement goes: a change here re-places it under incremental admission.
+
+    Configuration, lifetime, generation and the teardown annotation are left out: they change what an
+    instance does or how long it lives, not where it may run, and the running placement stays.
+    """
+    s = catalog.slices[_split(key)]
+    # Compared, never parsed: the repr of the placement-relevant fields is enough (and cheap per pass).
+    return repr((s.max_latency_ms, s.availability, s.attachments, sorted(s.services), s.network_service_ref,
+                 s.isolation_required, s.priority))  # fmt: skip
 
 
 def _iso(ts: float | None) -> str | None:
@@ -468,6 +780,8 @@ def _status(slice_: SliceSpec, rec: SliceRecord, obs: Observation, *, expired: b
         status["expiresAt"] = _iso(rec.expires_at)
     if rec.revision:
         status["lastAppliedRevision"] = rec.revision
+    if rec.guarantee and rec.admitted:
+        status["placementGuarantee"] = rec.guarantee
     return status
 
 

@@ -8,7 +8,9 @@ wait for NFs to become ready, so a newer revision always supersedes the one bein
 
 Reading a revision runs in a child process with a time budget (past it, the source reports the
 revision unreadable and the last good one keeps running) and solving in a worker thread, so the
-status API on the same event loop keeps answering. A pass that fails is counted: the status says Stalled at once and
+status API on the same event loop keeps answering. Passes admit new slices incrementally (running
+ones held fixed); the global re-optimisation runs in its own thread (:class:`Reoptimizer`), and a pass
+applies a finished proposal only if nothing changed since it started. A pass that fails is counted: the status says Stalled at once and
 :meth:`EmbeddedController.healthy` turns false after ``unhealthy_after`` failures in a row.
 """
 
@@ -29,6 +31,7 @@ from flyslice.operator.intake.catalog import Catalog
 from flyslice.operator.intake.errors import ManifestError
 from flyslice.operator.intake.validation import PackagePolicy, ValidationResult
 from flyslice.operator.planning.actions import InstanceAction
+from flyslice.operator.planning.reoptimize import OFF, Reoptimizer, ReoptimizeSettings
 from flyslice.operator.reconcile import (
     ControllerState,
     InstanceObservation,
@@ -37,6 +40,8 @@ from flyslice.operator.reconcile import (
     carry_last_good,
     mark_stalled,
     reconcile,
+    reoptimization_job,
+    state_key,
 )
 
 log = logging.getLogger("flyslice.embedded")
@@ -79,6 +84,7 @@ class EmbeddedController:
         package_policy: PackagePolicy | None = None,
         confirm_prune: bool = False,
         max_prune_share: float = prune_guard.DEFAULT_MAX_PRUNE_SHARE,
+        reoptimize: ReoptimizeSettings = OFF,
     ) -> None:
         self.source = source
         self._factory = runtime_factory
@@ -117,6 +123,8 @@ class EmbeddedController:
         #: node -> what its agent cannot do although it runs (an unreachable MQTT broker): a
         #: condition and a warning in the status, so Ready never hides it.
         self.node_warnings: dict[str, list[str]] = {}
+        #: The background global re-optimisation (off unless configured; ``up`` turns it on).
+        self.reoptimizer = Reoptimizer(reoptimize, clock=clock)
 
     # -- one pass ------------------------------------------------------------------------
 
@@ -151,6 +159,8 @@ class EmbeddedController:
     async def _pass(self) -> None:
         await self._sync_runtimes()
         observation = self.observation = self._observe()
+        self._reoptimization_events()
+        proposal = self.reoptimizer.take()
         # The solver may run for its whole time limit: off the loop, so the status API answers.
         outcome = await asyncio.to_thread(
             reconcile,
@@ -161,11 +171,15 @@ class EmbeddedController:
             revision=self._revision,
             options=self._solve_options,
             heartbeat_timeout_s=self._heartbeat_timeout_s,
+            proposal=proposal,
         )
         self.state = outcome.state
         for event in outcome.events:
             log.info(event)
         self.events = (self.events + list(outcome.events))[-100:]
+        # A pass that applied a re-optimisation placed the global answer: no run is wanted after it.
+        reoptimized = outcome.reoptimization is not None and outcome.reoptimization.result == "applied"
+        self._maybe_reoptimize(outcome.replanned and not reoptimized, observation)
         by_node: dict[str, list[InstanceAction]] = {n: [] for n in self.runtimes}
         for action in outcome.actions:
             by_node.setdefault(action.node, []).append(action)
@@ -177,9 +191,35 @@ class EmbeddedController:
                 except Exception as exc:
                     log.error("node %s failed to converge: %s", node, exc)
         self.slice_status = dict(outcome.slice_status)
+        # After the slice status: /status never says "applied" next to the placement it replaced.
+        self.reoptimizer.settle(outcome.reoptimization)
         self.source_status.last_applied_revision = self._revision
         self.passes += 1
         self.last_pass_at = self._clock()
+
+    def _maybe_reoptimize(self, replanned: bool, observation: Observation) -> None:
+        """Start a background re-optimisation of the state this pass left, when one is due."""
+        catalog, state, settings = self.catalog, self.state, self.reoptimizer.settings
+        if not settings.enabled:
+            return
+        self.reoptimizer.after_pass(
+            lambda: reoptimization_job(
+                catalog,
+                state,
+                observation,
+                now=self._clock(),
+                options=self._solve_options,
+                migration_budget=settings.migration_budget,
+                heartbeat_timeout_s=self._heartbeat_timeout_s,
+            ),
+            replanned=replanned,
+            base=lambda: state_key(state),
+        )
+
+    def _reoptimization_events(self) -> None:
+        """The re-optimiser's own verdicts (no improvement, a failed run) join the event list."""
+        for message in self.reoptimizer.drain_events():
+            self._event(message, logging.INFO)
 
     async def _refresh_desired_state(self) -> None:
         """Fetch and, for a new revision, read it (in a child process, within the time budget)."""
@@ -338,6 +378,8 @@ class EmbeddedController:
             _, pending = await asyncio.wait(waiters, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
+        # A background solve cannot be interrupted; give it a moment, then leave it to the daemon thread.
+        await asyncio.to_thread(self.reoptimizer.wait, 5.0)
         for runtime in list(self.runtimes.values()):
             await runtime.stop()
         self.runtimes.clear()
@@ -364,6 +406,7 @@ class EmbeddedController:
                     "budgetMs": st["paths"][0]["budgetMs"] if st.get("paths") else None,
                     "expiresAt": st.get("expiresAt"),
                     "reasons": st.get("reasons", []),
+                    "guarantee": st.get("placementGuarantee"),
                     # Its devices attach where the agent cannot receive them: Ready, but not the whole truth.
                     "warnings": self._slice_warnings(ns, name),
                 }
@@ -394,6 +437,7 @@ class EmbeddedController:
                 "consecutiveFailedPasses": self.consecutive_failures,
                 "lastPassError": self.last_pass_error,
                 "conditions": self.conditions(),
+                "reoptimization": self.reoptimizer.status(),
             },
             "warnings": [f"node {n}: {w}" for n, ws in sorted(self.node_warnings.items()) for w in ws],
             "source": {

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flyslice.operator.gitops.sources import DesiredSource
+    from flyslice.operator.planning.reoptimize import ReoptimizeSettings
 
 # The runtime (agents, controller, aiohttp, the solver) is imported by run_up, not here: the CLI
 # imports this module to show default_state_dir() in `flyslice up --help`, and that must stay fast.
@@ -66,6 +67,8 @@ class UpOptions:
     signed_namespaces: frozenset[str] = frozenset()
     #: Directories file: modules may be loaded from; empty: builtin: modules only.
     module_dirs: tuple[Path, ...] = ()
+    #: The background re-optimisation (``--reoptimize-*``, ``--migration-budget``); None: the defaults.
+    reoptimize: ReoptimizeSettings | None = None
 
 
 def is_git_source(source: str) -> bool:
@@ -154,6 +157,7 @@ async def run_up(opts: UpOptions) -> int:
     from flyslice.operator.embedded.state_lock import StateDirError, lock_state_dir
     from flyslice.operator.embedded.status_view import render_status
     from flyslice.operator.intake.validation import PackagePolicy
+    from flyslice.operator.planning.reoptimize import ReoptimizeSettings
     from flyslice.operator.status_api import ListenError, StatusServer
 
     try:
@@ -181,6 +185,7 @@ async def run_up(opts: UpOptions) -> int:
         package_policy=PackagePolicy(opts.signed_namespaces),
         on_applied=_recorder(watcher),
         confirm_prune=opts.confirm_prune,
+        reoptimize=opts.reoptimize or ReoptimizeSettings(),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

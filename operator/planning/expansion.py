@@ -6,11 +6,12 @@ roles one NF (id ``role``). Edges and budgeted paths are expanded the same way.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 
 import networkx as nx
 
-from flyslice.operator.intake.catalog import Catalog, NetworkServiceSpec, RoleSpec, SliceSpec
+from flyslice.operator.intake.catalog import Catalog, EdgeNodeSpec, NetworkServiceSpec, RoleSpec, SliceSpec
 from flyslice.solver.model import (
     Assignment,
     BudgetedPath,
@@ -39,7 +40,26 @@ def nf_id(role: RoleSpec, attachment: str | None) -> str:
     return f"{role.name}@{attachment}" if role.scope == "perAttachment" and attachment else role.name
 
 
+#: The last few topologies built, by their nodes. The solver caches shortest-path rows per Topology
+#: object, so passes that re-plan on unchanged nodes (every incremental admission) reuse the rows
+#: earlier passes computed instead of running Dijkstra again.
+_TOPOLOGIES: dict[tuple[EdgeNodeSpec, ...], Topology] = {}
+_TOPOLOGIES_KEPT = 4
+
+
 def topology(catalog: Catalog) -> Topology:
+    nodes = tuple(sorted(catalog.nodes.values(), key=lambda n: n.name))
+    found = _TOPOLOGIES.get(nodes)
+    if found is not None:
+        return found
+    built = _topology(nodes)
+    while len(_TOPOLOGIES) >= _TOPOLOGIES_KEPT:
+        _TOPOLOGIES.pop(next(iter(_TOPOLOGIES)), None)
+    _TOPOLOGIES[nodes] = built
+    return built
+
+
+def _topology(nodes: tuple[EdgeNodeSpec, ...]) -> Topology:
     hosts = tuple(
         Host(
             name=n.name,
@@ -49,14 +69,15 @@ def topology(catalog: Catalog) -> Topology:
             availability=n.availability,
             cost=n.cost,
         )
-        for n in sorted(catalog.nodes.values(), key=lambda n: n.name)
+        for n in nodes
     )
+    names = {n.name for n in nodes}
     seen: set[frozenset[str]] = set()
     links: list[Link] = []
-    for n in sorted(catalog.nodes.values(), key=lambda n: n.name):
+    for n in nodes:
         for lk in n.links:
             pair = frozenset((n.name, lk.node))
-            if pair not in seen and lk.node in catalog.nodes:
+            if pair not in seen and lk.node in names:
                 seen.add(pair)
                 links.append(Link(n.name, lk.node, lk.latency_ms, lk.bandwidth_mbps))
     return Topology(hosts, tuple(links))
@@ -126,25 +147,39 @@ def _paths(service: NetworkServiceSpec, slice_: SliceSpec) -> list[BudgetedPath]
     if service.latency_paths:
         role_paths = [(p.name, p.roles) for p in service.latency_paths]
     else:
-        g = nx.DiGraph()
-        g.add_nodes_from(r.name for r in service.roles)
-        g.add_edges_from((e.src, e.dst) for e in service.edges)
-        sources = [r for r in g if g.in_degree(r) == 0]
-        sinks = [r for r in g if g.out_degree(r) == 0]
-        for s in sources:
-            for t in sinks:
-                found = [tuple(p) for p in nx.all_simple_paths(g, s, t)] if s != t else [(s,)]
-                for i, p in enumerate(found):
-                    suffix = f"#{i + 1}" if len(found) > 1 else ""
-                    role_paths.append((f"{s}->{t}{suffix}", p))
+        # Every slice of a service has the same role graph: its paths are enumerated once per graph.
+        role_paths = list(
+            _role_paths(tuple(r.name for r in service.roles), tuple((e.src, e.dst) for e in service.edges))
+        )
         if len(role_paths) > MAX_PATHS_PER_ATTACHMENT:
             raise ExpansionError(
                 f"NetworkService {service.name!r} has {len(role_paths)} source-to-sink paths; "
                 f"name the budgeted ones in spec.latencyPaths (at most {MAX_PATHS_PER_ATTACHMENT})"
             )
     out = []
+    by_name = {r.name: r for r in service.roles}
     for att in slice_.attachments:
         for name, roles in role_paths:
-            ids = tuple(nf_id(service.role(r), att) for r in roles)
+            ids = tuple(nf_id(by_name[r], att) for r in roles)
             out.append(BudgetedPath(f"{att}:{name}", att, ids, slice_.max_latency_ms))
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _role_paths(
+    roles: tuple[str, ...], edges: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Every source-to-sink path of a role graph, named ``src->dst`` (``#n`` when there are several)."""
+    g = nx.DiGraph()
+    g.add_nodes_from(roles)
+    g.add_edges_from(edges)
+    sources = [r for r in g if g.in_degree(r) == 0]
+    sinks = [r for r in g if g.out_degree(r) == 0]
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for s in sources:
+        for t in sinks:
+            found = [tuple(p) for p in nx.all_simple_paths(g, s, t)] if s != t else [(s,)]
+            for i, p in enumerate(found):
+                suffix = f"#{i + 1}" if len(found) > 1 else ""
+                out.append((f"{s}->{t}{suffix}", p))
+    return tuple(out)
