@@ -283,7 +283,7 @@ def _placeable(
     catalog: Catalog, state: ControllerState, observation: Observation, now: float, heartbeat_timeout_s: float
 ) -> tuple[set[str], Catalog, set[str], Catalog]:
     """(nodes down, the catalog without them, slices whose lifetime is over, what may be placed)."""
-    down = _unavailable_nodes(catalog, observation, now, heartbeat_timeout_s)
+    down = unavailable_nodes(catalog, observation, now, heartbeat_timeout_s)
     live = replace(catalog, nodes={k: v for k, v in catalog.nodes.items() if k not in down})
     expired = {
         key for key, rec in state.slices.items() if rec.expires_at is not None and now >= rec.expires_at
@@ -577,7 +577,8 @@ def _split(key: str) -> tuple[str, str]:
     return ns, name
 
 
-def _unavailable_nodes(catalog: Catalog, obs: Observation, now: float, timeout: float) -> set[str]:
+def unavailable_nodes(catalog: Catalog, obs: Observation, now: float, timeout: float) -> set[str]:
+    """Nodes whose last heartbeat is older than ``timeout``: their NFs are moved elsewhere."""
     # A node that never sent a heartbeat is presumed up: its agent may simply not have started yet.
     return {
         n

@@ -12,13 +12,15 @@ API server, through the official ``kubernetes`` client:
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from flyslice.crds import is_namespaced
 from flyslice.operator.intake.catalog import Catalog
@@ -304,6 +306,14 @@ def event_for(message: str) -> EventSpec | None:
 # -- the client -------------------------------------------------------------------------------
 
 
+class WriteSink(Protocol):
+    """What learns of the operator's own writes (:class:`.cache.WatchCache`)."""
+
+    def record(self, kind: str, obj: Mapping[str, Any]) -> None: ...
+
+    def forget(self, kind: str, namespace: str, name: str) -> None: ...
+
+
 @dataclass
 class ApplyResult:
     created: list[str] = field(default_factory=list)
@@ -325,6 +335,13 @@ class ClusterClient:
         self.workers = max(1, workers)
         self.requests = 0
         self._count_lock = threading.Lock()
+        #: Where the operator's own writes go as the server answered them (the watch-fed cache), so a
+        #: pass never acts on a state older than its own last writes.
+        self.sink: WriteSink | None = None
+        self._count(api_client)
+        self._streams: Any = None
+
+    def _count(self, api_client: Any) -> None:
         original = api_client.call_api
 
         def counted(*args: Any, **kwargs: Any) -> Any:
@@ -358,6 +375,49 @@ class ClusterClient:
             item.setdefault("apiVersion", API_VERSION)
         return items
 
+    def list_raw(
+        self, kind: str, *, namespace: str | None, label_selector: str
+    ) -> tuple[list[dict[str, Any]], str]:
+        """(items as plain JSON, the list's resourceVersion): the start of a watch."""
+        resp = self._collection(self.custom, kind, namespace, label_selector, _preload_content=False)
+        doc = json.loads(resp.data)
+        return list(doc.get("items") or []), str((doc.get("metadata") or {}).get("resourceVersion", ""))
+
+    def watch_raw(
+        self,
+        kind: str,
+        *,
+        namespace: str | None,
+        label_selector: str,
+        resource_version: str,
+        timeout_s: float,
+    ) -> Any:
+        """A watch from ``resource_version`` as a streaming response (one JSON event a line), on a
+        connection pool of its own: the watches hold their connections, the writes need theirs."""
+        if self._streams is None:
+            from kubernetes import client
+
+            cfg = copy.copy(self.api.configuration)
+            cfg.connection_pool_maxsize = 32
+            api = client.ApiClient(cfg)
+            self._count(api)
+            self._streams = client.CustomObjectsApi(api)
+        return self._collection(
+            self._streams, kind, namespace, label_selector, watch=True, allow_watch_bookmarks=True,
+            resource_version=resource_version, timeout_seconds=int(timeout_s),
+            _preload_content=False, _request_timeout=(10, timeout_s + 30),
+        )  # fmt: skip
+
+    @staticmethod
+    def _collection(api: Any, kind: str, namespace: str | None, label_selector: str, **kw: Any) -> Any:
+        if namespace and is_namespaced(kind):
+            return api.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURALS[kind], label_selector=label_selector, **kw
+            )
+        return api.list_cluster_custom_object(
+            GROUP, VERSION, PLURALS[kind], label_selector=label_selector, **kw
+        )
+
     # -- NFInstances --
 
     def apply_instances(
@@ -377,11 +437,13 @@ class ClusterClient:
         }
         work: list[tuple[str, Any]] = []
         for action in desired:
-            key = (action.namespace, action.name)
-            body = instance_object(action, owners.get((action.namespace, str(action.spec["slice"]))))
-            current = have.get(key)
-            if current is None or _instance_differs(current, body):
-                work.append(("write", (action, body, current)))
+            owner = owners.get((action.namespace, str(action.spec["slice"])))
+            current = have.get((action.namespace, action.name))
+            if current is None:
+                # The body is built by the worker that sends it: a burst holds thousands at once otherwise.
+                work.append(("write", (action, owner, None)))
+            elif _instance_differs(current, instance_object(action, owner)):
+                work.append(("write", (action, owner, current)))
         wanted = {(a.namespace, a.name) for a in desired}
         work += [("delete", key) for key in sorted(have.keys() - wanted)]
         result = ApplyResult()
@@ -398,8 +460,12 @@ class ClusterClient:
 
         if len(items) <= 1:
             return [fn(i) for i in items]
+        out: list[R] = []
         with ThreadPoolExecutor(max_workers=min(self.workers, len(items))) as pool:
-            return list(pool.map(fn, items))
+            # In chunks: pool.map queues a future per item up front.
+            for start in range(0, len(items), 512):
+                out += pool.map(fn, items[start : start + 512])
+        return out
 
     def _apply_one(self, item: tuple[str, Any]) -> tuple[str, str]:
         """One NFInstance write: (namespace/name, created|updated|deleted or the API's refusal)."""
@@ -413,15 +479,19 @@ class ClusterClient:
             except ApiException as exc:
                 return ref, _api_reason(exc)
             return ref, "deleted"
-        action, body, current = arg
+        action, owner, current = arg
+        body = instance_object(action, owner)
         ref = f"{action.namespace}/{action.name}"
         plural = PLURALS["NFInstance"]
         try:
             if current is None:
                 try:
-                    self.custom.create_namespaced_custom_object(
-                        GROUP, VERSION, action.namespace, plural, body
+                    made = _json(
+                        self.custom.create_namespaced_custom_object(
+                            GROUP, VERSION, action.namespace, plural, body, _preload_content=False
+                        )
                     )
+                    self._wrote("NFInstance", made)
                     return ref, "created"
                 except ApiException as exc:
                     if exc.status != 409:  # 409: it exists after all (a stale list): update it
@@ -429,6 +499,7 @@ class ClusterClient:
                     current = self.custom.get_namespaced_custom_object(
                         GROUP, VERSION, action.namespace, plural, action.name
                     )
+                    self._wrote("NFInstance", current)
                     if not _instance_differs(current, body):
                         return ref, "unchanged"
             labels = {**((current.get("metadata") or {}).get("labels") or {}), **body["metadata"]["labels"]}
@@ -439,10 +510,11 @@ class ClusterClient:
             if "ownerReferences" in body["metadata"]:
                 refs = body["metadata"]["ownerReferences"]
                 patch.append({"op": "add", "path": "/metadata/ownerReferences", "value": refs})
-            self.custom.patch_namespaced_custom_object(
+            patched = _json(self.custom.patch_namespaced_custom_object(
                 GROUP, VERSION, action.namespace, plural, action.name, patch,
-                _content_type="application/json-patch+json",
-            )  # fmt: skip
+                _content_type="application/json-patch+json", _preload_content=False,
+            ))  # fmt: skip
+            self._wrote("NFInstance", patched)
             return ref, "updated"
         except ApiException as exc:
             return ref, _api_reason(exc)
@@ -457,6 +529,31 @@ class ClusterClient:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+        if self.sink is not None:
+            self.sink.forget("NFInstance", namespace, name)
+
+    def set_finalizers(self, kind: str, obj: Mapping[str, Any], finalizers: Sequence[str]) -> None:
+        """Replace ``obj``'s finalizers, only if it is still the version read (else 409/422: the
+        caller retries from a fresher read)."""
+        meta = obj.get("metadata") or {}
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta.get("resourceVersion")},
+            {"op": "add", "path": "/metadata/finalizers", "value": list(finalizers)},
+        ]
+        kw = {"_content_type": "application/json-patch+json"}
+        if is_namespaced(kind):
+            done = self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, meta.get("namespace"), PLURALS[kind], meta.get("name"), patch, **kw
+            )
+        else:
+            done = self.custom.patch_cluster_custom_object(
+                GROUP, VERSION, PLURALS[kind], meta.get("name"), patch, **kw
+            )
+        self._wrote(kind, done)
+
+    def _wrote(self, kind: str, obj: Any) -> None:
+        if self.sink is not None and isinstance(obj, Mapping):
+            self.sink.record(kind, obj)
 
     def slice_instances(self, namespace: str, slice_name: str) -> list[dict[str, Any]]:
         return self.list_kind(
@@ -470,16 +567,19 @@ class ClusterClient:
     def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         body = {"status": dict(status)}
         if is_namespaced(kind):
-            self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURALS[kind], name, body
+            done = _json(
+                self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, PLURALS[kind], name, body, _preload_content=False
+                )
             )
         else:
-            self.custom.patch_cluster_custom_object_status(GROUP, VERSION, PLURALS[kind], name, body)
+            done = self.custom.patch_cluster_custom_object_status(GROUP, VERSION, PLURALS[kind], name, body)
+        self._wrote(kind, done)
 
     def post_event(
         self, involved: Mapping[str, Any], reason: str, message: str, type_: str = "Normal"
-    ) -> None:
-        """A core/v1 Event on ``involved`` (an object with kind, metadata.name/namespace/uid)."""
+    ) -> str:
+        """A core/v1 Event on ``involved`` (an object with kind, metadata.name/namespace/uid); its name."""
         meta = involved.get("metadata") or {}
         namespace = meta.get("namespace") or CLUSTER_EVENTS_NAMESPACE
         now = datetime.now(UTC)
@@ -503,7 +603,19 @@ class ClusterClient:
             "lastTimestamp": now,
             "count": 1,
         }
-        self.core.create_namespaced_event(namespace, body)
+        # Raw response: the Event's name is all that is needed, not the client's model of it.
+        resp = self.core.create_namespaced_event(namespace, body, _preload_content=False)
+        return str((json.loads(resp.data).get("metadata") or {}).get("name", ""))
+
+    def patch_event(self, namespace: str, name: str, count: int) -> None:
+        """An Event seen again: its ``count`` and ``lastTimestamp`` (client-go's de-duplication)."""
+        body = {"count": count, "lastTimestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        self.core.patch_namespaced_event(name, namespace, body, _preload_content=False)
+
+
+def _json(resp: Any) -> Any:
+    """A raw (``_preload_content=False``) response's JSON: the client's own decoding copies it twice."""
+    return json.loads(resp.data)
 
 
 def _instance_differs(current: Mapping[str, Any], body: Mapping[str, Any]) -> bool:

@@ -7,20 +7,25 @@ together. A pass is the embedded controller's, with the API server as source and
     list the desired objects -> validate (like git YAML) -> reconcile (the shared core)
     -> create / patch / delete NFInstances (owned by their Slice) -> Slice status + Events
 
-Deleting a Slice runs its finalizer (``flyslice.io/teardown``): its NFInstances are deleted, and the
-finalizer is released once none is left. The agents then stop the NFs and delete the VNF pods.
+A pass reads the desired objects and NFInstances from a watch-fed cache (:mod:`.cache`), not the API;
+the cache's watches are what trigger passes (kopf itself handles GitSources only).
+
+Every Slice carries the finalizer ``flyslice.io/teardown`` (added by a pass): a deleted Slice leaves
+the plan, so the pass deletes its NFInstances, and releases the finalizer once none is left. The
+agents then stop the NFs and delete the VNF pods.
 Only the holder of the leader Lease runs any of this (:mod:`.leader`); a standby replica waits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,7 @@ import kopf
 from flyslice import solver
 from flyslice.operator.intake.errors import ManifestError
 from flyslice.operator.intake.validation import PackagePolicy, ValidationResult, validate
+from flyslice.operator.kube.cache import WatchCache
 from flyslice.operator.kube.cluster import (
     API_VERSION,
     DESIRED_KINDS,
@@ -46,12 +52,18 @@ from flyslice.operator.kube.cluster import (
     slice_ingress_conditions,
     status_changed,
 )
+from flyslice.operator.kube.events import EventRecorder
+from flyslice.operator.planning.reoptimize import OFF, Reoptimizer, ReoptimizeSettings
 from flyslice.operator.reconcile import (
     HEARTBEAT_TIMEOUT_S,
     ControllerState,
+    Observation,
     carry_last_good,
     mark_stalled,
     reconcile,
+    reoptimization_job,
+    state_key,
+    unavailable_nodes,
 )
 
 log = logging.getLogger("flyslice.operator")
@@ -76,6 +88,8 @@ class OperatorOptions:
     debounce_s: float = 0.5
     #: A pass also runs this often with no change (stale heartbeats, expiring lifetimes).
     resync_s: float = 10.0
+    #: The watch cache lists every kind again this often (repairs anything a watch missed).
+    cache_resync_s: float = 300.0
     heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
     lease_duration_s: float = 15.0
     renew_s: float = 5.0
@@ -84,6 +98,8 @@ class OperatorOptions:
     solve_options: solver.SolveOptions | None = None
     #: Namespaces whose NFPackages must carry a module signature (``*``: all), as ``up`` has it.
     signed_namespaces: frozenset[str] = frozenset()
+    #: The background re-optimisation (``--reoptimize-*``, ``--migration-budget``); on by default.
+    reoptimize: ReoptimizeSettings = field(default_factory=ReoptimizeSettings)
 
 
 @dataclass
@@ -116,8 +132,12 @@ class ReconcileLoop:
         clock: Callable[[], float] = time.time,
         unhealthy_after: int = 3,
         package_policy: PackagePolicy | None = None,
+        cache: WatchCache | None = None,
+        reoptimize: ReoptimizeSettings = OFF,
     ) -> None:
         self.client = client
+        #: Where a pass reads the cluster; None: list every kind from the API each pass.
+        self.cache = cache
         self.package_policy = package_policy or PackagePolicy()
         self.unhealthy_after = unhealthy_after
         self.namespaces = tuple(namespaces)
@@ -126,6 +146,8 @@ class ReconcileLoop:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.solve_options = solve_options
         self._clock = clock
+        #: The background global re-optimisation; a pass applies its proposal only if nothing changed.
+        self.reoptimizer = Reoptimizer(reoptimize, clock=clock)
         #: None until the first pass rebuilds it from the cluster (operator restart).
         self.state: ControllerState | None = None
         self._validated: ValidationResult | None = None
@@ -134,17 +156,29 @@ class ReconcileLoop:
         #: Held by a pass and by a Slice's teardown, so a pass never re-creates what a teardown deletes.
         self.lock = threading.Lock()
         self._wake: asyncio.Event | None = None
-        self._events: list[tuple[Mapping[str, Any], str, str, str]] = []
+        self._aio: asyncio.AbstractEventLoop | None = None
+        self.events = EventRecorder(client)
         #: EdgeNode -> "" or why its agent cannot reach its MQTT broker (IngressReady), this pass.
         self._ingress: dict[str, str] = {}
 
     # -- trigger ----------------------------------------------------------------------------
 
     def trigger(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+        """Ask for a pass; from any thread (the cache's watches run in their own)."""
+        wake, aio = self._wake, self._aio
+        if wake is None or aio is None:
+            return
+        try:
+            if asyncio.get_running_loop() is aio:
+                wake.set()
+                return
+        except RuntimeError:  # not in an event loop: a watch or pass thread
+            pass
+        with contextlib.suppress(RuntimeError):  # the loop has closed
+            aio.call_soon_threadsafe(wake.set)
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._aio = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._wake.set()  # a first pass at once: adopt what runs, place what is new
         while not stop.is_set():
@@ -157,6 +191,7 @@ class ReconcileLoop:
             if stop.is_set():
                 break
             await asyncio.sleep(self.debounce_s)
+            # Cleared before the pass: whatever changes while it runs wakes exactly one more pass.
             self._wake.clear()
             try:
                 await asyncio.to_thread(self.run_once)
@@ -174,6 +209,19 @@ class ReconcileLoop:
         with self.lock:
             return self._run_once()
 
+    def _read(self) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+        """(desired kind -> objects, the operator's NFInstances): from the cache when there is one
+        (one consistent snapshot, no request), else listed from the API."""
+        if self.cache is None:
+            objects = {kind: self._list(kind) for kind in DESIRED_KINDS}
+            return objects, self._list("NFInstance", f"{MANAGED_BY}={OPERATOR}")
+        if not self.cache.wait_synced(60.0):
+            raise self.cache.failure() or RuntimeError("the watch cache has not listed every kind yet")
+        if (failure := self.cache.failure()) is not None:
+            raise failure  # e.g. 403: the cache can no longer be refreshed; act on no stale view
+        snapshot = self.cache.snapshot()
+        return {kind: snapshot[kind] for kind in DESIRED_KINDS}, snapshot["NFInstance"]
+
     def _list(self, kind: str, label_selector: str = "") -> list[dict[str, Any]]:
         if not self.namespaces or kind == "EdgeNode":
             return self.client.list_kind(kind, label_selector=label_selector)
@@ -185,9 +233,7 @@ class ReconcileLoop:
 
     def _run_once(self) -> PassReport:
         started = time.monotonic()
-        self._events = []
-        objects = {kind: self._list(kind) for kind in DESIRED_KINDS}
-        instances = self._list("NFInstance", f"{MANAGED_BY}={OPERATOR}")
+        objects, instances = self._read()
         result = validate(
             manifests_from_objects(o for kind in DESIRED_KINDS for o in objects[kind]),
             policy=self.package_policy,
@@ -201,16 +247,30 @@ class ReconcileLoop:
                 len(self.state.slices),
                 len(instances),
             )
+        observation = observe(objects["EdgeNode"], instances)
+        if self.cache is not None and unavailable_nodes(
+            catalog, observation, self._clock(), self.heartbeat_timeout_s
+        ):
+            # Moving a node's NFs away is disruptive, and a watch can lag behind the heartbeats on a
+            # loaded API server: confirm a missed heartbeat with a fresh read (one request, only then).
+            objects["EdgeNode"] = self._list("EdgeNode")
+            observation = observe(objects["EdgeNode"], instances)
         read_s = time.monotonic() - started
+        for message in self.reoptimizer.drain_events():  # its verdicts without a proposal
+            log.info(message)
         outcome = reconcile(
             catalog,
             self.state,
-            observe(objects["EdgeNode"], instances),
+            observation,
             now=self._clock(),
             options=self.solve_options,
             heartbeat_timeout_s=self.heartbeat_timeout_s,
+            proposal=self.reoptimizer.take(),
         )
         self.state = outcome.state
+        self.reoptimizer.settle(outcome.reoptimization)
+        reoptimized = outcome.reoptimization is not None and outcome.reoptimization.result == "applied"
+        self._maybe_reoptimize(catalog, outcome.replanned and not reoptimized, observation)
         plan_s = time.monotonic() - started - read_s
         by_ref = {object_ref(o): o for kind in DESIRED_KINDS for o in objects[kind]}
         owners = {
@@ -225,6 +285,8 @@ class ReconcileLoop:
         self._post_decisions(outcome.events, by_ref)
         self._post_invalid(result.errors, by_ref)
         self._ingress = node_ingress(objects["EdgeNode"])
+        # Before the status writes: the finalizer patch is conditional on the version this pass read.
+        self._finalizers(objects["Slice"])
         phases = self._write_slice_status(
             objects["Slice"], outcome.slice_status, result.errors, applied.failed
         )
@@ -350,23 +412,50 @@ class ReconcileLoop:
 
     def _event(self, involved: Mapping[str, Any], reason: str, message: str, type_: str) -> None:
         """Queue an Event; they are posted together at the end of the pass."""
-        self._events.append((involved, reason, message, type_))
+        self.events.add(involved, reason, message, type_)
 
     def _flush_events(self) -> None:
-        def post(item: tuple[Mapping[str, Any], str, str, str]) -> None:
-            try:
-                self.client.post_event(*item)
-            except Exception as exc:  # an Event is informative: never fail a pass for it
-                log.warning("could not post event %s on %s: %s", item[1], object_ref(item[0]), exc)
+        self.events.flush()  # de-duplicated and aggregated (see .events); never raises
 
-        self.client.parallel(post, self._events)
-        self._events = []
+    def _finalizers(self, slices: Sequence[Mapping[str, Any]]) -> None:
+        """The teardown finalizer on every live Slice; released from a deleted one once none of its
+        NFInstances is left (this pass deleted them: a deleted Slice is no longer in the plan)."""
+        adding = [o for o in slices if not o["metadata"].get("deletionTimestamp")
+                  and FINALIZER not in (o["metadata"].get("finalizers") or [])]  # fmt: skip
+        leaving = [o for o in slices if o["metadata"].get("deletionTimestamp")
+                   and FINALIZER in (o["metadata"].get("finalizers") or [])]  # fmt: skip
+
+        def add(obj: Mapping[str, Any]) -> None:
+            finalizers = [*(obj["metadata"].get("finalizers") or []), FINALIZER]
+            try:
+                self.client.set_finalizers("Slice", obj, finalizers)
+            except Exception as exc:  # a newer version was written meanwhile: its watch event
+                log.info("finalizer of Slice %s: %s", object_ref(obj)[2], _pass_error(exc))  # retriggers
+
+        def release(obj: Mapping[str, Any]) -> None:
+            meta = obj["metadata"]
+            try:
+                # The API, not the cache, says whether the teardown is complete.
+                remaining = self.client.slice_instances(meta["namespace"], meta["name"])
+                for inst in remaining:
+                    if not inst["metadata"].get("deletionTimestamp"):
+                        self.client.delete_instance(meta["namespace"], inst["metadata"]["name"])
+                if not remaining:
+                    rest = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+                    self.client.set_finalizers("Slice", obj, rest)
+                    return
+            except Exception as exc:
+                log.info("teardown of Slice %s/%s: %s", meta["namespace"], meta["name"], _pass_error(exc))
+            # Not yet: the NFInstances' deletion events (or the periodic pass) bring the next look.
+
+        self.client.parallel(add, adding)
+        self.client.parallel(release, leaving)
 
     def mark_stalled(self, error: str) -> None:
         """After a failed pass: every Slice says Stalled (Ready=False) with the error, best effort
         (the API server may be what failed). What runs is left alone."""
         try:
-            slices = self._list("Slice")
+            slices = self.cache.snapshot()["Slice"] if self.cache is not None else self._list("Slice")
         except Exception as exc:
             log.warning("cannot mark slices stalled: %s", exc)
             return
@@ -387,19 +476,24 @@ class ReconcileLoop:
                 except Exception as exc:
                     log.warning("status of Slice %s/%s: %s", meta["namespace"], meta["name"], exc)
 
-    # -- slice teardown (finalizer) ---------------------------------------------------------
-
-    def teardown(self, namespace: str, name: str) -> int:
-        """Delete the slice's NFInstances; how many were still there (0: the teardown is complete)."""
-        with self.lock:
-            remaining = self.client.slice_instances(namespace, name)
-            for obj in remaining:
-                if not obj["metadata"].get("deletionTimestamp"):
-                    self.client.delete_instance(namespace, obj["metadata"]["name"])
-            if self.state is not None and f"{namespace}/{name}" in self.state.slices:
-                rest = {k: v for k, v in self.state.slices.items() if k != f"{namespace}/{name}"}
-                self.state = replace(self.state, slices=rest)
-            return len(remaining)
+    def _maybe_reoptimize(self, catalog: Any, replanned: bool, observation: Observation) -> None:
+        """Start a background re-optimisation of the state this pass left, when one is due."""
+        state, settings = self.state, self.reoptimizer.settings
+        if state is None or not settings.enabled:
+            return
+        self.reoptimizer.after_pass(
+            lambda: reoptimization_job(
+                catalog,
+                state,
+                observation,
+                now=self._clock(),
+                options=self.solve_options,
+                migration_budget=settings.migration_budget,
+                heartbeat_timeout_s=self.heartbeat_timeout_s,
+            ),
+            replanned=replanned,
+            base=lambda: state_key(state),
+        )
 
     # -- health -----------------------------------------------------------------------------
 
@@ -467,26 +561,16 @@ def _api_message(exc: Any) -> str:
 
 
 def build_registry(loop: ReconcileLoop, gitsources: Any = None) -> kopf.OperatorRegistry:
-    """kopf handlers: every change triggers the loop; a Slice's deletion runs its teardown."""
+    """kopf handlers: GitSources. The reconciled kinds reach the loop through its watch cache; a loop
+    without one (tests of the pass alone) is triggered by kopf watches of those kinds instead."""
     registry = kopf.OperatorRegistry()
 
-    for plural in WATCHED:
+    if loop.cache is None:
+        for plural in WATCHED:
 
-        @kopf.on.event("flyslice.io", "v1alpha1", plural, registry=registry)
-        async def changed(**_: Any) -> None:
-            loop.trigger()
-
-    @kopf.on.delete("flyslice.io", "v1alpha1", "slices", registry=registry)
-    async def slice_deleted(namespace: str | None, name: str, logger: Any, **_: Any) -> None:
-        # NFInstances without finalizers go at once: wait here briefly rather than retry the handler.
-        remaining = 0
-        for _attempt in range(40):
-            remaining = await asyncio.to_thread(loop.teardown, namespace or "", name)
-            loop.trigger()
-            if not remaining:
-                return
-            await asyncio.sleep(0.25)
-        raise kopf.TemporaryError(f"waiting for {remaining} NFInstance(s) of the slice to go", delay=5)
+            @kopf.on.event("flyslice.io", "v1alpha1", plural, registry=registry)
+            async def changed(**_: Any) -> None:
+                loop.trigger()
 
     if gitsources is not None:
 
@@ -573,11 +657,17 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
     # One line per handled event is noise at this rate (every change triggers the loop).
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     cluster = ClusterClient.from_kubeconfig(opts.kubeconfig)
+    cache = WatchCache(
+        cluster, {**dict.fromkeys(DESIRED_KINDS, ""), "NFInstance": f"{MANAGED_BY}={OPERATOR}"},
+        namespaces=opts.namespaces, resync_s=opts.cache_resync_s,
+    )  # fmt: skip
+    cluster.sink = cache
     loop = ReconcileLoop(
         cluster, namespaces=opts.namespaces, debounce_s=opts.debounce_s, resync_s=opts.resync_s,
         heartbeat_timeout_s=opts.heartbeat_timeout_s, solve_options=opts.solve_options,
-        package_policy=PackagePolicy(opts.signed_namespaces),
+        package_policy=PackagePolicy(opts.signed_namespaces), cache=cache, reoptimize=opts.reoptimize,
     )  # fmt: skip
+    cache.on_change = loop.trigger
     elector = LeaseElector(
         k8s.CoordinationV1Api(cluster.api), opts.lease_namespace, opts.lease_name, identity=opts.identity,
         lease_duration_s=opts.lease_duration_s, renew_s=opts.renew_s, retry_s=opts.retry_s,
@@ -596,8 +686,10 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
             "lastPassSeconds": round(r.last_pass_s, 3),
             "lastError": r.last_error,
             "apiRequests": cluster.requests,
+            "watchCache": asdict(cache.stats),
             "nfinstances": {"created": r.created, "updated": r.updated, "deleted": r.deleted},
             "slices": r.slices,
+            "reoptimization": loop.reoptimizer.status(),
         }
 
     server: StatusServer | None = None
@@ -625,6 +717,7 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
         await asyncio.to_thread(label.set, False)
         if not await elector.acquire(stop):
             return 0
+        cache.start()  # the leader only: a standby keeps no watches open
         gitsources = GitSourceManager(cluster, opts.git_cache, on_applied=loop.trigger)
         registry = build_registry(loop, gitsources)
         kopf.on.login(registry=registry)(kopf_login(opts.kubeconfig))
@@ -659,6 +752,7 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
             await asyncio.to_thread(label.set, False)  # best effort; the restarted process retries
         return 1 if lost else 0
     finally:
+        await asyncio.to_thread(cache.stop)
         if server is not None:
             await server.stop()
         if probes is not None:
