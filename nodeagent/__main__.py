@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, NoReturn
 if TYPE_CHECKING:
     from flyslice.nodeagent.dataplane.tls import TlsFiles
 
+from flyslice.nodeagent.runtime.trust_options import add_module_trust_options
+
 EPILOG = (
     "exit codes: 0 stopped (SIGTERM, Ctrl-C), 1 cannot start (state directory, trusted key, address "
     "in use), 2 usage error, 3 internal error (see `flyslice --help`)"
@@ -93,21 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mqtt", type=_mqtt, default=None, metavar="HOST:PORT", help="MQTT broker devices publish to"
     )
-    p.add_argument(
-        "--trusted-key",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="ed25519 public key (PEM, raw or base64) fNF modules may be signed with (repeatable)",
-    )
-    p.add_argument(
-        "--module-dir",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="directory file: modules may be loaded from (repeatable; default: none, builtin: only)",
-    )
+    add_module_trust_options(p)
     security = p.add_mutually_exclusive_group()
     security.add_argument(
         "--tls-dir",
@@ -148,19 +136,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from flyslice.nodeagent.agent import Agent, AgentConfig
     from flyslice.nodeagent.gctune import tune_for_data_plane
-    from flyslice.nodeagent.runtime.modules import load_public_key
+    from flyslice.nodeagent.runtime.trust_options import TrustOptionError, load_module_keys
     from flyslice.nodeagent.sources import FileSource
 
-    keys = []
-    for k in args.trusted_key:
-        try:
-            keys.append(load_public_key(Path(k).read_bytes()))
-        except OSError as exc:
-            return _cannot_start(f"--trusted-key {k}: {exc.strerror or exc}")
-        except ValueError as exc:  # also binascii.Error: not PEM, not 32 bytes, not base64
-            return _cannot_start(
-                f"--trusted-key {k}: not an ed25519 public key ({exc}); give PEM, raw or base64"
-            )
+    try:
+        keys = load_module_keys(args.trusted_key)
+    except TrustOptionError as exc:
+        return _cannot_start(str(exc))
     try:
         args.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -425,7 +425,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pathlib import Path
 
     from flyslice.nodeagent.runtime.image_signatures import TrustedKey, load_trusted_key
-    from flyslice.nodeagent.runtime.modules import load_public_key
+    from flyslice.nodeagent.runtime.trust_options import (
+        TrustOptionError,
+        add_module_trust_options,
+        load_module_keys,
+    )
 
     p = argparse.ArgumentParser(prog="flyslice agent --kube", description="flyslice node agent, cluster mode")
     p.add_argument("--kube", action="store_true", help=argparse.SUPPRESS)
@@ -447,17 +451,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--http", default=None, help="telemetry/ingress HTTP host:port")
     p.add_argument("--peer", action="append", default=[], help="node=host:port of another agent")
     p.add_argument("--mqtt", default=None, help="host:port of the MQTT broker devices publish to")
-    p.add_argument(
-        "--trusted-key", action="append", default=[],
-        help="ed25519 public key (PEM file) NF modules and image signatures must verify with (repeatable)",
-    )  # fmt: skip
+    add_module_trust_options(p)
     p.add_argument(
         "--trusted-image-key", action="append", default=[], metavar="PEM",
         help="public key for image signatures only: ed25519 or ECDSA P-256 (cosign.pub; repeatable)",
-    )  # fmt: skip
-    p.add_argument(
-        "--module-dir", type=Path, action="append", default=[], metavar="DIR",
-        help="directory file: modules may be loaded from (repeatable; default: none, builtin: only)",
     )  # fmt: skip
     p.add_argument("--interval", type=float, default=5.0, help="seconds between full syncs (changes wake it)")
     p.add_argument("--heartbeat", type=float, default=10.0, help="seconds between EdgeNode heartbeats")
@@ -492,6 +489,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mqtt:
         host, _, port = args.mqtt.rpartition(":")
         mqtt = (host, int(port))
+    try:
+        module_keys = load_module_keys(args.trusted_key)
+    except TrustOptionError as exc:
+        p.error(str(exc))
     image_keys: list[TrustedKey] = []
     for k in args.trusted_image_key:
         try:
@@ -525,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = AgentConfig(
         node=args.node, state_dir=args.state_dir, listen=args.listen, http_listen=args.http,
         peers=dict(item.split("=", 1) for item in args.peer), mqtt=mqtt,
-        trusted_keys=[load_public_key(Path(k).read_bytes()) for k in args.trusted_key], tls=tls_files,
+        trusted_keys=module_keys, tls=tls_files,
         image_keys=image_keys,
         module_dirs=tuple(args.module_dir),
     )  # fmt: skip

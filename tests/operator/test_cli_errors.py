@@ -338,6 +338,14 @@ def test_agent_failures_are_one_line(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert one_line(out.stderr) == (f"flyslice agent: --trusted-key missing.pem: {os.strerror(errno.ENOENT)}")
+    # The cluster agent shares the option and its check: a usage error naming the file, no traceback.
+    (tmp_path / "garbage.pem").write_text("garbage\n")
+    out = flyslice("agent", "--kube", "--node", "gw-1", "--state-dir", str(tmp_path / "kube"),
+                   "--trusted-key", str(tmp_path / "garbage.pem"))  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines()[-1].startswith(
+        f"flyslice agent --kube: error: --trusted-key {tmp_path / 'garbage.pem'}: not an ed25519 public key ("
+    )
     (tmp_path / "file").write_text("")
     out = flyslice(
         "agent", "--node", "gw-1", "--state-dir", str(tmp_path / "file" / "state"), "--insecure-plaintext"
