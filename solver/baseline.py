@@ -4,8 +4,9 @@ budget or its availability target is rejected and its resources released."""
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from .candidates import eligible
 from .distances import Distances
@@ -46,26 +47,74 @@ def user_anchors(s: SliceDemand) -> dict[str, list[str]]:
 def _closeness(
     host: Host, flavor: Flavor, users: tuple[str, ...], dist: Distances
 ) -> tuple[float, int, int, float]:
-    """Closest to the user first; then toward the cloud; then the lighter flavour; then the cheaper host."""
+    """Closest to the user first; then toward the cloud; then the lighter flavour; then the cheaper host.
+
+    The definition of the greedy's order; :class:`Ranked` produces it without computing it per pair
+    (tests/solver/test_fast_paths.py sorts by this function as the reference).
+    """
     far = sum(dist.row(u).get(host.name, dist.cap) for u in users)
     lighter = 0 if flavor is Flavor.FNF else 1
     return (far, _TIER_ORDER[host.tier], lighter, host.cost)
 
 
-#: Sorted (host, flavour) preference lists, shared by NFs with the same users and eligibility.
-Preferences = dict[tuple[object, ...], list[tuple[Host, Flavor]]]
+class Ranked:
+    """(host, flavour) pairs in :func:`_closeness` order (ties in ``eligible`` order, as a stable
+    sort gives), produced lazily from a heap: the greedy reads each list only until the first pair
+    with room, and on 1000 hosts sorting every list in full was most of its time."""
+
+    def __init__(
+        self, pairs: list[tuple[Host, Flavor]], keys: list[tuple[float, tuple[int, int, float, int]]]
+    ):
+        self._pairs = pairs
+        self._heap = keys
+        heapq.heapify(self._heap)
+        self._ranked: list[tuple[Host, Flavor]] = []
+
+    def __iter__(self) -> Iterator[tuple[Host, Flavor]]:
+        i = 0
+        while True:
+            if i == len(self._ranked):
+                if not self._heap:
+                    return
+                # The last element of a key is the pair's unique index, so no two keys tie.
+                self._ranked.append(self._pairs[heapq.heappop(self._heap)[1][-1]])
+            yield self._ranked[i]
+            i += 1
+
+
+#: Preference lists, shared by NFs with the same users and eligibility, and per eligibility the
+#: static part of each pair's key (see :func:`_preference`).
+Preferences = dict[tuple[object, ...], object]
 
 
 def _preference(
     problem: Problem, s: SliceDemand, nf_id: str, users: tuple[str, ...], dist: Distances, cache: Preferences
-) -> list[tuple[Host, Flavor]]:
+) -> Ranked:
     nf = s.nf_by_id[nf_id]
     key = (users, nf.allowed_tiers, tuple(nf.flavors), s.isolation_required)
     found = cache.get(key)
-    if found is None:
-        pairs = eligible(problem.topology, s, nf)
-        found = cache[key] = sorted(pairs, key=lambda hf: _closeness(hf[0], hf[1], users, dist))
-    return found
+    if isinstance(found, Ranked):
+        return found
+    pairs = eligible(problem.topology, s, nf)
+    static_key = ("static", id(pairs))
+    statics = cache.get(static_key)
+    if not isinstance(statics, tuple):
+        # (tier order, lighter, cost, index): the rest of _closeness, then the position in pairs.
+        statics = cache[static_key] = (
+            [h.name for h, _ in pairs],
+            [(_TIER_ORDER[h.tier], 0 if f is Flavor.FNF else 1, h.cost, i) for i, (h, f) in enumerate(pairs)],
+        )
+    names, rest = statics
+    rows = [dist.row(u) for u in users]
+    cap = dist.cap
+    # The far term exactly as _closeness sums it (same order of users, same start value).
+    if len(rows) == 1:
+        get = rows[0].get
+        keys = [(0 + get(n, cap), r) for n, r in zip(names, rest, strict=True)]
+    else:
+        keys = [(sum(row.get(n, cap) for row in rows), r) for n, r in zip(names, rest, strict=True)]
+    ranked = cache[key] = Ranked(pairs, keys)
+    return ranked
 
 
 def greedy_slice(
@@ -87,7 +136,14 @@ def greedy_slice(
         pick = None
         for host, flavor in _preference(problem, s, nf_id, users, dist, cache):
             need = nf.flavors[flavor].resources
-            if (used.get(host.name, Resources()) + need).fits_in(free[host.name]):
+            room = free[host.name]
+            taken = used.get(host.name)
+            # (taken + need).fits_in(room) without building Resources in this hot loop.
+            cpu, mem = need.cpu_millis, need.memory_bytes
+            if taken is not None:
+                cpu += taken.cpu_millis
+                mem += taken.memory_bytes
+            if cpu <= room.cpu_millis and mem <= room.memory_bytes:
                 pick = (host.name, flavor, need)
                 break
         if pick is None:

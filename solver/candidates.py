@@ -14,6 +14,7 @@ be swapped for that one in any placement without breaking a rule or raising the 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -94,6 +95,43 @@ def _min_proc(options: list[Option]) -> dict[str, float]:
     return best
 
 
+class _Steps:
+    """Per NF of a slice, the least processing latency of its options on each host, and that
+    host set; computed once per NF (paths share NFs) and kept while the NF's options do not change.
+
+    ``seed`` provides precomputed values (shared objects: never modified here).
+    """
+
+    def __init__(
+        self,
+        options: Mapping[str, list[Option]],
+        seed: Mapping[str, tuple[dict[str, float], frozenset[str]]] | None = None,
+    ) -> None:
+        self.options = options
+        self._least: dict[str, dict[str, float]] = {}
+        self._hosts: dict[str, frozenset[str]] = {}
+        for nf_id, (least, hosts) in (seed or {}).items():
+            self._least[nf_id] = least
+            self._hosts[nf_id] = hosts
+
+    def least(self, nf_id: str) -> dict[str, float]:
+        found = self._least.get(nf_id)
+        if found is None:
+            found = self._least[nf_id] = _min_proc(self.options[nf_id])
+        return found
+
+    def hosts(self, nf_id: str) -> frozenset[str]:
+        found = self._hosts.get(nf_id)
+        if found is None:
+            found = self._hosts[nf_id] = frozenset(self.least(nf_id))
+        return found
+
+    def forget(self, nf_id: str) -> None:
+        """``options[nf_id]`` changed."""
+        self._least.pop(nf_id, None)
+        self._hosts.pop(nf_id, None)
+
+
 def path_slack(
     slice_: SliceDemand, options: Mapping[str, list[Option]], dist: Distances
 ) -> dict[str, dict[str, float]]:
@@ -104,10 +142,15 @@ def path_slack(
     nearest host of the path's last NF) plus the least processing of the other NFs, tightened by
     an exact forward/backward pass over path steps with few host pairs.
     """
+    return _slack(slice_, _Steps(options), dist)
+
+
+def _slack(slice_: SliceDemand, known: _Steps, dist: Distances) -> dict[str, dict[str, float]]:
+    """:func:`path_slack` on the per-NF data of ``known``."""
     slack: dict[str, dict[str, float]] = {}
     cap = dist.cap
     for path in slice_.paths:
-        steps = [_min_proc(options[nf_id]) for nf_id in path.nfs]
+        steps = [known.least(nf_id) for nf_id in path.nfs]
         if not steps:
             continue
         if not all(steps):
@@ -120,39 +163,64 @@ def path_slack(
         before = [sum(least[:i]) for i in range(k)]
         after = [sum(least[i + 1 :]) for i in range(k)]
         att_row = dist.row(path.attachment)
-        to_last = dist.nearest(frozenset(steps[-1]))
+        to_last = dist.nearest(known.hosts(path.nfs[-1]))
+        # Steps i, i+1 with few host pairs get the exact forward/backward pass.
+        small = [len(steps[i]) * len(steps[i + 1]) <= _PAIR_LIMIT for i in range(k - 1)]
         # fwd[i][h]: latency from the attachment through NF i on h; bwd[i][h]: from h to the end.
-        fwd: list[dict[str, float]] = []
-        bwd: list[dict[str, float]] = []
+        # Built as dicts only for steps an exact pass reads or refines; for the others (most steps
+        # on large topologies) the slack is computed directly below, with the same sums.
+        fwd: list[dict[str, float] | None] = []
+        bwd: list[dict[str, float] | None] = []
         for i, mp in enumerate(steps):
+            if not ((i > 0 and small[i - 1]) or (i < k - 1 and small[i])):
+                fwd.append(None)
+                bwd.append(None)
+                continue
             fwd.append({h: att_row.get(h, cap) + before[i] + p for h, p in mp.items()})
             if i == k - 1:
                 bwd.append(dict.fromkeys(mp, after[i]))
             else:
                 bwd.append({h: to_last.get(h, cap) + after[i] for h in mp})
         for i in range(1, k):
-            prev, mp = fwd[i - 1], steps[i]
-            if len(prev) * len(mp) <= _PAIR_LIMIT:
+            if small[i - 1]:
+                prev, mp, here = fwd[i - 1], steps[i], fwd[i]
+                assert prev is not None and here is not None
                 rows = {g: dist.row(g) for g in prev}
                 for h, p in mp.items():
                     exact = min(e + (0.0 if g == h else rows[g].get(h, cap)) for g, e in prev.items()) + p
-                    fwd[i][h] = max(fwd[i][h], exact)
+                    here[h] = max(here[h], exact)
         for i in range(k - 2, -1, -1):
-            nxt, later = steps[i + 1], bwd[i + 1]
-            if len(steps[i]) * len(nxt) <= _PAIR_LIMIT:
+            if small[i]:
+                nxt, later, there = steps[i + 1], bwd[i + 1], bwd[i]
+                assert later is not None and there is not None
                 rows = {g: dist.row(g) for g in nxt}
                 for h in steps[i]:
                     exact = min(
                         (0.0 if g == h else rows[g].get(h, cap)) + p + later[g] for g, p in nxt.items()
                     )
-                    bwd[i][h] = max(bwd[i][h], exact)
+                    there[h] = max(there[h], exact)
+        budget = path.budget_ms
         for i, nf_id in enumerate(path.nfs):
             per_host = slack.setdefault(nf_id, {})
             f, b = fwd[i], bwd[i]
-            for h in steps[i]:
-                value = path.budget_ms - (f[h] + b[h])
-                if value < per_host.get(h, math.inf):
-                    per_host[h] = value
+            if f is not None and b is not None:
+                for h in steps[i]:
+                    value = budget - (f[h] + b[h])
+                    if value < per_host.get(h, math.inf):
+                        per_host[h] = value
+                continue
+            ahead, behind, at = before[i], after[i], att_row.get
+            if i == k - 1:
+                for h, p in steps[i].items():
+                    value = budget - ((at(h, cap) + ahead + p) + behind)
+                    if value < per_host.get(h, math.inf):
+                        per_host[h] = value
+            else:
+                last = to_last.get
+                for h, p in steps[i].items():
+                    value = budget - ((at(h, cap) + ahead + p) + (last(h, cap) + behind))
+                    if value < per_host.get(h, math.inf):
+                        per_host[h] = value
     return slack
 
 
@@ -206,14 +274,82 @@ def prune(
     Dominated flavours (see :func:`drop_dominated`) are dropped unless ``dominated`` keeps them
     (tests compare both models).
     """
-    options = {nf.id: fitting(static_options(slice_, nf, topology), free) for nf in slice_.nfs}
+    shared = _SHARED[0] if _SHARED else None
+    if shared is None or not shared.serves(topology, free, dist):
+        shared = Pruner(topology, free, dist)
+        _SHARED[:] = [shared]
+    return shared.prune(slice_, max_candidates, dominated)
+
+
+#: The last :class:`Pruner` :func:`prune` made: ``place()`` prunes every slice against the same
+#: topology, distances and free capacity, and its slices share most of the work (see Pruner).
+_SHARED: list[Pruner] = []
+
+
+class Pruner:
+    """:func:`prune` for many slices against the same topology, distances and free capacity.
+
+    What does not depend on the slice is computed once per NF demand (tier, flavours, isolation)
+    and shared: the options that fit, their least processing latency per host and that host set.
+    The results are those of :func:`prune` for each slice (tests/solver/test_fast_paths.py).
+    ``free`` is copied, so a caller changing its map afterwards does not change the answers; the
+    topology and distances are held weakly (a shared pruner must not keep a problem alive).
+    """
+
+    def __init__(self, topology: Topology, free: Mapping[str, Resources], dist: Distances) -> None:
+        self._topology = weakref.ref(topology)
+        self._dist = weakref.ref(dist)
+        self.free = dict(free)
+        self._fit: dict[tuple[object, ...], tuple[list[Option], dict[str, float], frozenset[str]]] = {}
+
+    def serves(self, topology: Topology, free: Mapping[str, Resources], dist: Distances) -> bool:
+        """Whether this pruner answers for these inputs (same objects, equal free capacity)."""
+        # Equal values are mostly the same objects, which dict equality checks first: cheap.
+        return self._topology() is topology and self._dist() is dist and self.free == free
+
+    def _fitting(
+        self, topology: Topology, slice_: SliceDemand, nf: NFDemand
+    ) -> tuple[list[Option], dict[str, float], frozenset[str]]:
+        key = (nf.allowed_tiers, tuple(nf.flavors.items()), slice_.isolation_required)
+        found = self._fit.get(key)
+        if found is None:
+            opts = fitting(static_options(slice_, nf, topology), self.free)
+            least = _min_proc(opts)
+            found = self._fit[key] = (opts, least, frozenset(least))
+        return found
+
+    def prune(
+        self, slice_: SliceDemand, max_candidates: int | None = None, dominated: bool = False
+    ) -> dict[str, list[Option]]:
+        """:func:`prune` of ``slice_`` (fresh lists: callers may change them)."""
+        topology, dist = self._topology(), self._dist()
+        if topology is None or dist is None:
+            raise RuntimeError("Pruner used after its topology or distances were garbage-collected")
+        fits = {nf.id: self._fitting(topology, slice_, nf) for nf in slice_.nfs}
+        options = {nf_id: list(f[0]) for nf_id, f in fits.items()}
+        known = _Steps(options, {nf_id: (f[1], f[2]) for nf_id, f in fits.items()})
+        return _finish(slice_, topology, options, known, dist, max_candidates, dominated)
+
+
+def _finish(
+    slice_: SliceDemand,
+    topology: Topology,
+    options: dict[str, list[Option]],
+    known: _Steps,
+    dist: Distances,
+    max_candidates: int | None,
+    dominated: bool,
+) -> dict[str, list[Option]]:
+    """The latency pruning, dominance and cap of :func:`prune` on the fitting ``options``."""
     # Pruning one NF tightens the bounds of its neighbours, so repeat until nothing changes.
     for _ in range(3):
-        slack = path_slack(slice_, options, dist)
+        slack = _slack(slice_, known, dist)
         changed = False
         for nf_id, per_host in slack.items():
             kept = [o for o in options[nf_id] if per_host.get(o.host, -1.0) >= -1e-9]
-            changed |= len(kept) != len(options[nf_id])
+            if len(kept) != len(options[nf_id]):
+                changed = True
+                known.forget(nf_id)
             options[nf_id] = kept
         if not changed:
             break
