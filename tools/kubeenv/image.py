@@ -9,9 +9,14 @@ file by file from the host and written as an OCI image layout tarball, which
   and the static build config): enough to run ``python3 -c ...`` in a pod.
 * ``pause_image`` — the pod sandbox image: the static ``pause`` program that
   ``tools/kubeenv/build-node.sh`` compiles with gcc, alone in its rootfs.
+* ``flyslice_images`` — the python image plus one layer: flyslice (``pip wheel`` of this checkout)
+  and its runtime dependencies copied from the project's .venv, each checked against
+  requirements.lock, with unchecked-hash .pyc files. One layer set, two entrypoints: ``flyslice``
+  (agent, operator) and the NF runner (VNF pods, which the pod driver gives ``args`` only).
 
-Each image is one gzip layer written deterministically (sorted entries, mtime 0, uid/gid 0), so
-the same host files give the same digest; images are cached under
+Layers are gzip tars written deterministically (sorted entries, uid/gid 0, mtime 0 for files made
+here, the host's mtime for host files so Debian's timestamp .pyc stay valid), so the same inputs
+give the same digest; images are cached under
 ``${FLYSLICE_CACHE:-~/.cache/flyslice}/images/``. The index names every image twice: by tag
 (``flyslice.local/python:3.11``) and by digest (``flyslice.local/python@sha256:...``), because
 containerd's CRI plugin resolves a digest reference only through an image record of that name.
@@ -22,6 +27,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.metadata
+import importlib.util
 import io
 import json
 import os
@@ -36,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Bump when the layout or contents of an image change, so cached tarballs are rebuilt.
-IMAGE_FORMAT = 1
+IMAGE_FORMAT = 2
 PYTHON = Path("/usr/bin/python3.11")
 # Parts of the standard library a pod never needs; they are a third of its size.
 STDLIB_SKIP = frozenset(
@@ -94,10 +101,15 @@ def oci_arch() -> str:
 class _Tree:
     """Host paths to copy into a rootfs, keeping every symlink on the way (Debian's /lib -> usr/lib)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_mtime: bool = False) -> None:
         self.files: dict[str, Path] = {}  # path in the image (no leading /) -> host file
+        self.data: dict[str, tuple[bytes, int]] = {}  # path in the image -> (content, mode), made here
         self.links: dict[str, str] = {}  # path in the image -> link target, as on the host
         self.dirs: set[str] = set()
+        # Host files keep their mtime (whole seconds): Debian's .pyc files are timestamp-based, and
+        # with mtime 0 every import would find them stale and compile the source again, at every
+        # container start. Files made here (``data``) always get mtime 0.
+        self.keep_mtime = keep_mtime
 
     def add(self, host_path: Path | str, image_path: str | None = None) -> None:
         """Add a host file under the same path (or ``image_path``), resolving symlinks one component
@@ -158,6 +170,8 @@ class _Tree:
             entries[name] = ("link", target)
         for name, host in self.files.items():
             entries[name] = ("file", host)
+        for name, blob in self.data.items():
+            entries[name] = ("data", blob)
         for name in list(entries):
             parent = os.path.dirname(name)
             while parent and parent not in entries:
@@ -180,11 +194,19 @@ class _Tree:
                     info.linkname = str(value)
                     info.mode = 0o777
                     tar.addfile(info)
+                elif kind == "data":
+                    assert isinstance(value, tuple)
+                    data, info.mode = value
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
                 else:
                     assert isinstance(value, Path)
                     data = value.read_bytes()
+                    st = value.stat()
                     info.size = len(data)
-                    info.mode = 0o755 if value.stat().st_mode & stat.S_IXUSR else 0o644
+                    info.mode = 0o755 if st.st_mode & stat.S_IXUSR else 0o644
+                    if self.keep_mtime:
+                        info.mtime = int(st.st_mtime)
                     tar.addfile(info, io.BytesIO(data))
         return buf.getvalue()
 
@@ -216,23 +238,38 @@ def _json(doc: object) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
+@dataclass(frozen=True)
+class Layer:
+    """One image layer: its gzip blob and the digest of the uncompressed tar (the config's diff_id)."""
+
+    blob: bytes
+    diff_id: str
+
+    @classmethod
+    def of(cls, tar: bytes) -> Layer:
+        return cls(gzip.compress(tar, compresslevel=6, mtime=0), _digest(tar))
+
+
 def write_oci_layout(
     out: Path,
-    layer_tar: bytes,
+    layers: bytes | list[Layer],
     *,
     repository: str,
     tag: str,
     config: dict[str, object],
 ) -> Image:
-    """One-layer OCI image layout tarball at ``out``; returns its references."""
-    compressed = gzip.compress(layer_tar, compresslevel=6, mtime=0)
+    """An OCI image layout tarball at ``out`` (``layers``: one uncompressed tar, or layers base
+    first); returns its references."""
+    stack = [Layer.of(layers)] if isinstance(layers, bytes) else layers
     image_config = _json(
         {
             "architecture": oci_arch(),
             "os": "linux",
             "config": config,
-            "rootfs": {"type": "layers", "diff_ids": [_digest(layer_tar)]},
-            "history": [{"created_by": f"flyslice tools/kubeenv/image.py (format {IMAGE_FORMAT})"}],
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in stack]},
+            "history": [
+                {"created_by": f"flyslice tools/kubeenv/image.py (format {IMAGE_FORMAT})"} for _ in stack
+            ],
         }
     )
     manifest = _json(
@@ -240,7 +277,10 @@ def write_oci_layout(
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "config": {"mediaType": OCI_CONFIG, "digest": _digest(image_config), "size": len(image_config)},
-            "layers": [{"mediaType": OCI_LAYER, "digest": _digest(compressed), "size": len(compressed)}],
+            "layers": [
+                {"mediaType": OCI_LAYER, "digest": _digest(layer.blob), "size": len(layer.blob)}
+                for layer in stack
+            ],
         }
     )
     digest = _digest(manifest)
@@ -262,7 +302,7 @@ def write_oci_layout(
             ],
         }
     )
-    blobs = {_digest(b): b for b in (compressed, image_config, manifest)}
+    blobs = {_digest(b): b for b in (*(layer.blob for layer in stack), image_config, manifest)}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
@@ -289,6 +329,23 @@ def _cached(name: str, inputs: Iterable[Path]) -> Path:
     return cache_dir() / f"{name}-{h.hexdigest()[:16]}.oci.tar"
 
 
+def layers_of(img: Image) -> list[Layer]:
+    """The layers of an image built here, as they are in its tarball (to build another on top)."""
+    with tarfile.open(img.path) as tar:
+
+        def blob(digest: str) -> bytes:
+            member = tar.extractfile(f"blobs/sha256/{digest.removeprefix('sha256:')}")
+            assert member is not None
+            return member.read()
+
+        manifest = json.loads(blob(img.digest))
+        config = json.loads(blob(manifest["config"]["digest"]))
+        return [
+            Layer(blob(desc["digest"]), diff_id)
+            for desc, diff_id in zip(manifest["layers"], config["rootfs"]["diff_ids"], strict=True)
+        ]
+
+
 def _load(path: Path, repository: str, tag: str) -> Image:
     with tarfile.open(path) as tar:
         member = tar.extractfile("index.json")
@@ -306,7 +363,7 @@ def python_image(repository: str = "flyslice.local/python", tag: str = "3.11") -
     out = _cached("python", [PYTHON, stdlib, dynload, Path(__file__)])
     if out.exists():
         return _load(out, repository, tag)
-    tree = _Tree()
+    tree = _Tree(keep_mtime=True)
     tree.add_with_libraries(PYTHON)
     tree.add_tree(stdlib, skip=STDLIB_SKIP)
     for ext in sorted(dynload.glob("*.so")):
@@ -345,9 +402,228 @@ def pause_image(pause_binary: Path, repository: str = "flyslice.local/pause", ta
     )
 
 
+# --- the flyslice image -------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+#: What ``pip wheel`` of the checkout reads: the same list deploy/docker/Dockerfile COPYs.
+SOURCES = ("pyproject.toml", "README.md", "flyslice_pkg", "crds", "operator", "solver", "nodeagent")
+SITE = "usr/local/lib/python3.11/dist-packages"  # on Debian's python3.11 sys.path, even with -I
+LOCK = REPO / "requirements.lock"
+#: The VNF pods' entrypoint: the pod driver passes only ``args`` (--listen, --uplink, ...).
+RUNNER = ["/usr/bin/python3", "-I", "-m", "flyslice.nodeagent.runtime.runner"]
+APP_UID = "10001:10001"  # deploy/docker/Dockerfile's unprivileged user
+
+
+def _source_files() -> list[Path]:
+    files: list[Path] = []
+    for name in SOURCES:
+        top = REPO / name
+        if top.is_file():
+            files.append(top)
+            continue
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            files += [Path(dirpath) / f for f in sorted(filenames) if not f.endswith(".pyc")]
+    return files
+
+
+def _locked_versions() -> dict[str, set[str]]:
+    """``requirements.lock``: normalized name -> the versions pinned (one per environment marker)."""
+    pins: dict[str, set[str]] = {}
+    for line in LOCK.read_text().splitlines():
+        match = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^ ;\\]+)", line)
+        if match:
+            pins.setdefault(_normalize(match.group(1)), set()).add(match.group(2))
+    return pins
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def runtime_distributions() -> list[importlib.metadata.Distribution]:
+    """flyslice's runtime dependencies (no extras), transitively, as installed in this Python's
+    environment (the project's .venv), each checked against ``requirements.lock``."""
+    from packaging.requirements import Requirement
+
+    pins = _locked_versions()
+    found: dict[str, importlib.metadata.Distribution] = {}
+    todo = [Requirement(r) for r in importlib.metadata.requires("flyslice") or []]
+    while todo:
+        req = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        key = _normalize(req.name)
+        if key in found:
+            continue
+        try:
+            dist = importlib.metadata.distribution(req.name)
+        except importlib.metadata.PackageNotFoundError as exc:
+            raise ImageBuildError(
+                f"image: {req.name} (a flyslice dependency) is not installed in {sys.prefix}"
+            ) from exc
+        if dist.version not in pins.get(key, set()):
+            raise ImageBuildError(
+                f"image: {req.name} {dist.version} in {sys.prefix} is not what {LOCK.name} pins "
+                f"({', '.join(sorted(pins.get(key, set()))) or 'nothing'}); run bash tools/test.sh to sync"
+            )
+        found[key] = dist
+        todo += [Requirement(r) for r in dist.requires or []]
+    return [found[k] for k in sorted(found)]
+
+
+def _pyc(source: bytes, image_path: str) -> bytes | None:
+    """An unchecked-hash .pyc (PEP 552): valid whatever the file's mtime, and the same bytes for the
+    same source, so compiled files cost no reproducibility. None if the file is not Python 3.11."""
+    from importlib._bootstrap_external import _code_to_hash_pyc  # type: ignore[attr-defined]
+
+    try:
+        code = compile(source, "/" + image_path, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return None  # templates and files for other Pythons; compileall skips them as well
+    pyc: bytes = _code_to_hash_pyc(code, importlib.util.source_hash(source), False)
+    return pyc
+
+
+def _add_python_file(tree: _Tree, image_path: str, data: bytes, mode: int) -> None:
+    tree.data[image_path] = (data, mode)
+    if image_path.endswith(".py"):
+        pyc = _pyc(data, image_path)
+        if pyc is not None:
+            head, name = os.path.split(image_path)
+            tag = sys.implementation.cache_tag  # cpython-311, as Debian's python3.11 looks for
+            tree.data[f"{head}/__pycache__/{name[:-3]}.{tag}.pyc"] = (pyc, 0o644)
+
+
+def _flyslice_wheel(workdir: Path) -> Path:
+    """``pip wheel`` of a copy of the checkout's sources (no build dirs left in the tree)."""
+    import shutil
+
+    src = workdir / "src"
+    for path in _source_files():
+        dest = src / path.relative_to(REPO)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+         "--quiet", "--wheel-dir", str(workdir / "wheels"), str(src)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    wheels = sorted((workdir / "wheels").glob("flyslice-*.whl"))
+    if result.returncode or len(wheels) != 1:
+        raise ImageBuildError(f"image: pip wheel of {REPO} failed: {result.stderr.strip()[-2000:]}")
+    return wheels[0]
+
+
+def _flyslice_layer() -> bytes:
+    """flyslice (its wheel, unpacked as pip would) and its locked dependencies' files, with .pyc."""
+    import tempfile
+    import zipfile
+
+    tree = _Tree(keep_mtime=True)  # only the system libraries are host files here
+    system_libs: set[str] = set()
+    for dist in runtime_distributions():
+        for f in dist.files or []:
+            rel = str(f)
+            if rel.startswith("..") or "__pycache__" in f.parts or rel.endswith(".pyc"):
+                continue  # console scripts (the image has its own) and the .venv's .pyc
+            host = Path(str(dist.locate_file(f)))
+            if not host.is_file():
+                raise ImageBuildError(f"image: {host}: listed in {dist.metadata['Name']}'s RECORD, missing")
+            data = host.read_bytes()
+            mode = 0o755 if host.stat().st_mode & stat.S_IXUSR else 0o644
+            _add_python_file(tree, f"{SITE}/{rel}", data, mode)
+            if data[:4] == b"\x7fELF":
+                # C extensions and bundled programs need the host's system libraries too (rpds-py:
+                # libgcc_s.so.1; PuLP's cbc: libstdc++.so.6); those a wheel bundles (numpy.libs)
+                # resolve inside site-packages and were copied above.
+                site = str(Path(str(dist.locate_file(""))).resolve())
+                system_libs.update(lib for lib in _ldd(host) if not os.path.realpath(lib).startswith(site))
+    for lib in sorted(system_libs):
+        tree.add(lib)
+    with (
+        tempfile.TemporaryDirectory(prefix="flyslice-image-") as tmp,
+        zipfile.ZipFile(_flyslice_wheel(Path(tmp))) as wheel,
+    ):
+        for info in sorted(wheel.infolist(), key=lambda i: i.filename):
+            if not info.is_dir():
+                _add_python_file(tree, f"{SITE}/{info.filename}", wheel.read(info), 0o644)
+    # The console script pip would write, with -I as the runner uses: no PYTHON* variable, user site
+    # or working directory decides what the agent or operator imports.
+    script = (
+        b"#!/usr/bin/python3.11 -I\nimport sys\nfrom flyslice.operator.cli import main\nsys.exit(main())\n"
+    )
+    tree.data["usr/local/bin/flyslice"] = (script, 0o755)
+    tree.dirs.update({"var/lib/flyslice", "var/lib/flyslice/data"})
+    return tree.layer()
+
+
+def _flyslice_inputs_key(base: Image) -> str:
+    """Everything the flyslice layer is made of: sources, locked dependency RECORDs, this module."""
+    h = hashlib.sha256(f"{IMAGE_FORMAT}:{base.digest}".encode())
+    for path in [*_source_files(), Path(__file__)]:
+        h.update(f"{path.relative_to(REPO)}\0".encode() + hashlib.sha256(path.read_bytes()).digest())
+    for dist in runtime_distributions():
+        h.update(f"{dist.metadata['Name']}=={dist.version}\0{dist.read_text('RECORD')}".encode())
+    return h.hexdigest()[:16]
+
+
+def flyslice_images(
+    repository: str = "flyslice.local/flyslice", runner_repository: str = "flyslice.local/nf-runner"
+) -> tuple[Image, Image]:
+    """(flyslice, nf-runner): ``python_image`` plus flyslice and its locked runtime dependencies.
+
+    Both carry the same two layers (stored once in containerd); only the entrypoint differs:
+    ``flyslice`` (agent and operator: ``flyslice agent ...``, ``flyslice operator ...``) and the NF
+    runner, because the pod driver gives a VNF pod ``args`` and no ``command``. The tag is the
+    input key, so a changed source or lock gives a new tag and digest; the same inputs the same
+    digest (files sorted, owned by root, mtime 0, unchecked-hash .pyc).
+    """
+    base = python_image()
+    key = _flyslice_inputs_key(base)
+    out = cache_dir() / f"flyslice-{key}.oci.tar"
+    runner_out = cache_dir() / f"nf-runner-{key}.oci.tar"
+    if out.exists() and runner_out.exists():
+        return _load(out, repository, key), _load(runner_out, runner_repository, key)
+    layers = [*layers_of(base), Layer.of(_flyslice_layer())]
+    common: dict[str, object] = {
+        "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"],
+        "WorkingDir": "/var/lib/flyslice",
+        "User": APP_UID,
+    }
+    runner = write_oci_layout(
+        runner_out, layers, repository=runner_repository, tag=key,
+        config={**common, "Entrypoint": RUNNER, "ExposedPorts": {"7000/tcp": {}}},
+    )  # fmt: skip
+    app = write_oci_layout(
+        out, layers, repository=repository, tag=key,
+        config={**common, "Entrypoint": ["/usr/local/bin/flyslice"]},
+    )  # fmt: skip
+    _prune({out, runner_out})
+    return app, runner
+
+
+def _prune(keep: set[Path], newest: int = 6, min_age_s: float = 3600.0) -> list[Path]:
+    """Every source edit makes a new 70 MB pair: remove flyslice/nf-runner tarballs beyond the
+    ``newest`` few that are also older than ``min_age_s`` (a test started meanwhile may be about
+    to import one). The paths removed."""
+    import time
+
+    removed = []
+    for prefix in ("flyslice-", "nf-runner-"):
+        tarballs = sorted(
+            cache_dir().glob(f"{prefix}*.oci.tar"), key=lambda p: p.stat().st_mtime, reverse=True
+        )
+        for old in tarballs[newest:]:
+            if old not in keep and time.time() - old.stat().st_mtime > min_age_s:
+                old.unlink(missing_ok=True)
+                removed.append(old)
+    return removed
+
+
 if __name__ == "__main__":  # build both images and print their references
-    py = python_image()
-    print(f"{py.by_digest}  {py.path} ({py.path.stat().st_size // 1024} KiB)")
+    for img in (python_image(), *flyslice_images()):
+        print(f"{img.by_digest}  {img.path} ({img.path.stat().st_size // 1024} KiB)")
     if len(sys.argv) > 1:
         pz = pause_image(Path(sys.argv[1]))
         print(f"{pz.by_digest}  {pz.path}")
