@@ -196,6 +196,8 @@ def pod_manifest(
         "spec": {
             "nodeName": node_name,
             "restartPolicy": "Always",
+            # NF code never talks to the API server: no service-account token in its file system.
+            "automountServiceAccountToken": False,
             "containers": [container],
             "volumes": volumes,
         },

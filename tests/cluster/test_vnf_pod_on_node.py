@@ -143,24 +143,6 @@ def _node_kubeconfig(cluster: nodes.NodeCluster, kubeconfig: Path) -> Path:
     return out
 
 
-def _publish_root_ca(env: kubeenv.KubeEnv, ns: str) -> None:
-    """What kube-controller-manager's root-ca-cert-publisher does in a real cluster (none runs here):
-    the ConfigMap ``kube-root-ca.crt`` every namespace gets. The pod driver leaves the service
-    account token automounted, and the kubelet will not start a pod whose token volume cannot
-    be projected without it."""
-    from cryptography.hazmat.primitives import serialization
-
-    assert env.ca is not None
-    ca = env.ca.cert.public_bytes(serialization.Encoding.PEM).decode()
-    configmap = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": "kube-root-ca.crt", "namespace": ns},
-        "data": {"ca.crt": ca},
-    }
-    env.kubectl("apply", "-f", "-", input=yaml.safe_dump(configmap))
-
-
 def _wait(check: Any, timeout: float, what: str | Any, interval: float = 0.05) -> Any:
     """Poll ``check`` until truthy; fail naming ``what`` (a callable is called only then)."""
     deadline = time.monotonic() + timeout
@@ -211,7 +193,8 @@ def test_agent_starts_a_vnf_pod_the_kubelet_runs(
     (node,) = cluster.nodes
     ns = f"vnf-{uuid.uuid4().hex[:8]}"
     env.kubectl("create", "namespace", ns)
-    _publish_root_ca(env, ns)
+    # No kube-controller-manager publishes kube-root-ca.crt here: the pod starts only because the
+    # driver does not mount a service-account token into NF pods.
     env.kubectl("apply", "-f", "-", input=yaml.safe_dump(_edgenode(node.name)))
     admin = config.new_client_from_config(config_file=str(env.kubeconfig))
     core, custom = client.CoreV1Api(admin), client.CustomObjectsApi(admin)

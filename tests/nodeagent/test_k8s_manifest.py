@@ -30,6 +30,7 @@ def test_pod_is_pinned_to_the_node_and_labelled_with_its_instance() -> None:
         spec, node_name="k8s-cloud-1", namespace="fire", agent_address="10.0.0.5:7100", owner_uid="uid-1"
     )
     assert pod["spec"]["nodeName"] == "k8s-cloud-1"
+    assert pod["spec"]["automountServiceAccountToken"] is False  # NF code gets no API credentials
     meta = pod["metadata"]
     assert meta["name"] == pod_name(spec) and meta["name"].startswith("nf-wildfire-sp-cloud-")
     assert meta["labels"]["flyslice.io/instance"] == "wildfire-sp-cloud"
