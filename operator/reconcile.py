@@ -44,7 +44,14 @@ from flyslice.operator.intake.quantities import cpu_millis, memory_bytes
 from flyslice.operator.intake.validation import ValidationResult
 from flyslice.operator.planning.actions import InstanceAction, slice_actions
 from flyslice.operator.planning.pipeline import Plan, SlicePlan, plan
-from flyslice.operator.planning.reoptimize import Decision, Proposal, describe_applied, guarantee_of, propose
+from flyslice.operator.planning.reoptimize import (
+    Decision,
+    Proposal,
+    Reoptimizer,
+    describe_applied,
+    guarantee_of,
+    propose,
+)
 from flyslice.solver.model import Assignment, Resources
 
 LOAD_CHANGE = 0.15
@@ -409,6 +416,37 @@ def reoptimization_job(
         )
 
     return job
+
+
+def schedule_reoptimization(
+    reoptimizer: Reoptimizer,
+    catalog: Catalog,
+    state: ControllerState,
+    observation: Observation,
+    *,
+    now: Callable[[], float],
+    options: solver.SolveOptions | None,
+    heartbeat_timeout_s: float,
+    replanned: bool,
+) -> None:
+    """After a pass (embedded or operator): start a background re-optimisation of the state it left,
+    when one is due (the re-optimiser decides; this returns at once)."""
+    settings = reoptimizer.settings
+    if not settings.enabled:
+        return
+    reoptimizer.after_pass(
+        lambda: reoptimization_job(
+            catalog,
+            state,
+            observation,
+            now=now(),
+            options=options,
+            migration_budget=settings.migration_budget,
+            heartbeat_timeout_s=heartbeat_timeout_s,
+        ),
+        replanned=replanned,
+        base=lambda: state_key(state),
+    )
 
 
 def _kept_aside(state: ControllerState) -> set[str]:

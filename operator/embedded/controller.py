@@ -40,8 +40,7 @@ from flyslice.operator.reconcile import (
     carry_last_good,
     mark_stalled,
     reconcile,
-    reoptimization_job,
-    state_key,
+    schedule_reoptimization,
 )
 
 log = logging.getLogger("flyslice.embedded")
@@ -199,22 +198,10 @@ class EmbeddedController:
 
     def _maybe_reoptimize(self, replanned: bool, observation: Observation) -> None:
         """Start a background re-optimisation of the state this pass left, when one is due."""
-        catalog, state, settings = self.catalog, self.state, self.reoptimizer.settings
-        if not settings.enabled:
-            return
-        self.reoptimizer.after_pass(
-            lambda: reoptimization_job(
-                catalog,
-                state,
-                observation,
-                now=self._clock(),
-                options=self._solve_options,
-                migration_budget=settings.migration_budget,
-                heartbeat_timeout_s=self._heartbeat_timeout_s,
-            ),
-            replanned=replanned,
-            base=lambda: state_key(state),
-        )
+        schedule_reoptimization(
+            self.reoptimizer, self.catalog, self.state, observation, now=self._clock,
+            options=self._solve_options, heartbeat_timeout_s=self._heartbeat_timeout_s, replanned=replanned,
+        )  # fmt: skip
 
     def _reoptimization_events(self) -> None:
         """The re-optimiser's own verdicts (no improvement, a failed run) join the event list."""

@@ -61,8 +61,7 @@ from flyslice.operator.reconcile import (
     carry_last_good,
     mark_stalled,
     reconcile,
-    reoptimization_job,
-    state_key,
+    schedule_reoptimization,
     unavailable_nodes,
 )
 
@@ -478,22 +477,11 @@ class ReconcileLoop:
 
     def _maybe_reoptimize(self, catalog: Any, replanned: bool, observation: Observation) -> None:
         """Start a background re-optimisation of the state this pass left, when one is due."""
-        state, settings = self.state, self.reoptimizer.settings
-        if state is None or not settings.enabled:
-            return
-        self.reoptimizer.after_pass(
-            lambda: reoptimization_job(
-                catalog,
-                state,
-                observation,
-                now=self._clock(),
-                options=self.solve_options,
-                migration_budget=settings.migration_budget,
-                heartbeat_timeout_s=self.heartbeat_timeout_s,
-            ),
-            replanned=replanned,
-            base=lambda: state_key(state),
-        )
+        if self.state is not None:
+            schedule_reoptimization(
+                self.reoptimizer, catalog, self.state, observation, now=self._clock,
+                options=self.solve_options, heartbeat_timeout_s=self.heartbeat_timeout_s, replanned=replanned,
+            )  # fmt: skip
 
     # -- health -----------------------------------------------------------------------------
 
