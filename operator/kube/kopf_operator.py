@@ -147,6 +147,8 @@ class ReconcileLoop:
         self._clock = clock
         #: The background global re-optimisation; a pass applies its proposal only if nothing changed.
         self.reoptimizer = Reoptimizer(reoptimize, clock=clock)
+        #: Nodes the last pass found without a recent heartbeat (confirmed by a fresh read).
+        self._confirmed_down: set[str] = set()
         #: None until the first pass rebuilds it from the cluster (operator restart).
         self.state: ControllerState | None = None
         self._validated: ValidationResult | None = None
@@ -247,13 +249,15 @@ class ReconcileLoop:
                 len(instances),
             )
         observation = observe(objects["EdgeNode"], instances)
-        if self.cache is not None and unavailable_nodes(
-            catalog, observation, self._clock(), self.heartbeat_timeout_s
-        ):
+        down = unavailable_nodes(catalog, observation, self._clock(), self.heartbeat_timeout_s)
+        if self.cache is not None and down - self._confirmed_down:
             # Moving a node's NFs away is disruptive, and a watch can lag behind the heartbeats on a
-            # loaded API server: confirm a missed heartbeat with a fresh read (one request, only then).
+            # loaded API server: confirm a newly missed heartbeat with a fresh read (one request, only
+            # then; a node already confirmed down costs nothing in later passes).
             objects["EdgeNode"] = self._list("EdgeNode")
             observation = observe(objects["EdgeNode"], instances)
+            down = unavailable_nodes(catalog, observation, self._clock(), self.heartbeat_timeout_s)
+        self._confirmed_down = down
         read_s = time.monotonic() - started
         for message in self.reoptimizer.drain_events():  # its verdicts without a proposal
             log.info(message)
