@@ -97,6 +97,9 @@ def test_status_and_healthz_answer_while_the_ilp_runs(tmp_path: Path) -> None:
     with UpProcess(str(src), tmp_path / "state") as up:
         assert up.proc is not None
         proc = psutil.Process(up.proc.pid)
+        # The status API first (start-up work in other threads must not pass for the solve), then
+        # the solve of the first pass.
+        up.wait(lambda doc: doc, 60, "the status API")
         deadline = time.monotonic() + 60
         while not solving(proc):
             assert time.monotonic() < deadline and up.proc.poll() is None, up.log.read_text()[-3000:]
