@@ -290,17 +290,11 @@ async def _forward(listen_host: str, listen_port: int, target_host: str, target_
 # --- nodes ----------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
+class _Proc(kubeenv._Proc):
+    """kubeenv's process record; node failures show a longer log tail."""
 
     def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return super().tail(lines)
 
 
 def _spawn(name: str, args: list[str], log: Path, env: dict[str, str] | None = None) -> _Proc:
@@ -314,20 +308,6 @@ def _spawn(name: str, args: list[str], log: Path, env: dict[str, str] | None = N
             env=env,
         )
     return _Proc(name, popen, log)
-
-
-def _terminate(proc: _Proc, timeout: float) -> None:
-    """SIGTERM the process group, SIGKILL after ``timeout``: never hangs."""
-    if proc.popen.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.popen.pid, signal.SIGTERM)
-    try:
-        proc.popen.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.popen.pid, signal.SIGKILL)
-        proc.popen.wait(5)
 
 
 @dataclass
@@ -467,7 +447,7 @@ class Node:
                 containers = self.ctr("containers", "ls", "-q", timeout=10).split()
         kubelet = [p for p in self.procs if p.name == "kubelet"]
         for proc in kubelet:
-            _terminate(proc, timeout)
+            kubeenv._stop(proc, timeout)
         # Containers and sandboxes: every process in this node's cgroups (no other process is there).
         pids = _cgroup_pids(self.cgroup_root)
         for pid in pids:
@@ -486,7 +466,7 @@ class Node:
         for pid in wait_gone(shims, 3.0):
             _kill(pid)
         for proc in self.procs:
-            _terminate(proc, timeout)
+            kubeenv._stop(proc, timeout)
         self.procs.clear()
         problems += [f"mount {m} is still mounted" for m in _unmount_all(self.dir)]
         problems += [f"cgroup {d} could not be removed" for d in _remove_cgroup(self.cgroup_root)]
@@ -786,7 +766,7 @@ class NodeCluster:
             self.env.kubectl("delete", "node", node.name, "--wait=false", check=False)
         self.nodes.clear()
         if self._forwarder is not None:
-            _terminate(self._forwarder, timeout)
+            kubeenv._stop(self._forwarder, timeout)
             self._forwarder = None
         if self._started:
             _run("ip", "link", "del", self.bridge, check=False)
