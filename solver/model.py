@@ -101,12 +101,31 @@ class Topology:
 
 
 @dataclass(frozen=True)
+class Sharing:
+    """How instances of a flavour may serve several slices (tenants) at once; see docs/sharing.md.
+
+    The flavour's ``resources`` are paid once per instance, ``per_tenant`` once per tenant served.
+    """
+
+    #: NFs whose flavours have the same pool may share instances. The control plane builds it from
+    #: package, flavour and effective configuration, so the solver never sees sharing policy.
+    pool: str
+    #: Traffic one instance can process, in the unit of :attr:`NFDemand.load_mbps`.
+    capacity_mbps: float
+    #: At most this many tenants per instance; ``None``: only the capacity binds.
+    max_tenants: int | None = None
+    per_tenant: Resources = Resources()
+
+
+@dataclass(frozen=True)
 class FlavorDemand:
     """What one NF needs when instantiated with a given flavour."""
 
     flavor: Flavor
     resources: Resources
     processing_latency_ms: float = 0.0
+    #: ``None``: the NF needs an instance of its own in this flavour.
+    sharing: Sharing | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +141,8 @@ class NFDemand:
     attachment: str | None = None
     #: Tiers the role may be placed on; ``None`` means any tier.
     allowed_tiers: frozenset[Tier] | None = None
+    #: Load this NF adds to a shared instance (Mbit/s): its incoming edge bandwidth, else its outgoing.
+    load_mbps: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -168,6 +189,8 @@ class SliceDemand:
     priority: int = 0
     #: Where the NFs of this slice run now (by NF id); moving them costs migration.
     current: Mapping[str, Assignment] = field(default_factory=dict)
+    #: The :attr:`SharedInstance.id` each currently running shared NF is a tenant of (by NF id).
+    current_instance: Mapping[str, str] = field(default_factory=dict)
 
     @cached_property
     def nf_by_id(self) -> Mapping[str, NFDemand]:
@@ -197,6 +220,9 @@ class Problem:
     #: Resources already used on a host by things outside this problem (fixed).
     background: Mapping[str, Resources] = field(default_factory=dict)
     weights: Weights = field(default_factory=Weights)
+    #: ``(pool, host) -> capacity`` replacing the declared :attr:`Sharing.capacity_mbps` of that pool's
+    #: instances on that host: observed overload, so that the solver opens another instance (scale-out).
+    derated: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
 
 class SolverStatus(StrEnum):
@@ -232,6 +258,23 @@ class Guarantee(StrEnum):
 
 
 @dataclass(frozen=True)
+class SharedInstance:
+    """One running instance of a shareable flavour and the tenants it serves."""
+
+    #: ``f"{pool}@{host}#{n}"``; an instance that keeps any of its current tenants keeps its id.
+    id: str
+    pool: str
+    host: str
+    flavor: Flavor
+    package: str
+    #: ``(slice key, NF id)`` of every tenant, sorted.
+    tenants: tuple[tuple[str, str], ...]
+    load_mbps: float
+    #: The effective capacity (after :attr:`Problem.derated`).
+    capacity_mbps: float
+
+
+@dataclass(frozen=True)
 class SlicePlacement:
     key: str
     admitted: bool
@@ -240,6 +283,8 @@ class SlicePlacement:
     path_latency_ms: Mapping[str, float] = field(default_factory=dict)
     #: Why the slice was not admitted, in words a user can act on.
     reasons: tuple[str, ...] = ()
+    #: NF id -> :attr:`SharedInstance.id`, for every NF placed in a flavour with sharing.
+    instance_of: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -261,3 +306,5 @@ class Placement:
     #: With ``Guarantee.RESTRICTED``: each restriction of the solved model, in words, e.g.
     #: ``"candidate cap k=6"``; empty otherwise.
     restrictions: tuple[str, ...] = ()
+    #: Every shared instance by id (see :class:`SharedInstance`).
+    instances: Mapping[str, SharedInstance] = field(default_factory=dict)
