@@ -42,7 +42,7 @@ from flyslice.operator.intake.catalog import Catalog, EdgeNodeSpec, SliceSpec
 from flyslice.operator.intake.errors import ManifestError
 from flyslice.operator.intake.quantities import cpu_millis, memory_bytes
 from flyslice.operator.intake.validation import ValidationResult
-from flyslice.operator.planning.actions import InstanceAction, slice_actions
+from flyslice.operator.planning.actions import InstanceAction, node_usage, shared_instances, slice_actions
 from flyslice.operator.planning.pipeline import Plan, SlicePlan, plan
 from flyslice.operator.planning.reoptimize import (
     Decision,
@@ -201,6 +201,9 @@ def reconcile(
         # Incremental: only running slices whose intent is unchanged keep a current placement, which
         # the solver holds fixed while it is complete and still fits; the others are placed anew.
         current = running if admission == "full" else _unchanged(running, state, placeable)
+        # The shared instance every running shared NF is a tenant of: the solver keeps instance ids
+        # (and so the running processes) stable for the tenants that stay.
+        instances = {key: shared_instances(rec.actions) for key, rec in state.slices.items() if rec.admitted}
         opts = replace(options or solver.SolveOptions(), mode=admission)
         background = _background(placeable, observation, state)
         # Slices still refused for the same reasons are not re-tried when only newcomers arrived.
@@ -212,7 +215,7 @@ def reconcile(
         placeable = replace(
             placeable, slices={k: s for k, s in placeable.slices.items() if s.key not in settled}
         )
-        the_plan, broken = _plan_isolating_failures(placeable, opts, current, background)
+        the_plan, broken = _plan_isolating_failures(placeable, opts, current, background, instances)
         # A running slice that the new plan drops keeps its placement; the others are planned again
         # around what it holds, until no further running slice is dropped.
         for _round in range(len(placeable.slices)):
@@ -227,7 +230,7 @@ def reconcile(
                 },
             )
             reserved = _add(background, _usage(state.slices[k].actions for k in held))
-            the_plan, more_broken = _plan_isolating_failures(rest, opts, current, reserved)
+            the_plan, more_broken = _plan_isolating_failures(rest, opts, current, reserved, instances)
             broken.update(more_broken)
         plans += 1
         solve_seconds, solve_gap = the_plan.placement.seconds, the_plan.placement.gap
@@ -409,10 +412,17 @@ def reoptimization_job(
         return None
     cat, background = _reoptimised_part(placeable, state, observation, keep)
     base = state_key(state)
+    instances = {k: shared_instances(state.slices[k].actions) for k in running}
 
     def job() -> Proposal:
         return propose(
-            cat, running, background, base=base, options=options, migration_budget=migration_budget
+            cat,
+            running,
+            background,
+            base=base,
+            options=options,
+            migration_budget=migration_budget,
+            current_instances=instances,
         )
 
     return job
@@ -514,7 +524,14 @@ def _apply_proposal(
         return refused(f"it moves {moved} running NF(s), over the migration budget of {budget}")
     opts = replace(options or solver.SolveOptions(), mode="incremental")
     try:
-        the_plan = plan(cat, options=opts, current=proposal.assignments, background=background)
+        instances = {k: shared_instances(rec.actions) for k, rec in running.items()}
+        the_plan = plan(
+            cat,
+            options=opts,
+            current=proposal.assignments,
+            background=background,
+            current_instances=instances,
+        )
     except Exception as exc:  # the pass goes on with what runs
         return refused(f"its check raised {type(exc).__name__}: {exc}")
     by_key = {sp.slice.key: sp for sp in the_plan.slices}
@@ -539,30 +556,30 @@ def _plan_isolating_failures(
     options: solver.SolveOptions | None,
     current: Mapping[str, Mapping[str, Assignment]],
     background: Mapping[str, Resources],
+    instances: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[Plan, dict[str, str]]:
     """Plan every slice; when planning raises, find the slices it raises on and plan the rest.
 
     Raises only when the failure is not one slice's (a node or package breaks every plan): then the
     whole pass fails and the caller reports it as stalled.
     """
+
+    def run(cat: Catalog) -> Plan:
+        return plan(cat, options=options, current=current, background=background, current_instances=instances)
+
     try:
-        return plan(catalog, options=options, current=current, background=background), {}
+        return run(catalog), {}
     except Exception as whole:
         broken: dict[str, str] = {}
         for key, spec in catalog.slices.items():
             try:
-                plan(
-                    replace(catalog, slices={key: spec}),
-                    options=options,
-                    current=current,
-                    background=background,
-                )
+                run(replace(catalog, slices={key: spec}))
             except Exception as exc:
                 broken[spec.key] = f"{type(exc).__name__}: {exc}"
         if not broken or len(broken) == len(catalog.slices):
             raise whole
         rest = replace(catalog, slices={k: s for k, s in catalog.slices.items() if s.key not in broken})
-        return plan(rest, options=options, current=current, background=background), broken
+        return run(rest), broken
 
 
 def _to_hold(the_plan: Plan, state: ControllerState, live_nodes: set[str]) -> dict[str, tuple[str, ...]]:
@@ -581,13 +598,8 @@ def _to_hold(the_plan: Plan, state: ControllerState, live_nodes: set[str]) -> di
 
 
 def _usage(actions: Any) -> dict[str, Resources]:
-    out: dict[str, Resources] = {}
-    for group in actions:
-        for a in group:
-            res = a.spec.get("resources", {})
-            used = Resources(_cpu(res.get("cpu", 0)), _memory(res.get("memory", 0)))
-            out[a.node] = out.get(a.node, Resources()) + used
-    return out
+    # A shared instance is reserved once per node, however many of these slices are its tenants.
+    return node_usage((a for group in actions for a in group), _cpu, _memory)
 
 
 def _add(a: Mapping[str, Resources], b: Mapping[str, Resources]) -> dict[str, Resources]:
@@ -642,10 +654,8 @@ def _background(catalog: Catalog, obs: Observation, state: ControllerState) -> d
     """CPU used on each node by anything but flyslice: observed load minus what flyslice placed."""
     if not any(o.load is not None for o in obs.nodes.values()):
         return {}
-    ours: dict[str, int] = {}
-    for rec in state.slices.values():
-        for action in rec.actions:
-            ours[action.node] = ours.get(action.node, 0) + _cpu_of(action)
+    # What flyslice runs, each shared instance counted once (its agent reports it once in the load).
+    ours = {n: r.cpu_millis for n, r in _usage(rec.actions for rec in state.slices.values()).items()}
     out = {}
     for name, node in catalog.nodes.items():
         o = obs.nodes.get(name)
@@ -655,10 +665,6 @@ def _background(catalog: Catalog, obs: Observation, state: ControllerState) -> d
         if other > 0:
             out[name] = Resources(cpu_millis=min(other, node.cpu_millis), memory_bytes=0)
     return out
-
-
-def _cpu_of(action: InstanceAction) -> int:
-    return _cpu(action.spec.get("resources", {}).get("cpu", 0))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -736,8 +742,9 @@ def _slice_fingerprint(catalog: Catalog, key: str) -> str:
     """
     s = catalog.slices[_split(key)]
     # Compared, never parsed: the repr of the placement-relevant fields is enough (and cheap per pass).
+    # Sharing forbidden is appended only when set, so that the fingerprints of other slices stay as they were.
     return repr((s.max_latency_ms, s.availability, s.attachments, sorted(s.services), s.network_service_ref,
-                 s.isolation_required, s.priority))  # fmt: skip
+                 s.isolation_required, s.priority) + (("sharing", s.sharing),) * (s.sharing == "forbidden"))  # fmt: skip
 
 
 def _iso(ts: float | None) -> str | None:
@@ -764,6 +771,9 @@ def _status(slice_: SliceSpec, rec: SliceRecord, obs: Observation, *, expired: b
         }
         if "attachment" in action.spec:
             entry["attachment"] = action.spec["attachment"]
+        shared = action.spec.get("sharedInstance")
+        if isinstance(shared, Mapping) and shared.get("name"):
+            entry["sharedInstance"] = shared["name"]
         if o is not None and o.restarts:
             entry["restarts"] = o.restarts
         placement.append(entry)

@@ -34,6 +34,18 @@ class EdgeNodeSpec:
 
 
 @dataclass(frozen=True)
+class SharingSpec:
+    """A flavour's ``sharing`` block: one instance may serve several slices (tenants)."""
+
+    capacity_mbps: float
+    max_tenants: int | None = None
+    per_tenant_cpu_millis: int = 0
+    per_tenant_memory_bytes: int = 0
+    #: One instance keeps a config per tenant, so tenants need not agree on config to share it.
+    per_tenant_config: bool = False
+
+
+@dataclass(frozen=True)
 class FlavorSpec:
     flavor: str
     cpu_millis: int
@@ -48,6 +60,8 @@ class FlavorSpec:
     #: Cosign-compatible signature of the pinned image digest (base64); the agent that starts the
     #: VNF's pod verifies it (nodeagent/runtime/image_signatures.py).
     image_signature: str | None = None
+    #: ``None``: every slice gets instances of its own in this flavour.
+    sharing: SharingSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,8 @@ class RoleSpec:
     tiers: frozenset[str] | None
     flavors: frozenset[str] | None
     config: Mapping[str, Any]
+    #: ``allowed`` or ``forbidden``: whether this role's NFs may run in instances shared with other slices.
+    sharing: str = "allowed"
 
 
 @dataclass(frozen=True)
@@ -117,6 +133,14 @@ class SliceSpec:
     #: Annotation ``flyslice.io/allow-teardown: "true"``: an intent that cannot be admitted may tear
     #: the running placement down (by default the last good placement keeps running).
     allow_teardown: bool = False
+    #: ``spec.sharing`` as declared (``allowed`` when omitted); ``isolation_required`` forbids sharing
+    #: whatever this says (validation refuses an explicit ``allowed`` with it).
+    sharing: str = "allowed"
+
+    @property
+    def sharing_allowed(self) -> bool:
+        """Whether this slice's NFs may run in instances shared with other slices."""
+        return self.sharing != "forbidden" and not self.isolation_required
 
     @property
     def key(self) -> str:

@@ -98,6 +98,15 @@ LIMITS: dict[str, Limit] = {
     "priority": Limit(
         INT32_MAX, str(INT32_MAX), "does not fit in 32 bits", INT32_MIN, too_small="does not fit in 32 bits"
     ),
+    # What one shared instance can process: a rate like bandwidthMbps, but zero would be no instance at all.
+    "capacityMbps": Limit(
+        MAX_BANDWIDTH_MBPS,
+        f"{MAX_BANDWIDTH_MBPS} (10 Tbit/s)",
+        "is faster than any instance",
+        0,
+        exclusive_minimum=True,
+    ),
+    "maxTenants": Limit(INT32_MAX, str(INT32_MAX), "does not fit in 32 bits", minimum=1),
     "lifetime": Limit(MAX_LIFETIME_S, "3650d (10 years)", "is longer than any slice may live"),
     "interval": Limit(MAX_INTERVAL_S, "7d (a week)", "is longer than flyslice waits between fetches"),
 }

@@ -62,6 +62,9 @@ def schema_errors(manifest: Manifest) -> list[ManifestError]:
     found = [
         err for err in found if not (err.validator == "pattern" and tuple(err.absolute_path) in too_long_at)
     ]
+    # A value of the wrong type (an unquoted yes for an enum of words) is one mistake: say it once.
+    mistyped = {tuple(err.absolute_path) for err in found if err.validator == "type"}
+    found = [err for err in found if not (err.validator == "enum" and tuple(err.absolute_path) in mistyped)]
     typos = _typos(found)
     for err in found:
         for path, message in _explain(err, typos, crd=True):
@@ -288,7 +291,9 @@ def _bounds_message(field: str, schema: dict[str, Any], value: Any, validator: s
 def _pattern_message(path: PathKey, value: Any, pattern: str) -> str:
     field = str(path[-1]) if path else ""
     if field in _QUANTITY_FIELDS:
-        return explain_bad_quantity(value)
+        message = explain_bad_quantity(value)
+        # What each tenant of a shared instance adds may be zero, unlike what an instance needs.
+        return message.replace("greater than zero", "zero or more") if "perTenant" in path else message
     if field == "digest":
         return f"{value!r} is not a digest: expected sha256: followed by 64 lowercase hex digits"
     if field in _DURATION_FIELDS:

@@ -12,7 +12,7 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 import networkx as nx
@@ -29,6 +29,7 @@ from flyslice.operator.intake.catalog import (
     NFPackageSpec,
     ObjectKey,
     RoleSpec,
+    SharingSpec,
     SliceSpec,
     candidates,
 )
@@ -448,7 +449,8 @@ class _Validator:
                 self._signature_policy(m, key[0], flavor, fs)
                 bad = self._quantity(m, (*base, "resources", "cpu"), fs["resources"]["cpu"], "cpu")
                 bad |= self._quantity(m, (*base, "resources", "memory"), fs["resources"]["memory"], "memory")
-                if not bad:
+                sharing = self._sharing(m, base, fs.get("sharing"))
+                if not bad and sharing is not False:
                     parsed[flavor] = FlavorSpec(
                         flavor=flavor,
                         cpu_millis=cpu_millis(fs["resources"]["cpu"]),
@@ -460,6 +462,7 @@ class _Validator:
                         entrypoint=fs.get("entrypoint", "NF"),
                         signature=fs.get("signature"),
                         image_signature=fs.get("imageSignature"),
+                        sharing=sharing,
                     )
             config_schema = spec.get("configSchema", {})
             try:
@@ -479,6 +482,34 @@ class _Validator:
                     signature_required=self.policy.requires_signature(key[0]),
                 )
         return out
+
+    def _sharing(self, m: Manifest, base: PathKey, raw: Any) -> SharingSpec | Literal[False] | None:
+        """The flavour's ``sharing`` block (``None`` when absent), or ``False`` after recording its errors.
+
+        The schema has bounded capacityMbps and maxTenants; the per-tenant quantities (CEL rules on the
+        server) are parsed here, and unlike an instance's resources they may be zero.
+        """
+        if not isinstance(raw, dict):
+            return None
+        per = raw.get("perTenant") or {}
+        amounts: dict[str, int] = {}
+        for field in ("cpu", "memory"):
+            if field not in per:
+                continue
+            try:
+                amounts[field] = cpu_millis(per[field]) if field == "cpu" else memory_bytes(per[field])
+            except QuantityError as exc:
+                self.errors.append(m.error((*base, "sharing", "perTenant", field), str(exc)))
+        if len(amounts) != len([f for f in ("cpu", "memory") if f in per]):
+            return False
+        max_tenants = raw.get("maxTenants")
+        return SharingSpec(
+            capacity_mbps=float(raw["capacityMbps"]),
+            max_tenants=None if max_tenants is None else int(max_tenants),
+            per_tenant_cpu_millis=amounts.get("cpu", 0),
+            per_tenant_memory_bytes=amounts.get("memory", 0),
+            per_tenant_config=bool(raw.get("perTenantConfig", False)),
+        )
 
     def _image_signature(self, m: Manifest, base: PathKey, fs: Mapping[str, Any]) -> None:
         """An ``imageSignature`` signs one digest (cosign's payload names it), so the image must be
@@ -563,6 +594,7 @@ class _Validator:
                     tiers=frozenset(r["tiers"]) if "tiers" in r else None,
                     flavors=frozenset(r["flavors"]) if "flavors" in r else None,
                     config=r.get("config", {}),
+                    sharing=r.get("sharing", "allowed"),
                 )
                 self._check_role(m, path, role, packages.get((ns, role.package)), packages)
                 roles.append(role)
@@ -830,6 +862,15 @@ class _Validator:
                             self._missing("EdgeNode", ("", att["node"]), (("", n) for n in nodes)),
                         )
                     )
+            if spec.get("sharing") == "allowed" and spec.get("isolation") == "required":
+                self.errors.append(
+                    m.error(
+                        ("spec", "sharing"),
+                        "sharing is allowed but isolation is required, and isolation forbids sharing NF "
+                        "instances with other slices: remove sharing (or set it to forbidden), or set "
+                        "isolation to none",
+                    )
+                )
             lifetime = None
             if "lifetime" in spec:
                 try:
@@ -862,6 +903,7 @@ class _Validator:
                 config=spec.get("config", {}),
                 generation=int(meta.get("generation", 0) or 0),
                 allow_teardown=_annotation(meta, ALLOW_TEARDOWN) == "true",
+                sharing=spec.get("sharing", "allowed"),
             )
             found = candidates(Catalog(services=services), slice_spec)
             if not found:

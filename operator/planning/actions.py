@@ -2,18 +2,23 @@
 
 Pure: turns one slice's plan into NFInstance specs (the CRD's ``spec`` field names), with
 stable names so that re-planning updates an instance in place instead of replacing it.
+
+An NF placed in a shared instance (``SlicePlacement.instance_of``) is still one NFInstance of its
+own slice, with its own config and next hops (its slice's instances); ``spec.sharedInstance`` names
+the running instance it is a tenant of, which the node's agent runs once for all its tenants.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flyslice.operator.intake.catalog import Catalog, NetworkServiceSpec, SliceSpec
-from flyslice.operator.intake.quantities import format_cpu, format_memory
-from flyslice.solver.model import SliceDemand, SlicePlacement
+from flyslice.operator.intake.quantities import cpu_millis, format_cpu, format_memory, memory_bytes
+from flyslice.operator.planning.expansion import effective_config
+from flyslice.solver.model import Resources, SliceDemand, SlicePlacement
 
 MAX_NAME = 63
 
@@ -75,8 +80,8 @@ def slice_actions(
         a = placement.assignments[nf.id]
         package = catalog.packages[(service.namespace, nf.package)]
         flavor = package.flavors[str(a.flavor)]
-        role = service.role(nf.role)
-        config = {**role.config, **slice_.config.get(nf.role, {})}
+        # The same merge the pool key hashes: tenants that share an instance run the same config.
+        config = effective_config(service.role(nf.role), slice_)
         spec: dict[str, Any] = {
             "slice": slice_.name,
             "role": nf.role,
@@ -102,5 +107,58 @@ def slice_actions(
             spec["signatureRequired"] = True
         if flavor.module:
             spec["entrypoint"] = flavor.entrypoint
+        shared = placement.instance_of.get(nf.id)
+        if shared is not None:
+            block = flavor.sharing
+            spec["sharedInstance"] = {
+                "name": shared,
+                "perTenantConfig": bool(block and block.per_tenant_config),
+                "perTenant": {
+                    "cpu": format_cpu(block.per_tenant_cpu_millis if block else 0),
+                    "memory": format_memory(block.per_tenant_memory_bytes if block else 0),
+                },
+            }
         out.append(InstanceAction(slice_.namespace, names[nf.id], spec))
+    return out
+
+
+def nf_id_of(spec: Mapping[str, Any]) -> str:
+    """The solver's NF id of an NFInstance spec (``role`` or ``role@attachment``, see expansion)."""
+    attachment = spec.get("attachment")
+    return f"{spec['role']}@{attachment}" if attachment else str(spec["role"])
+
+
+def shared_instances(actions: Iterable[InstanceAction]) -> dict[str, str]:
+    """NF id -> the shared instance it runs in, for a slice's NFInstances (``SliceDemand.current_instance``)."""
+    out: dict[str, str] = {}
+    for a in actions:
+        shared = a.spec.get("sharedInstance")
+        if isinstance(shared, Mapping) and shared.get("name"):
+            out[nf_id_of(a.spec)] = str(shared["name"])
+    return out
+
+
+def node_usage(
+    actions: Iterable[InstanceAction],
+    cpu: Callable[[Any], int] = cpu_millis,
+    memory: Callable[[Any], int] = memory_bytes,
+) -> dict[str, Resources]:
+    """Resources the NFInstances reserve per node: a shared instance's own resources once however many
+    tenants it has, plus ``perTenant`` for each; every other instance its resources.
+
+    ``cpu`` and ``memory`` parse quantities (callers pass cached parsers: this runs every pass).
+    """
+    out: dict[str, Resources] = {}
+    seen: set[tuple[str, str]] = set()
+    for a in actions:
+        res = a.spec.get("resources") or {}
+        used = Resources(cpu(res.get("cpu", 0)), memory(res.get("memory", 0)))
+        shared = a.spec.get("sharedInstance")
+        if isinstance(shared, Mapping):
+            per = shared.get("perTenant") or {}
+            tenant = Resources(cpu(per.get("cpu", 0)), memory(per.get("memory", 0)))
+            key = (a.node, str(shared.get("name", "")))
+            used = tenant if key in seen else used + tenant
+            seen.add(key)
+        out[a.node] = out.get(a.node, Resources()) + used
     return out

@@ -2,16 +2,31 @@
 
 ``perAttachment`` roles become one NF per attachment node (id ``role@node``); ``perSlice``
 roles one NF (id ``role``). Edges and budgeted paths are expanded the same way.
+
+NF sharing (issue 15): a flavour with a ``sharing`` block gets a :class:`Sharing` whose pool names
+what its tenants must have in common (namespaced package, flavour, effective config), unless the
+role, the slice or isolation forbids sharing; the solver sees pools, never policy.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import networkx as nx
 
-from flyslice.operator.intake.catalog import Catalog, EdgeNodeSpec, NetworkServiceSpec, RoleSpec, SliceSpec
+from flyslice.operator.intake.catalog import (
+    Catalog,
+    EdgeNodeSpec,
+    FlavorSpec,
+    NetworkServiceSpec,
+    NFPackageSpec,
+    RoleSpec,
+    SliceSpec,
+)
 from flyslice.solver.model import (
     Assignment,
     BudgetedPath,
@@ -23,6 +38,7 @@ from flyslice.solver.model import (
     NFDemand,
     Problem,
     Resources,
+    Sharing,
     SliceDemand,
     Tier,
     Topology,
@@ -83,12 +99,50 @@ def _topology(nodes: tuple[EdgeNodeSpec, ...]) -> Topology:
     return Topology(hosts, tuple(links))
 
 
+def effective_config(role: RoleSpec, slice_: SliceSpec) -> dict[str, Any]:
+    """The config a role's instances get in a slice: the slice's override merged over the role's."""
+    return {**role.config, **slice_.config.get(role.name, {})}
+
+
+def pool_key(package: NFPackageSpec, flavor: str, config: Mapping[str, Any] | None) -> str:
+    """``<namespace>/<package>/<flavor>/<config sha256[:12]>`` (``any`` for ``config=None``).
+
+    NFs with the same pool may run in one instance. The package is namespaced: two namespaces may hold
+    different packages (other code, other digest) under one name, which must never share a process.
+    """
+    if config is None:
+        digest = "any"
+    else:
+        canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        digest = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return f"{package.namespace}/{package.name}/{flavor}/{digest}"
+
+
+def _sharing(package: NFPackageSpec, spec: FlavorSpec, role: RoleSpec, slice_: SliceSpec) -> Sharing | None:
+    """How this flavour may be shared by this role of this slice; ``None`` when it may not."""
+    block = spec.sharing
+    if block is None or role.sharing == "forbidden" or not slice_.sharing_allowed:
+        return None
+    config = None if block.per_tenant_config else effective_config(role, slice_)
+    return Sharing(
+        pool=pool_key(package, spec.flavor, config),
+        capacity_mbps=block.capacity_mbps,
+        max_tenants=block.max_tenants,
+        per_tenant=Resources(block.per_tenant_cpu_millis, block.per_tenant_memory_bytes),
+    )
+
+
 def slice_demand(
     catalog: Catalog,
     slice_: SliceSpec,
     service: NetworkServiceSpec,
     current: Mapping[str, Assignment] | None = None,
+    current_instance: Mapping[str, str] | None = None,
 ) -> SliceDemand:
+    """``current``: where the slice's NFs run now; ``current_instance``: the shared instance each
+    shared NF is a tenant of now (NF id -> instance id, from the NFInstances' spec.sharedInstance)."""
+    edges = _edges(service, slice_)
+    loads = _loads(edges)
     nfs: list[NFDemand] = []
     for role in service.roles:
         package = catalog.packages[(service.namespace, role.package)]
@@ -100,22 +154,38 @@ def slice_demand(
                 Flavor(f),
                 Resources(package.flavors[f].cpu_millis, package.flavors[f].memory_bytes),
                 package.flavors[f].processing_latency_ms,
+                _sharing(package, package.flavors[f], role, slice_),
             )
             for f in sorted(allowed)
         }
         tiers = frozenset(Tier(t) for t in role.tiers) if role.tiers is not None else None
         for att in _attachments_of(role, slice_):
-            nfs.append(NFDemand(nf_id(role, att), role.name, package.name, flavors, att, tiers))
+            nid = nf_id(role, att)
+            nfs.append(
+                NFDemand(nid, role.name, package.name, flavors, att, tiers, load_mbps=loads.get(nid, 0.0))
+            )
+    ids = {nf.id for nf in nfs}
     return SliceDemand(
         key=slice_.key,
         nfs=tuple(nfs),
-        edges=tuple(_edges(service, slice_)),
+        edges=tuple(edges),
         paths=tuple(_paths(service, slice_)),
         availability_target=slice_.availability,
         isolation_required=slice_.isolation_required,
         priority=slice_.priority,
         current=dict(current or {}),
+        current_instance={k: v for k, v in (current_instance or {}).items() if k in ids},
     )
+
+
+def _loads(edges: list[Edge]) -> dict[str, float]:
+    """What each NF adds to a shared instance: the traffic entering it, or leaving it for a source NF."""
+    into: dict[str, float] = {}
+    out_of: dict[str, float] = {}
+    for e in edges:
+        into[e.dst] = into.get(e.dst, 0.0) + e.bandwidth_mbps
+        out_of[e.src] = out_of.get(e.src, 0.0) + e.bandwidth_mbps
+    return {nf: into[nf] if nf in into else out_of[nf] for nf in {*into, *out_of}}
 
 
 def problem(

@@ -41,13 +41,16 @@ def plan(
     options: solver.SolveOptions | None = None,
     current: Mapping[str, Mapping[str, Assignment]] | None = None,
     background: Mapping[str, Resources] | None = None,
+    current_instances: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Plan:
     """Place every slice of ``catalog``.
 
     ``current`` maps a slice key to where its NFs run now (so re-planning moves little);
-    ``background`` is what other workloads already use on each host.
+    ``background`` is what other workloads already use on each host; ``current_instances`` maps a
+    slice key to the shared instance each of its shared NFs runs in now (NF id -> instance id).
     """
     current = current or {}
+    current_instances = current_instances or {}
     demands: list[SliceDemand] = []
     chosen: dict[str, tuple[SliceSpec, NetworkServiceSpec | None, str]] = {}
     for object_key in sorted(catalog.slices):
@@ -56,7 +59,11 @@ def plan(
         reason = choice.reason
         if choice.service is not None:
             try:
-                demands.append(expansion.slice_demand(catalog, s, choice.service, current.get(s.key)))
+                demands.append(
+                    expansion.slice_demand(
+                        catalog, s, choice.service, current.get(s.key), current_instances.get(s.key)
+                    )
+                )
             except expansion.ExpansionError as exc:
                 reason = str(exc)
         chosen[s.key] = (s, choice.service, reason)

@@ -1,7 +1,8 @@
 """The versioned plan document (``flyslice plan -o json|yaml``) and its table view.
 
 Format ``flyslice.io/plan/v1`` is documented in docs/plan-format.md; fields may be added,
-never renamed or removed, within v1.
+never renamed or removed, within v1. Instances shared by several slices are listed once, under
+``sharedInstances``, with their tenants; each tenant NF names its instance (``sharedInstance``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def plan_document(plan: Plan, errors: list[ManifestError] | None = None) -> dict
                 if nf.attachment:
                     inst["attachment"] = nf.attachment
                 inst.update({"package": nf.package, "node": a.host, "flavor": str(a.flavor)})
+                shared = sp.placement.instance_of.get(nf.id)
+                if shared is not None:
+                    inst["sharedInstance"] = shared
                 instances.append(inst)
         paths = []
         if demand is not None:
@@ -78,6 +82,19 @@ def plan_document(plan: Plan, errors: list[ManifestError] | None = None) -> dict
             "objectiveTerms": dict(p.objective_terms),
         },
         "slices": slices,
+        "sharedInstances": [
+            {
+                "id": si.id,
+                "pool": si.pool,
+                "package": si.package,
+                "node": si.host,
+                "flavor": str(si.flavor),
+                "tenants": [{"slice": key, "nf": nf} for key, nf in si.tenants],
+                "loadMbps": round(si.load_mbps, 3),
+                "capacityMbps": si.capacity_mbps,
+            }
+            for _, si in sorted(p.instances.items())
+        ],
         "nodes": nodes,
     }
     if errors:
@@ -108,11 +125,14 @@ def render_table(doc: dict[str, Any]) -> str:
         for reason in sl["reasons"]:
             lines.append(f"  reason: {reason}")
         if sl["instances"]:
+            # The column appears only for a slice with shared NFs: unshared plans read as before.
+            shared = any("sharedInstance" in i for i in sl["instances"])
             lines.extend(
                 _table(
-                    ["ROLE", "ATTACHMENT", "PACKAGE", "NODE", "FLAVOR"],
+                    ["ROLE", "ATTACHMENT", "PACKAGE", "NODE", "FLAVOR"] + ["SHARED INSTANCE"] * shared,
                     [
                         [i["role"], i.get("attachment", "-"), i["package"], i["node"], i["flavor"]]
+                        + [i.get("sharedInstance", "-")] * shared
                         for i in sl["instances"]
                     ],
                 )
@@ -131,6 +151,26 @@ def render_table(doc: dict[str, Any]) -> str:
                     ],
                 )
             )
+    shared_instances = doc.get("sharedInstances") or []
+    if shared_instances:
+        lines.append("")
+        lines.append(f"shared instances: {len(shared_instances)}")
+        lines.extend(
+            _table(
+                ["SHARED INSTANCE", "NODE", "FLAVOR", "TENANTS", "LOAD/CAPACITY(Mbps)", "TENANT NFS"],
+                [
+                    [
+                        si["id"],
+                        si["node"],
+                        si["flavor"],
+                        str(len(si["tenants"])),
+                        f"{si['loadMbps']:g}/{si['capacityMbps']:g}",
+                        ", ".join(f"{t['slice']}:{t['nf']}" for t in si["tenants"]),
+                    ]
+                    for si in shared_instances
+                ],
+            )
+        )
     lines.append("")
     lines.extend(
         _table(

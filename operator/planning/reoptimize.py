@@ -113,14 +113,18 @@ def propose(
     base: str,
     options: solver.SolveOptions | None,
     migration_budget: int | None,
+    current_instances: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Proposal:
     """Solve the global model for ``catalog`` from ``current`` (what runs) with a migration budget.
 
+    ``current_instances``: the shared instance each running shared NF is a tenant of, by slice key.
     Pure and blocking (up to the solve's time limit): the caller runs it off the reconcile path.
     """
     started = time.perf_counter()
     opts = replace(options or solver.SolveOptions(), mode="full", migration_budget=migration_budget)
-    the_plan = plan(catalog, options=opts, current=current, background=background)
+    the_plan = plan(
+        catalog, options=opts, current=current, background=background, current_instances=current_instances
+    )
     demands = [sp.demand for sp in the_plan.slices if sp.demand is not None]
     problem = expansion.problem(catalog, demands, background)
     known = {d.key for d in demands}

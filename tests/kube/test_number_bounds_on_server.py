@@ -44,6 +44,18 @@ REPRODUCERS = {
     "priority-400-digits.yaml": ("Slice/cameras", "spec.priority"),
     "priority-below-int32.yaml": ("Slice/cameras", "spec.priority"),
     "quantity-exponent-tiny.yaml": ("EdgeNode/gw-1", "spec.capacity.cpu"),
+    # NF sharing (issue 15); "tenant" contains "nan", so the zero and negative cases are listed too.
+    "nfinstance-shared-per-tenant-beyond-limit.yaml": (
+        "NFInstance/cameras-broker-gw-1",
+        "spec.sharedInstance.perTenant.cpu",
+    ),
+    "sharing-capacity-nan.yaml": ("NFPackage/broker", "spec.flavors.fnf.sharing.capacityMbps"),
+    "sharing-max-tenants-zero.yaml": ("NFPackage/broker", "spec.flavors.fnf.sharing.maxTenants"),
+    "sharing-per-tenant-cpu-negative.yaml": ("NFPackage/broker", "spec.flavors.vnf.sharing.perTenant.cpu"),
+    "sharing-per-tenant-memory-beyond-limit.yaml": (
+        "NFPackage/broker",
+        "spec.flavors.fnf.sharing.perTenant.memory",
+    ),
 }
 
 

@@ -104,7 +104,8 @@ def test_multi_document_file_and_several_paths(capsys: pytest.CaptureFixture[str
     examples = sorted(p for p in (REPO / "examples").iterdir() if p.is_dir() and p.name != "__pycache__")
     code, out, _ = run(capsys, *(str(p) for p in examples), "-o", "json")
     doc = json.loads(out)
-    assert code == 0 and len(doc["objects"]) == 17 and "Slice/default/home-iot-protection" in doc["objects"]
+    # wildfire 9 + ddos 8 + shared-gateways 11
+    assert code == 0 and len(doc["objects"]) == 28 and "Slice/default/home-iot-protection" in doc["objects"]
 
 
 def test_the_same_objects_given_twice_are_duplicates(capsys: pytest.CaptureFixture[str]) -> None:

@@ -66,7 +66,7 @@ DURATIONS = [(p, n, s) for p, n, s in _all_spec_fields() if n in DURATION_FIELDS
 
 def test_the_crds_have_the_numeric_fields_this_test_knows() -> None:
     # A new numeric field must be added to LIMITS (and so get bounds in its CRD) before it ships.
-    assert len(NUMBERS) == 11 and len(QUANTITIES) == 8 and len(DURATIONS) == 2
+    assert len(NUMBERS) == 15 and len(QUANTITIES) == 14 and len(DURATIONS) == 2
 
 
 @pytest.mark.parametrize(("path", "name", "schema"), NUMBERS, ids=[p for p, _, _ in NUMBERS])
@@ -78,7 +78,8 @@ def test_every_number_in_a_spec_carries_the_limits_of_the_table(
     assert schema.get("minimum") == limit.minimum, path
     assert bool(schema.get("exclusiveMinimum")) == limit.exclusive_minimum, path
     if schema["type"] == "integer":
-        assert (limit.minimum, limit.maximum) == (INT32_MIN, INT32_MAX), (
+        # maxTenants starts at 1; every integer still fits in int32, as in Kubernetes.
+        assert limit.minimum is not None and limit.minimum >= INT32_MIN and limit.maximum == INT32_MAX, (
             "integers are int32, as in Kubernetes"
         )
 
