@@ -4,6 +4,9 @@ process so RSS deltas and CPU pinning are not disturbed by the previous one.
     python benchmarks/agent_worker.py footprint N      fNF deploy times and RSS for N fNFs
     python benchmarks/agent_worker.py chain N           3-fNF chain throughput and per-hop latency, one core
     python benchmarks/agent_worker.py hop-peer N [TLS_DIR]  receiving agent for the agent-to-agent hop
+    python benchmarks/agent_worker.py shared N TENANTS MODE   N messages over TENANTS slices through a
+                                                    broker and a stream processor, shared (MODE shared) or
+                                                    one pair per slice (MODE dedicated); one core
 Each prints one JSON object on its last stdout line.
 """
 
@@ -18,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +33,7 @@ from flyslice.nodeagent.gctune import tune_for_data_plane
 from flyslice.nodeagent.message import new_message
 from flyslice.nodeagent.runtime.modules import ModuleLoader, module_digest
 from flyslice.nodeagent.runtime.platform import ModularPlatform
-from flyslice.nodeagent.spec import InstanceSpec, NextHop
+from flyslice.nodeagent.spec import InstanceSpec, NextHop, SharedInstance
 
 PROC = psutil.Process()
 NFS = ["broker", "stream_processor", "firewall", "rate_limiter", "storage"]
@@ -203,6 +207,74 @@ def chain(n: int) -> dict[str, Any]:
     }
 
 
+def shared_specs(tenants: int, mode: str) -> list[InstanceSpec]:
+    """Per slice: broker -> stream processor, as tenants of two shared instances or as fNFs of its own."""
+    out = []
+    for i in range(tenants):
+        s = f"t{i}"
+        broker = spec(f"{s}-broker", "broker", s, (f"{s}-sp",))
+        sp = spec(f"{s}-sp", "stream_processor", s)
+        if mode == "shared":
+            broker = replace(broker, shared=SharedInstance("broker@n1#0"))
+            sp = replace(sp, shared=SharedInstance("stream_processor@n1#0"))
+        out += [broker, sp]
+    return out
+
+
+def shared(n: int, tenants: int, mode: str) -> dict[str, Any]:
+    """Throughput of n messages spread round robin over ``tenants`` slices, and the memory each slice
+    beyond the first adds (RSS with ``tenants`` slices minus RSS with one, in the same process)."""
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as d:
+        agent = Agent(AgentConfig("n1", Path(d), resync_s=3600, queue_size=n + 10))
+        status = agent.converge(shared_specs(1, mode))
+        assert {st.state for st in status.values()} == {"Running"}, status
+        time.sleep(0.2)
+        rss_one = rss()
+        status = agent.converge(shared_specs(tenants, mode))
+        assert {st.state for st in status.values()} == {"Running"}, status
+        if mode == "shared":
+            assert agent.platform.shared_builds == {"broker@n1#0": 1, "stream_processor@n1#0": 1}
+        time.sleep(0.3)
+        rss_all = rss()
+        done = threading.Event()
+        count = [0]
+
+        def sink(inst: Any, msgs: list[dict[str, Any]]) -> None:
+            count[0] += len(msgs)
+            if count[0] >= n:
+                done.set()
+
+        agent.on_sink(sink)
+        msgs = [new_message(f"t{i % tenants}", "sensors/gw1/temp", {"v": i}) for i in range(n)]
+        cpu0, t0 = PROC.cpu_times(), time.perf_counter()
+        for m in msgs:
+            agent.plane.deliver(m)
+        finished = done.wait(300)
+        elapsed = time.perf_counter() - t0
+        cpu1 = PROC.cpu_times()
+        # CPU seconds of this process (every thread): what the figure costs, whatever else the
+        # shared machine runs meanwhile (wall-clock throughput moves with the load, this much less).
+        cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+        st = agent.status()
+        per_tenant_in = sorted(st[f"t{i}-sp"].counters["in"] for i in range(tenants))
+        agent.stop()
+    return {
+        "mode": mode,
+        "tenants": tenants,
+        "n": n,
+        "finished": finished,
+        "msgs_per_s": n / elapsed,
+        "msgs_per_cpu_s": n / max(cpu_s, 1e-9),
+        "rss_one_bytes": rss_one,
+        "rss_all_bytes": rss_all,
+        "kib_per_extra_slice": (rss_all - rss_one) / max(tenants - 1, 1) / 1024,
+        "per_tenant_in_min_max": [per_tenant_in[0], per_tenant_in[-1]],
+        "load_avg_1m": [load_before, os.getloadavg()[0]],
+    }
+
+
 def hop_peer(n: int, tls_dir: str | None = None) -> None:
     """The receiving agent: prints its address, then a JSON line when n messages have arrived.
 
@@ -248,6 +320,8 @@ def main() -> None:
         print(json.dumps(idle_agent_rss(n)))
     elif cmd == "chain":
         print(json.dumps(chain(n)))
+    elif cmd == "shared":
+        print(json.dumps(shared(n, int(sys.argv[3]), sys.argv[4])))
     elif cmd == "hop-peer":
         hop_peer(n, sys.argv[3] if len(sys.argv) > 3 else None)
     else:

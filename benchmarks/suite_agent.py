@@ -5,7 +5,9 @@
 - messages/s through a 3-fNF chain with the process pinned to one core, against the same three
   NF objects called directly (the platform's overhead), and the added latency per fNF hop;
 - one agent-to-agent hop over loopback TCP (two processes): messages/s and latency;
-- whole-agent RSS with 50 fNFs loaded.
+- whole-agent RSS with 50 fNFs loaded;
+- a shared broker + stream processor (issue 15) serving 1, 10 and 50 tenant slices: messages/s (the
+  ratio to one tenant) and RSS per extra tenant, against the same slices each with a pair of their own.
 """
 
 from __future__ import annotations
@@ -180,6 +182,54 @@ def agent_hop(n: int, paced: bool, tls: bool = False) -> dict[str, Any]:
         pki.cleanup()
 
 
+def shared_instances(n: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Shared broker + stream processor with 1, 10, 50 tenant slices, and the same slices with a pair of
+    fNFs each (the baseline), each run in a fresh process pinned to one core."""
+    rows: list[dict[str, Any]] = []
+    by: dict[tuple[str, int], dict[str, Any]] = {}
+    for tenants in (1, 10, 50):
+        for mode in ("shared", "dedicated"):
+            r = worker("shared", str(n), str(tenants), mode)
+            if not r["finished"]:
+                raise RuntimeError(f"shared benchmark ({mode}, {tenants} tenants) did not finish: {r}")
+            by[(mode, tenants)] = r
+    for (mode, tenants), r in by.items():
+        one = by[(mode, 1)]
+        rows.append(
+            {
+                "mode": mode,
+                "tenants": tenants,
+                "msgs_per_s": round(r["msgs_per_s"]),
+                "ratio_vs_1": round(r["msgs_per_s"] / one["msgs_per_s"], 3),
+                # Per CPU second of the (pinned) process: moves much less with what else the machine runs.
+                "msgs_per_cpu_s": round(r["msgs_per_cpu_s"]),
+                "cpu_ratio_vs_1": round(r["msgs_per_cpu_s"] / one["msgs_per_cpu_s"], 3),
+                # One slice = two NFInstances (its broker and stream processor tenants).
+                "kib_per_extra_slice": round(r["kib_per_extra_slice"], 1),
+                "load_1m": round(max(r["load_avg_1m"]), 2),
+            }
+        )
+    shared = {k: by[("shared", k)] for k in (1, 10, 50)}
+    dedicated_50 = by[("dedicated", 50)]
+    summary = {
+        "shared_msgs_per_s_1_tenant": round(shared[1]["msgs_per_s"]),
+        "shared_msgs_per_s_10_tenants": round(shared[10]["msgs_per_s"]),
+        "shared_msgs_per_s_50_tenants": round(shared[50]["msgs_per_s"]),
+        "shared_ratio_10_vs_1": round(shared[10]["msgs_per_s"] / shared[1]["msgs_per_s"], 3),
+        "shared_ratio_50_vs_1": round(shared[50]["msgs_per_s"] / shared[1]["msgs_per_s"], 3),
+        "shared_msgs_per_cpu_s_1_tenant": round(shared[1]["msgs_per_cpu_s"]),
+        "shared_msgs_per_cpu_s_50_tenants": round(shared[50]["msgs_per_cpu_s"]),
+        "shared_cpu_ratio_50_vs_1": round(shared[50]["msgs_per_cpu_s"] / shared[1]["msgs_per_cpu_s"], 3),
+        "shared_vs_dedicated_cpu_ratio_50": round(
+            shared[50]["msgs_per_cpu_s"] / dedicated_50["msgs_per_cpu_s"], 3
+        ),
+        "shared_kib_per_extra_tenant_at_50": round(shared[50]["kib_per_extra_slice"] / 2, 2),
+        "dedicated_kib_per_extra_fnf_at_50": round(dedicated_50["kib_per_extra_slice"] / 2, 2),
+        "shared_load_avg_1m": round(max(max(r["load_avg_1m"]) for r in by.values()), 2),
+    }
+    return rows, summary
+
+
 def run(quick: bool) -> dict[str, Any]:
     counts = [1, 10, 100] if quick else [1, 10, 100, 1000]
     fnf_rows = fnf_footprint(counts)
@@ -192,6 +242,7 @@ def run(quick: bool) -> dict[str, Any]:
     # The same hop on mutual TLS (as `flyslice up` runs it), measured in the same run: the cost of security.
     hop_load_tls = agent_hop(20_000 if quick else 100_000, paced=False, tls=True)
     hop_idle_tls = agent_hop(300 if quick else 1000, paced=True, tls=True)
+    shared_rows, shared_summary = shared_instances(30_000 if quick else 150_000)
     result: dict[str, Any] = {
         "fnf_deploy_ms_p50": largest["deploy_ms_p50"],
         "fnf_deploy_ms_p99": largest["deploy_ms_p99"],
@@ -219,7 +270,9 @@ def run(quick: bool) -> dict[str, Any]:
         "fnf_converge_one_more_ms_p50_at_50": round(idle["converge_one_more_ms_p50"], 2),
         "fnf_50_from_nothing_ms": round(idle["converge_all_ms"], 1),
         "agent_idle_cpu_percent_50_fnfs": round(idle["idle_cpu_percent"], 2),
+        **shared_summary,
         "fnf_footprint": fnf_rows,
+        "shared_instance": shared_rows,
     }
     if not quick:
         result["fnf_footprint_by_nf"] = fnf_by_kind(100)

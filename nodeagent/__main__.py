@@ -162,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         peers=dict(args.peer), mqtt=args.mqtt, trusted_keys=keys, tls=tls,
         module_dirs=tuple(args.module_dir),
     )  # fmt: skip
+    # Before the agent exists: starting it resumes the cached desired state, which can take a while, and
+    # a SIGTERM meanwhile must stop it cleanly (exit 0), not kill it with the default action.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         agent = Agent(config)
     except OSError as exc:
@@ -176,9 +181,6 @@ def main(argv: list[str] | None = None) -> int:
         # them when they change, as a consistent set only (Agent.stop closes the watcher).
         agent.tls_renewer = TlsDirWatcher(tls)
     tune_for_data_plane()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         if args.desired_file:
             agent.run(FileSource(args.desired_file), args.interval, stop)

@@ -16,13 +16,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flyslice.nodeagent.cache import DesiredCache
 from flyslice.nodeagent.dataplane.chains import DataPlane
 from flyslice.nodeagent.dataplane.lifecycle import State
+from flyslice.nodeagent.dataplane.tenancy import TenantNF
 from flyslice.nodeagent.dataplane.transport import TcpIngress, TcpSender
 from flyslice.nodeagent.heartbeat import heartbeat
 from flyslice.nodeagent.message import Message
@@ -166,6 +167,8 @@ class Agent:
         self.errors: dict[str, str] = {}  # why the last attempt on an instance failed
         self.notes: dict[str, str] = {}  # remarks on the last desired list (duplicates)
         self._retries: dict[str, _Retry] = {}
+        #: Shared VNF instance -> the spec its runner was started for (what joining tenants must match).
+        self._shared_vnf_ref: dict[str, InstanceSpec] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self.connected: bool | None = None  # None: no source in use
@@ -180,7 +183,9 @@ class Agent:
             from flyslice.nodeagent.telemetry import AgentCollector, TelemetryServer
 
             self.registry = CollectorRegistry()
-            self.registry.register(AgentCollector(self.node, self._metric_rows, self._agent_gauges))
+            self.registry.register(
+                AgentCollector(self.node, self._metric_rows, self._agent_gauges, self.shared_instances)
+            )
             self.http = TelemetryServer(
                 config.http_listen,
                 registry=self.registry,
@@ -233,13 +238,23 @@ class Agent:
             self.desired = by_name
             for name in [n for n in self._running_names() if n not in by_name]:
                 self._remove(name)
+            groups: dict[str, list[InstanceSpec]] = {}
             for spec in by_name.values():
+                if spec.shared is not None:
+                    if self._shares(spec):
+                        groups.setdefault(spec.shared.name, []).append(spec)
+                        continue
+                    self.notes[spec.name] = (
+                        f"runs in its own pod, not in shared instance {spec.shared.name}: this agent's VNF "
+                        "driver cannot serve several tenants from one pod"
+                    )
                 try:
                     self._converge_one(spec)
                 except Exception as exc:  # one bad instance never blocks the others
                     log.warning("instance %s: %s", spec.name, exc)
                     self.errors[spec.name] = str(exc)
                     self._schedule_retry(spec)
+            self._converge_shared_groups(groups)
             return {**refused, **{name: self._status_of(name) for name in by_name}}
 
     def _running_names(self) -> set[str]:
@@ -279,15 +294,21 @@ class Agent:
         self._event(name, "Restarted", f"{kind} restarted (restart {n}) after: {why}")
 
     def _retry_due(self, spec: InstanceSpec) -> bool:
-        r = self._retries.get(spec.name)
-        return r is None or r.fingerprint != spec.fingerprint or time.monotonic() >= r.next_at
+        return self._due(spec.name, spec.fingerprint)
 
     def _schedule_retry(self, spec: InstanceSpec) -> None:
-        r = self._retries.get(spec.name)
+        self._schedule(spec.name, spec.fingerprint)
+
+    def _due(self, key: str, fingerprint: str) -> bool:
+        r = self._retries.get(key)
+        return r is None or r.fingerprint != fingerprint or time.monotonic() >= r.next_at
+
+    def _schedule(self, key: str, fingerprint: str) -> None:
+        r = self._retries.get(key)
         delay = self.config.retry_initial_s
-        if r is not None and r.fingerprint == spec.fingerprint:
+        if r is not None and r.fingerprint == fingerprint:
             delay = min(r.delay * 2, self.config.retry_max_s)
-        self._retries[spec.name] = _Retry(spec.fingerprint, delay, time.monotonic() + delay)
+        self._retries[key] = _Retry(fingerprint, delay, time.monotonic() + delay)
 
     def _converge_one(self, spec: InstanceSpec) -> None:
         self._check_signing_policy(spec)
@@ -317,6 +338,10 @@ class Agent:
             self.vnf.remove(spec.name)
             self.plane.forget(spec.name)
         inst = self.platform.instances.get(spec.name)
+        if isinstance(inst, TenantNF):  # no longer a tenant of a shared instance: runs on its own now
+            self.platform.uninstall(spec.name)
+            self.actual.pop(spec.name, None)
+            inst, cur = None, None
         if inst is None or cur is None:
             if not self._retry_due(spec):
                 return
@@ -391,6 +416,245 @@ class Agent:
         self.actual[spec.name] = spec
         self.errors.pop(spec.name, None)
 
+    # -- shared instances --------------------------------------------------------------------------
+
+    def _shares(self, spec: InstanceSpec) -> bool:
+        """Whether this agent runs ``spec`` as a tenant of a shared instance: always for an fNF; for a
+        VNF when the driver can host several tenants in one runner (the local-process driver)."""
+        return spec.flavor == "fnf" or callable(getattr(self.vnf, "ensure_shared", None))
+
+    def _converge_shared_groups(self, groups: dict[str, list[InstanceSpec]]) -> None:
+        for name, specs in groups.items():
+            try:
+                if specs[0].flavor == "fnf":
+                    self._converge_shared_fnf(name, specs)
+                else:
+                    self._converge_shared_vnf(name, specs)
+            except Exception as exc:  # a bug here must not stop other groups or instances
+                log.exception("shared instance %s: converge failed", name)
+                for spec in specs:
+                    self.errors.setdefault(spec.name, f"shared instance {name}: {exc}")
+        self._converge_shared_vnf_leftovers(groups)
+
+    def _converge_shared_fnf(self, name: str, specs: list[InstanceSpec]) -> None:
+        platform = self.platform
+        for spec in specs:  # tenants that ran elsewhere (alone, in another shared instance, as a VNF)
+            inst = platform.instances.get(spec.name)
+            if inst is not None and not (isinstance(inst, TenantNF) and inst.shared.name == name):
+                platform.uninstall(spec.name)
+                self.actual.pop(spec.name, None)
+            if spec.name in self.vnf.names():
+                self.vnf.remove(spec.name)
+                self.plane.forget(spec.name)
+            tenant_of = getattr(self.vnf, "tenant_of", None)
+            if (
+                callable(tenant_of)
+                and tenant_of(spec.name) is not None
+                and spec.name not in platform.instances
+            ):
+                self.plane.forget(spec.name)  # was a tenant of a shared runner: no longer routed there
+        shared = platform.shared.get(name)
+        if shared is not None and shared.failed:
+            # The NF object itself broke (blocked, over budget): rebuild it with every tenant.
+            for spec in specs:
+                self._note_failure(spec.name, shared.lifecycle.message)
+            key = "shared:" + name
+            if not self._due(key, specs[0].fingerprint):
+                return
+            self._schedule(key, specs[0].fingerprint)
+            for tenant in list(shared.tenants):
+                platform.uninstall(tenant)
+                self.actual.pop(tenant, None)
+            for spec in specs:
+                self._retries.pop(spec.name, None)  # rebuilt now, whatever a tenant's own back-off
+                self._restarted(spec.name, "shared fNF instance")  # before it shows Running again
+            shared = None
+        held: set[str] = set()
+        if shared is not None:
+            try:
+                self._move_shared_fnf(name, specs)
+            except Exception as exc:  # the running version keeps running; each tenant's status says why
+                log.warning("shared instance %s: %s", name, exc)
+                for spec in specs:
+                    if spec.name in shared.tenants:
+                        held.add(spec.name)
+                        self.errors[spec.name] = f"new spec not applied to shared instance {name}: {exc}"
+        for spec in specs:
+            if spec.name in held:
+                continue
+            try:
+                self._converge_tenant(spec)
+            except Exception as exc:  # a refused or broken tenant never disturbs the others
+                log.warning("instance %s: %s", spec.name, exc)
+                self.errors[spec.name] = str(exc)
+                self._schedule_retry(spec)
+
+    def _move_shared_fnf(self, name: str, specs: list[InstanceSpec]) -> None:
+        """A change every tenant agrees on (new code or, without per-tenant config, a new config):
+        applied to the running instance in place -- a hot swap with each tenant's state, or a
+        reconfiguration -- instead of refusing every tenant for not matching the old version."""
+        shared = self.platform.shared[name]
+        first = specs[0]
+        if any(s.sharing_mismatch(first) for s in specs[1:]) or not first.sharing_mismatch(shared.spec):
+            return  # the tenants disagree (the running version stays the reference), or nothing moved
+        attached = [s for s in specs if s.name in shared.tenants]
+        if not attached:
+            return
+        same_code = replace(first, config=shared.spec.config).sharing_mismatch(shared.spec) == ""
+        if same_code:
+            self.platform.reconfigure_shared(attached)
+        else:
+            if {s.name for s in attached} != set(shared.tenants):
+                return  # a tenant still on the old version is leaving later: wait for it
+            self.platform.update_shared(attached)
+        for s in attached:
+            self.platform.set_next_hops(s)
+            self.actual[s.name] = s
+            self.errors.pop(s.name, None)
+
+    def _converge_tenant(self, spec: InstanceSpec) -> None:
+        self._check_signing_policy(spec)
+        inst = self.platform.instances.get(spec.name)
+        cur = self.actual.get(spec.name)
+        if not isinstance(inst, TenantNF) or cur is None:
+            if not self._retry_due(spec):
+                return
+            if inst is not None:
+                self.platform.uninstall(spec.name)
+            self.actual.pop(spec.name, None)
+            self.platform.attach(spec)
+            self.actual[spec.name] = spec
+            self.errors.pop(spec.name, None)
+            self._retries.pop(spec.name, None)
+            return
+        if inst.lifecycle.state is State.FAILED:  # this tenant only (its messages or timers broke it)
+            self._note_failure(spec.name, inst.lifecycle.message)
+            if self._retry_due(spec):
+                self._schedule_retry(spec)
+                self.platform.uninstall(spec.name)
+                self.actual.pop(spec.name, None)
+                self._restarted(spec.name, "tenant of a shared fNF")  # before it shows Running again
+                self.platform.attach(spec)
+                self.actual[spec.name] = spec
+            return
+        if cur.fingerprint == spec.fingerprint:
+            self.errors.pop(spec.name, None)
+            return
+        if cur.slice != spec.slice:
+            self.platform.uninstall(spec.name)
+            self.actual.pop(spec.name, None)
+            self.platform.attach(spec)
+            self.actual[spec.name] = spec
+            self.errors.pop(spec.name, None)
+            return
+        why = spec.sharing_mismatch(inst.shared.spec)
+        if why:  # keeps running what it ran; the status says why the new spec is not applied
+            raise ValueError(
+                f"instance {spec.name}: new spec not applied, it no longer fits shared instance "
+                f"{inst.shared.name}: {why}; the tenant keeps running its previous spec"
+            )
+        if dict(cur.config) != dict(spec.config):
+            self.platform.configure(spec.name, dict(spec.config))
+        self.platform.set_next_hops(spec)
+        self.actual[spec.name] = spec
+        self.errors.pop(spec.name, None)
+        self._retries.pop(spec.name, None)
+
+    def _converge_shared_vnf(self, name: str, specs: list[InstanceSpec]) -> None:
+        """One runner process for every tenant of ``name`` (local-process driver): tenants join and
+        leave it through its tenants file, without a restart; a tenant that does not match the running
+        instance is refused with a status message and never reaches the runner."""
+        drv: Any = self.vnf
+        for spec in specs:  # tenants that ran elsewhere (an fNF, a runner of their own, another instance)
+            if spec.name in self.platform.instances:
+                self.platform.uninstall(spec.name)
+                self.actual.pop(spec.name, None)
+            if spec.name in self.vnf.names():
+                self.vnf.remove(spec.name)
+                self.plane.forget(spec.name)
+            if drv.tenant_of(spec.name) not in (None, name):
+                self.plane.forget(spec.name)  # its old runner drops it when its own group converges
+        ref = self._shared_vnf_ref.get(name)
+        first = specs[0]
+        if ref is None or (
+            not any(s.sharing_mismatch(first) for s in specs[1:]) and first.sharing_mismatch(ref)
+        ):
+            ref = first  # new, or a change every tenant agrees on (the runner is replaced with state)
+        accepted: list[InstanceSpec] = []
+        for spec in specs:
+            why = spec.sharing_mismatch(ref)
+            try:
+                if why:
+                    raise ValueError(
+                        f"instance {spec.name}: cannot join shared instance {name}: {why}; "
+                        "the running tenants are not disturbed"
+                    )
+                self._check_signing_policy(spec)
+            except Exception as exc:
+                self.errors[spec.name] = str(exc)
+                self.actual.pop(spec.name, None)
+                self.plane.forget(spec.name)
+                continue
+            accepted.append(spec)
+        if not accepted:
+            if name in drv.shared_names():
+                drv.remove_shared(name)
+            self._shared_vnf_ref.pop(name, None)
+            return
+        runner = drv.observe_shared(name)
+        restarting = runner is not None and runner.state == "Failed"
+        if restarting:
+            for spec in accepted:
+                self._note_failure(spec.name, runner.message)
+            key = "shared:" + name
+            if not self._due(key, ref.fingerprint):
+                return
+            self._schedule(key, ref.fingerprint)
+            drv.remove_shared(name)
+            for spec in accepted:  # counted now: the new runner may report Running before ensure returns
+                self._restarted(spec.name, "shared VNF runner")
+        drv.ensure_shared(name, accepted)
+        self._shared_vnf_ref[name] = ref
+        for spec in accepted:
+            obs = self.vnf.observe(spec.name)
+            # Traffic goes to the runner only once it serves this tenant (else it would bounce back).
+            address = obs.address if obs is not None and obs.state == "Running" and obs.address else None
+            self.plane.set_topology(spec.name, spec.slice, spec.next_hops, vnf_address=address)
+            self.actual[spec.name] = spec
+            self.errors.pop(spec.name, None)
+
+    def _converge_shared_vnf_leftovers(self, groups: dict[str, list[InstanceSpec]]) -> None:
+        """Stop shared runners none of whose tenants is desired any more."""
+        names = getattr(self.vnf, "shared_names", None)
+        if not callable(names):
+            return
+        for name in names():
+            specs = groups.get(name)
+            if not specs or specs[0].flavor != "vnf":
+                self.vnf.remove_shared(name)  # type: ignore[attr-defined]
+                self._shared_vnf_ref.pop(name, None)
+
+    def sample_overload(self) -> None:
+        """Record each shared instance's queue drops (once a second, from the resync loop)."""
+        for shared in list(self.platform.shared.values()):
+            w = self.plane.workers.get(shared.worker_key)
+            if w is not None:
+                shared.overload.sample(w.queue.dropped)
+
+    def shared_instances(self) -> dict[str, dict[str, Any]]:
+        """Per shared instance on this node: tenants, state, and its queue drops (the overload signal)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, shared in sorted(self.platform.shared.items()):
+            w = self.plane.workers.get(shared.worker_key)
+            doc = shared.statistics(len(w.queue) if w else 0, w.queue.dropped if w else 0)
+            doc["builds"] = self.platform.shared_builds.get(name, 0)
+            out[name] = doc
+        status_of = getattr(self.vnf, "shared_status", None)
+        for name in getattr(self.vnf, "shared_names", list)():
+            if callable(status_of):
+                out[name] = status_of(name)
+        return out
+
     # -- offline autonomy --------------------------------------------------------------------------
 
     def sync_once(self, source: Callable[[], Sequence[InstanceSpec]]) -> bool:
@@ -421,7 +685,11 @@ class Agent:
             st = statuses.get(spec.name)
             if st is None:
                 continue
-            key = (spec.generation, st.state, st.message, st.address, st.fingerprint, st.restarts)
+            # sharedOverloaded: the scale-out signal is reported when it changes, not only with the state.
+            key = (
+                spec.generation, st.state, st.message, st.address, st.fingerprint, st.restarts,
+                st.counters.get("sharedOverloaded"),
+            )  # fmt: skip
             if self._reported.get(spec.name) == key:
                 continue
             try:
@@ -443,6 +711,7 @@ class Agent:
         while not self._stop.wait(self.config.resync_s):
             try:
                 with self._lock:
+                    self.sample_overload()
                     if self.desired:
                         self.converge(list(self.desired.values()), _save=False)
             except Exception:
@@ -485,12 +754,51 @@ class Agent:
                     self.plane.set_topology(name, spec.slice, spec.next_hops, vnf_address=obs.address)
             elif name in self.platform.failures or name in self.errors:
                 base.state = str(State.FAILED)
+        self._add_plane_counters(name, base, inst)
         error = self.errors.get(name) or self.notes.get(name)
         if error and (base.state in (str(State.PENDING), str(State.FAILED)) or not base.message):
             if base.state == str(State.PENDING):
                 base.state = str(State.FAILED)
             base.message = error
         return base
+
+    def _add_plane_counters(self, name: str, base: InstanceStatus, inst: Any) -> None:
+        """What the data plane counted for this instance outside it: messages a full queue dropped
+        before they reached it, and messages refused for naming it from another slice; for a tenant,
+        its shared instance's name and queue drops (the overload signal of the whole instance)."""
+        plane = self.plane
+        queue_dropped = plane.queue_dropped_for.get(name, 0)
+        rejected = plane.rejected_for.get(name, 0)
+        if queue_dropped or rejected:
+            c = base.counters = dict(base.counters)
+            c["dropped"] = c.get("dropped", 0) + queue_dropped
+            if queue_dropped:
+                c["queueDropped"] = queue_dropped
+            if rejected:
+                c["rejected"] = c.get("rejected", 0) + rejected
+        if isinstance(inst, TenantNF):
+            shared = inst.shared
+            base.shared_instance = shared.name
+            w = plane.workers.get(shared.worker_key)
+            base.counters = {
+                **base.counters,
+                "sharedQueueDropped": w.queue.dropped if w is not None else 0,
+                "sharedOverloaded": int(shared.overload.sustained()),
+            }
+        else:
+            spec = self.desired.get(name)
+            status_of = getattr(self.vnf, "shared_status", None)
+            if spec is not None and spec.shared is not None and spec.flavor == "vnf" and callable(status_of):
+                base.shared_instance = spec.shared.name
+                if self.vnf.tenant_of(name) == spec.shared.name:  # type: ignore[attr-defined]
+                    doc = status_of(spec.shared.name)
+                    base.counters = {
+                        **base.counters,
+                        "sharedQueueDropped": int(doc.get("queueDropped", 0)),
+                        "sharedOverloaded": int(bool(doc.get("overloaded"))),
+                    }
+            elif spec is not None and spec.shared is not None and self._shares(spec):
+                base.shared_instance = spec.shared.name  # a tenant not (yet) running in it
 
     def status(self) -> dict[str, InstanceStatus]:
         """Per desired instance; lock-free (reads a snapshot), so a long converge never stalls a reader."""
@@ -502,6 +810,7 @@ class Agent:
             {
                 "instances": len(self.desired),
                 "fnfs": len(self.platform.instances),
+                "sharedInstances": len(self.platform.shared) + len(getattr(self.vnf, "shared_names", list)()),
                 "vnfs": len(self.vnf.names()),
                 "connected": self.connected,
                 "cacheError": self.cache_error,
@@ -518,6 +827,7 @@ class Agent:
         if self.tls_renewer is not None:  # serial, notAfter, renewals, failures, last error
             doc["dataPlaneCertificate"] = self.tls_renewer.status()
         doc["dataPlane"] = self.dataplane_security()
+        doc["sharedInstances"] = self.shared_instances()
         return doc
 
     def dataplane_security(self) -> dict[str, Any]:
@@ -563,6 +873,8 @@ class Agent:
             "unroutable_messages": float(self.plane.unroutable),
             "queue_dropped_messages": float(sum(w.queue.dropped for w in self.plane.workers.values())),
             "forward_dropped_messages": float(self.plane.forward_dropped),
+            # Messages addressed to an instance of another slice than their own: never delivered.
+            "cross_slice_rejected_messages": float(self.plane.rejected),
             "ingress_errors": float(self.ingress.errors + (self.mqtt.errors if self.mqtt else 0)),
         }
 
@@ -590,5 +902,7 @@ class Agent:
             if stop_vnfs:
                 for name in self.vnf.names():
                     self.vnf.remove(name)
+                for name in getattr(self.vnf, "shared_names", list)():
+                    self.vnf.remove_shared(name)  # type: ignore[attr-defined]
             self.vnf.close()
             self.plane.stop()

@@ -15,6 +15,14 @@ Hosts call, in this order: ``configure`` -> ``import_state`` (on update only) ->
 ``process``/timers ... -> ``export_state`` (on update only) -> ``stop``. All calls for one
 instance happen on one thread, so NF code needs no locks. Timers (``ctx.every``) and
 ``ctx.emit`` let an NF produce messages on its own (windowed aggregates, token refills).
+
+Shared instances (one NF object serving several slices' NFInstances, its *tenants*): the host runs
+that sequence once per tenant, on the instance's one thread, with ``self.ctx`` set to the tenant's
+context (``ctx.instance`` is the tenant's NFInstance, ``ctx.slice`` its slice, ``ctx.shared`` the
+instance's name) during each call. By default the host also keeps the NF's attributes per tenant
+(it swaps the object's attribute dictionary between tenants), so an NF written for one slice is
+isolated per tenant unchanged. An NF that sets ``shared_state = True`` keeps one set of attributes
+for all tenants and is responsible for keeping their data apart itself (key it by ``ctx.instance``).
 """
 
 from __future__ import annotations
@@ -59,6 +67,8 @@ class Context:
     outbox: list[Message] = field(default_factory=list)
     #: Called by the host when a timer is added after start, so it can be scheduled at once.
     on_timer_added: Callable[[Timer], None] | None = None
+    #: The shared instance this context's tenant belongs to ("" when the NF serves one instance only).
+    shared: str = ""
     #: This instance's own directory on the host's disk. It outlives restarts, updates, a switch
     #: between fNF and VNF on the same node and the instance's removal (data is never deleted
     #: behind the user's back); None when the host keeps nothing on disk. See ``data_file``.
@@ -94,6 +104,10 @@ class NetworkFunction:
 
     #: JSON schema of the NF's configuration (the package's configSchema should match it).
     config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    #: In a shared instance: False (default) -- the host keeps this object's attributes per tenant, so
+    #: tenants never see each other's state; True -- one set of attributes for every tenant, and the NF
+    #: keeps the tenants' data apart itself (``self.ctx`` always names the tenant of the current call).
+    shared_state: ClassVar[bool] = False
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx

@@ -40,6 +40,57 @@ class NextHop:
 _ADDR_RE = re.compile(r"^[^\s:]+:\d{1,5}$")
 
 
+@dataclass(frozen=True)
+class SharedInstance:
+    """``spec.sharedInstance`` of an NFInstance: this instance is one tenant of an instance that several
+    slices share. NFInstances of one node with the same ``name`` are ONE running NF (one object and
+    worker thread for an fNF, one runner process for a local-process VNF)."""
+
+    name: str
+    #: True: each tenant keeps its own config; False: every tenant must carry the same config.
+    per_tenant_config: bool = False
+    #: What one tenant adds to the instance's resources (``spec.resources`` is the instance's own).
+    per_tenant_cpu: str = ""
+    per_tenant_memory: str = ""
+
+    @property
+    def per_tenant_memory_bytes(self) -> int:
+        return parse_memory(self.per_tenant_memory) if self.per_tenant_memory else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "perTenantConfig": self.per_tenant_config}
+        per = {k: v for k, v in (("cpu", self.per_tenant_cpu), ("memory", self.per_tenant_memory)) if v}
+        if per:
+            d["perTenant"] = per
+        return d
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str) -> SharedInstance | None:
+        """Parsed tolerantly: absent or null means "not shared"; a present block must name the instance."""
+        if raw is None:
+            return None
+        if not isinstance(raw, Mapping):
+            raise SpecError(f"{where}: field 'sharedInstance' must be an object")
+        name = raw.get("name")
+        if not isinstance(name, str) or not name:
+            raise SpecError(f"{where}: field 'sharedInstance.name' must be a non-empty string")
+        per_tenant_config = raw.get("perTenantConfig", False)
+        if per_tenant_config is None:
+            per_tenant_config = False
+        if not isinstance(per_tenant_config, bool):
+            raise SpecError(f"{where}: field 'sharedInstance.perTenantConfig' must be a boolean")
+        per = raw.get("perTenant") or {}
+        if not isinstance(per, Mapping):
+            raise SpecError(f"{where}: field 'sharedInstance.perTenant' must be an object")
+        cpu, memory = str(per.get("cpu", "") or ""), str(per.get("memory", "") or "")
+        if memory:
+            try:
+                parse_memory(memory)
+            except ValueError as exc:
+                raise SpecError(f"{where}: sharedInstance.perTenant.memory: {exc}") from exc
+        return cls(name, per_tenant_config, cpu, memory)
+
+
 @dataclass(frozen=True, eq=True)
 class InstanceSpec:
     name: str
@@ -64,6 +115,8 @@ class InstanceSpec:
     cpu: str = ""
     memory: str = ""
     generation: int = 0
+    #: Set when this instance is one tenant of an instance shared by several slices (see SharedInstance).
+    shared: SharedInstance | None = None
 
     @property
     def memory_bytes(self) -> int | None:
@@ -91,6 +144,8 @@ class InstanceSpec:
             d["signatureRequired"] = True
         if self.cpu or self.memory:
             d["resources"] = {k: v for k, v in (("cpu", self.cpu), ("memory", self.memory)) if v}
+        if self.shared is not None:
+            d["sharedInstance"] = self.shared.to_dict()
         return d
 
     @cached_property
@@ -103,6 +158,37 @@ class InstanceSpec:
     def code_fingerprint(self) -> tuple[str, str, str, str, str]:
         """What decides which code runs; a change needs a hot swap (fNF) or a relaunch (VNF)."""
         return (self.flavor, self.module, self.digest, self.entrypoint, self.image)
+
+    def sharing_mismatch(self, other: InstanceSpec) -> str:
+        """Why this tenant cannot join the shared instance ``other`` (a tenant of it) runs; "" if it can.
+
+        Tenants of one instance run one NF object (or process): the same package, code, signature and
+        footprint, and -- unless each tenant keeps its own config -- the same config.
+        """
+        mine, theirs = self.shared, other.shared
+        if mine is None or theirs is None:
+            return "not a tenant of a shared instance"
+        fields = [
+            ("flavor", self.flavor, other.flavor),
+            ("package", self.package, other.package),
+            ("module", self.module, other.module),
+            ("digest", self.digest, other.digest),
+            ("entrypoint", self.entrypoint, other.entrypoint),
+            ("image", self.image, other.image),
+            ("signature", self.signature, other.signature),
+            ("imageSignature", self.image_signature, other.image_signature),
+            ("resources.cpu", self.cpu, other.cpu),
+            ("resources.memory", self.memory, other.memory),
+            ("sharedInstance.perTenantConfig", mine.per_tenant_config, theirs.per_tenant_config),
+            ("sharedInstance.perTenant", mine.to_dict().get("perTenant"), theirs.to_dict().get("perTenant")),
+        ]
+        if not mine.per_tenant_config:
+            fields.append(("config", dict(self.config), dict(other.config)))
+        for key, a, b in fields:
+            if a != b:
+                shown_a, shown_b = (_short(a), _short(b))
+                return f"{key} {shown_a} differs from the running tenants' {shown_b}"
+        return ""
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, where: str = "instance") -> InstanceSpec:
@@ -160,6 +246,7 @@ class InstanceSpec:
         generation = d.get("generation", 0)
         if not isinstance(generation, int):
             raise SpecError(f"{where}: field 'generation' must be an integer")
+        shared = SharedInstance.from_dict(d.get("sharedInstance"), where)
         return cls(
             name=text("name", True),
             slice=text("slice", True),
@@ -181,6 +268,7 @@ class InstanceSpec:
             cpu=str(resources.get("cpu", "") or ""),
             memory=memory,
             generation=generation,
+            shared=shared,
         )
 
     @classmethod
@@ -197,6 +285,11 @@ class InstanceSpec:
             "generation": meta.get("generation", 0),
         }
         return cls.from_dict(d, where="NFInstance")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass
@@ -218,6 +311,8 @@ class InstanceStatus:
     started_at: float | None = None
     #: How often the agent restarted the instance after a failure (crash, hang, frozen runner).
     restarts: int = 0
+    #: A tenant of a shared instance: that instance's name (``spec.sharedInstance.name``).
+    shared_instance: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}

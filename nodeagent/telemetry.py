@@ -45,10 +45,13 @@ class DataplaneRejectCollector(Collector):
 
 class AgentCollector(Collector):
     def __init__(self, node: str, statuses: Callable[[], Iterable[tuple[str, InstanceStatus]]],
-                 extra: Callable[[], dict[str, float]]) -> None:  # fmt: skip
+                 extra: Callable[[], dict[str, float]],
+                 shared: Callable[[], dict[str, dict[str, Any]]] | None = None) -> None:  # fmt: skip
         self.node = node
         self.statuses = statuses
         self.extra = extra
+        #: name -> statistics of each shared instance (``Agent.shared_instances``).
+        self.shared = shared
 
     def collect(self) -> Iterator[Any]:
         labels = ["node", "instance", "slice"]
@@ -56,7 +59,7 @@ class AgentCollector(Collector):
             key: CounterMetricFamily(
                 f"flyslice_instance_{key}_messages", f"Messages {key} by the instance", labels=labels
             )
-            for key in ("in", "out", "dropped", "errors")
+            for key in ("in", "out", "dropped", "errors", "rejected")
         }
         latency = GaugeMetricFamily(
             "flyslice_instance_processing_latency_seconds", "Mean processing time per message", labels=labels
@@ -92,10 +95,43 @@ class AgentCollector(Collector):
         yield e2e
         yield state
         yield dataplane_rejected_family()
+        if self.shared is not None:
+            yield from self._shared_families(self.shared())
         for key, value in self.extra().items():
             yield GaugeMetricFamily(
                 f"flyslice_agent_{key}", f"Agent {key.replace('_', ' ')}", value=value, labels=None
             )
+
+    def _shared_families(self, shared: dict[str, dict[str, Any]]) -> Iterator[Any]:
+        """Per shared instance: tenants, and its queue drops -- the overload signal for scale-out."""
+        labels = ["node", "shared_instance"]
+        tenants = GaugeMetricFamily(
+            "flyslice_shared_instance_tenants",
+            "Tenants (NFInstances) served by the shared instance",
+            labels=labels,
+        )
+        dropped = CounterMetricFamily(
+            "flyslice_shared_instance_queue_dropped_messages",
+            "Messages the shared instance's full queue dropped (all tenants)",
+            labels=labels,
+        )
+        rate = GaugeMetricFamily(
+            "flyslice_shared_instance_queue_drops_per_second",
+            "Queue drops per second over the last 10 s",
+            labels=labels,
+        )
+        overloaded = GaugeMetricFamily(
+            "flyslice_shared_instance_overloaded",
+            "1 while the shared instance's queue drops messages second after second (sustained overload)",
+            labels=labels,
+        )
+        for name, doc in sorted(shared.items()):
+            lv = [self.node, name]
+            tenants.add_metric(lv, float(len(doc.get("tenants", ()))))
+            dropped.add_metric(lv, float(doc.get("queueDropped", 0)))
+            rate.add_metric(lv, float(doc.get("queueDropsPerSecond", 0.0)))
+            overloaded.add_metric(lv, 1.0 if doc.get("overloaded") else 0.0)
+        yield from (tenants, dropped, rate, overloaded)
 
 
 class TelemetryServer:

@@ -38,6 +38,10 @@ class BoundedQueue(Generic[T]):
     def put_many(self, items: list[T], timeout: float = 0.0) -> int:
         """Append all items, waiting up to ``timeout`` s in total for room as the consumer drains;
         what still does not fit is dropped (counted). Returns how many were dropped."""
+        return len(self.put_many_rest(items, timeout))
+
+    def put_many_rest(self, items: list[T], timeout: float = 0.0) -> list[T]:
+        """``put_many``, returning the dropped items themselves (to count them per destination)."""
         deadline = time.monotonic() + timeout
         with self._lock:
             rest = items
@@ -54,7 +58,7 @@ class BoundedQueue(Generic[T]):
                     break
                 self._not_full.wait(left)
             self.dropped += len(rest)
-            return len(rest)
+            return rest
 
     def _wait_room(self, n: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 from flyslice.nodeagent.dataplane.bqueue import BoundedQueue
 from flyslice.nodeagent.dataplane.hosted import HostedNF
-from flyslice.nodeagent.dataplane.memsize import deep_size
 from flyslice.nodeagent.message import Message
 from flyslice.nodeagent.sdk import Timer
 from flyslice.nodeagent.spec import NextHop
@@ -35,6 +34,8 @@ log = logging.getLogger("flyslice.nodeagent.dataplane")
 
 T = TypeVar("T")
 BATCH = 256
+#: Messages a worker's batch produced for other local workers: handed over once the batch is done.
+Held = dict["SliceWorker", list[Message]]
 
 
 class DeadlineExceeded(BaseException):
@@ -107,9 +108,17 @@ class SliceWorker:
                     self.queue.put_many(batch)  # a newer worker owns the slice now
                     return
                 if batch:
-                    self._dispatch(batch, epoch)
+                    held: Held = {}
+                    try:
+                        self._dispatch(batch, epoch, held)
+                    finally:
+                        self._flush(held)
                 if self._timers and self._timers[0][0] <= time.monotonic():
-                    self._fire_timers(epoch)
+                    held = {}
+                    try:
+                        self._fire_timers(epoch, held)
+                    finally:
+                        self._flush(held)
         except DeadlineExceeded:
             return  # abandoned by the watchdog; a fresh thread carries on
         except Exception:  # a bug in the agent itself must not silently kill a slice
@@ -118,7 +127,15 @@ class SliceWorker:
                 self.epoch += 1
                 self.thread = self._spawn()
 
-    def _dispatch(self, batch: list[Message], epoch: int) -> None:
+    def _flush(self, held: Held) -> None:
+        """Hand what this batch produced for other local workers over, one queue operation (and one
+        wake-up) per worker per batch -- not one per instance: a shared instance's worker runs many
+        tenants' small groups per batch, and waking the next worker for each cost more than the work."""
+        for w, msgs in held.items():
+            self.plane._put(w, msgs)
+        held.clear()
+
+    def _dispatch(self, batch: list[Message], epoch: int, held: Held) -> None:
         groups: dict[str, list[Message]] = {}
         for m in batch:
             groups.setdefault(m["to"], []).append(m)
@@ -127,9 +144,9 @@ class SliceWorker:
             if inst is None:
                 self.plane.forward_to_instance(name, msgs)
             else:
-                self._run_chain(inst, msgs, epoch)
+                self._run_chain(inst, msgs, epoch, held)
 
-    def _run_chain(self, first: HostedNF, msgs: list[Message], epoch: int) -> None:
+    def _run_chain(self, first: HostedNF, msgs: list[Message], epoch: int, held: Held) -> None:
         stack = [(first, msgs)]
         while stack:
             if epoch != self.epoch:
@@ -152,16 +169,22 @@ class SliceWorker:
                     self.plane.sink(inst, batch, outs)
                 continue
             if outs:
-                self._route(inst, outs, stack)
+                self._route(inst, outs, stack, held)
 
     def _route(
-        self, inst: HostedNF, outs: list[Message], stack: list[tuple[HostedNF, list[Message]]]
+        self, inst: HostedNF, outs: list[Message], stack: list[tuple[HostedNF, list[Message]]], held: Held
     ) -> None:
         hops = inst.next_hops
         if not hops:  # timer output of the last NF of a path
             self.plane.sink(inst, [], outs)
             return
         last = len(hops) - 1
+        routed = [m for m in outs if "route" in m]
+        if routed:
+            # Addressed (route) to none of this instance's next hops -- e.g. another slice's instance
+            # named by a shared NF: it goes nowhere, and that is counted.
+            names = {h.instance for h in hops}
+            inst.counters.dropped += sum(1 for m in routed if not names.intersection(m["route"]))
         for i, hop in enumerate(hops):
             sel = [m for m in outs if "route" not in m or hop.instance in m["route"]]
             if not sel:
@@ -169,12 +192,12 @@ class SliceWorker:
             if i < last:
                 sel = [copy_message(m) for m in sel]
             target = self.instances.get(hop.instance)
-            if target is not None:
+            if target is not None and target.slice == inst.slice:
                 stack.append((target, sel))
             else:
-                self.plane.forward(hop, sel)
+                self.plane.forward(hop, sel, held)
 
-    def _fire_timers(self, epoch: int) -> None:
+    def _fire_timers(self, epoch: int, held: Held) -> None:
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
             _, _, timer, inst = heapq.heappop(self._timers)
@@ -191,20 +214,19 @@ class SliceWorker:
                 heapq.heappush(self._timers, (now + timer.interval_s, next(self._seq), timer, inst))
             if outs:
                 stack: list[tuple[HostedNF, list[Message]]] = []
-                self._route(inst, outs, stack)
+                self._route(inst, outs, stack, held)
                 for target, msgs in stack:
-                    self._run_chain(target, msgs, epoch)
+                    self._run_chain(target, msgs, epoch, held)
 
     def _check_memory(self, inst: HostedNF) -> None:
         now = time.monotonic()
         if now < inst.next_memory_check or inst.memory_budget is None:
             return
         inst.next_memory_check = now + self.plane.memory_check_interval_s
-        size = deep_size(vars(inst.nf), limit=inst.memory_budget, skip=(id(inst.ctx),))
-        if size > inst.memory_budget:
-            inst.fail(
-                f"memory budget exceeded: holds over {size // 1024} KiB, budget {inst.memory_budget // 1024} KiB"
-            )
+        budget = inst.memory_budget
+        size = inst.memory_size()
+        if size > budget:
+            inst.fail(f"memory budget exceeded: holds over {size // 1024} KiB, budget {budget // 1024} KiB")
 
     # -- watchdog hooks ----------------------------------------------------------------------------
 
@@ -277,6 +299,14 @@ class DataPlane:
         self.default_route: str | None = None
         self.known_hops: dict[str, NextHop] = {}  # next hops of local instances, by instance name
         self._hops: dict[str, tuple[str, tuple[NextHop, ...]]] = {}  # every local instance: slice, hops
+        #: Slice of every local instance (fNF, tenant of a shared instance, VNF): a message addressed
+        #: to one of them (``to``) must belong to its slice, or it is dropped and counted here.
+        self.slice_of: dict[str, str] = {}
+        #: Messages refused because ``to`` named an instance of another slice, by that instance.
+        self.rejected_for: dict[str, int] = {}
+        self.rejected = 0
+        #: Messages dropped by a full worker queue, by the instance they were addressed to.
+        self.queue_dropped_for: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._watchdog = threading.Thread(
@@ -299,6 +329,7 @@ class DataPlane:
         """Record a local instance (fNF, or VNF with its address) and recompute the slice's entries."""
         with self._lock:
             self._hops[name] = (slice_name, hops)
+            self.slice_of[name] = slice_name
             old = self.vnf_addresses.get(name)
             if vnf_address is not None:
                 self.vnf_addresses[name] = vnf_address
@@ -319,6 +350,9 @@ class DataPlane:
     def forget(self, name: str) -> None:
         with self._lock:
             self._hops.pop(name, None)
+            self.slice_of.pop(name, None)
+            self.rejected_for.pop(name, None)
+            self.queue_dropped_for.pop(name, None)
             old = self.vnf_addresses.pop(name, None)
             self.where.pop(name, None)
             self._recompute_entries()
@@ -349,7 +383,8 @@ class DataPlane:
     # -- ingress -----------------------------------------------------------------------------------
 
     def deliver(self, msg: Message, timeout: float = 0.0) -> bool:
-        """Accept one checked envelope; False when it was dropped (queue full or nowhere to go)."""
+        """Accept one checked envelope; False when it was dropped (queue full, nowhere to go, or
+        addressed to an instance of another slice)."""
         to = msg.get("to")
         if to is None:
             entries = self.entries.get(msg["slice"])
@@ -362,15 +397,26 @@ class DataPlane:
                 m["to"] = name
                 ok = self._deliver_to(name, m, timeout) and ok
             return ok
+        if self.slice_of.get(to, msg["slice"]) != msg["slice"]:
+            self._reject(to, 1)
+            return False
         return self._deliver_to(to, msg, timeout)
 
     def deliver_many(self, msgs: list[Message], timeout: float = 0.0) -> int:
-        """``deliver`` for a batch (one queue operation per slice); returns how many were dropped."""
+        """``deliver`` for a batch (one queue operation per worker); returns how many were dropped."""
         batches: dict[SliceWorker, list[Message]] = {}
         dropped = 0
+        slice_of = self.slice_of
         for msg in msgs:
             to = msg.get("to")
             if to is not None:
+                own = slice_of.get(to)
+                if own is not None and own != msg["slice"]:
+                    # Addressed to another slice's instance (a forged slice, or a "to" naming another
+                    # slice's tenant of a shared NF): never delivered.
+                    self._reject(to, 1)
+                    dropped += 1
+                    continue
                 targets = [(to, msg)]
             else:
                 entries = self.entries.get(msg["slice"])
@@ -389,13 +435,29 @@ class DataPlane:
                 else:
                     dropped += self.forward_to_instance(name, [m])
         for w, batch in batches.items():
-            dropped += w.queue.put_many(batch, timeout)
+            dropped += self._put(w, batch, timeout)
         return dropped
+
+    def _put(self, w: SliceWorker, msgs: list[Message], timeout: float = 0.0) -> int:
+        """Queue for a worker; what a full queue drops is counted against the instances it was for."""
+        rest = w.queue.put_many_rest(msgs, timeout)
+        if rest:
+            with self._lock:
+                for m in rest:
+                    name = m.get("to", "")
+                    self.queue_dropped_for[name] = self.queue_dropped_for.get(name, 0) + 1
+        return len(rest)
+
+    def _reject(self, name: str, n: int) -> None:
+        with self._lock:
+            self.rejected += n
+            self.rejected_for[name] = self.rejected_for.get(name, 0) + n
+        log.debug("dropped %d message(s) addressed to %s from another slice", n, name)
 
     def _deliver_to(self, name: str, msg: Message, timeout: float) -> bool:
         w = self.where.get(name)
         if w is not None:
-            return w.queue.put(msg, timeout)
+            return self._put(w, [msg], timeout) == 0
         return self.forward_to_instance(name, [msg]) == 0
 
     def forward_to_instance(self, name: str, msgs: list[Message]) -> int:
@@ -411,14 +473,24 @@ class DataPlane:
         self.unroutable += len(msgs)
         return len(msgs)
 
-    def forward(self, hop: NextHop, msgs: list[Message]) -> None:
-        """Send outputs to a next hop that is not a local fNF of the same slice."""
+    def forward(self, hop: NextHop, msgs: list[Message], held: Held | None = None) -> None:
+        """Send outputs to a next hop that is not a local fNF of the same slice (``held``: collect those
+        for another local worker there, for the calling worker to hand over at the end of its batch)."""
+        own = self.slice_of.get(hop.instance)
+        if own is not None:
+            wrong = [m for m in msgs if m["slice"] != own]
+            if wrong:  # a next hop in another slice: this slice's traffic never goes there
+                self._reject(hop.instance, len(wrong))
+                msgs = [m for m in msgs if m["slice"] == own]
         w = self.where.get(hop.instance)
         if w is not None:  # local fNF (possibly just installed): through its queue
             for m in msgs:
                 m["to"] = hop.instance
                 m.pop("route", None)
-            w.queue.put_many(msgs)
+            if held is not None:
+                held.setdefault(w, []).extend(msgs)
+            else:
+                self._put(w, msgs)
             return
         addr: str | None = self.vnf_addresses.get(hop.instance) or self.default_route or hop.address
         if not addr and hop.node != self.node:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flyslice.nodeagent.dataplane.lifecycle import Lifecycle, State
+from flyslice.nodeagent.dataplane.memsize import deep_size
 from flyslice.nodeagent.message import Message
 from flyslice.nodeagent.sdk import Context, NetworkFunction, Output
 from flyslice.nodeagent.spec import InstanceSpec, NextHop
@@ -27,9 +28,14 @@ class Counters:
     busy_ns: int = 0
     e2e_ns: int = 0
     e2e_count: int = 0
+    #: Outputs the NF gave for another slice than its own (or its tenant's): dropped, never routed.
+    rejected: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"in": self.in_, "out": self.out, "dropped": self.dropped, "errors": self.errors}
+        d = {"in": self.in_, "out": self.out, "dropped": self.dropped, "errors": self.errors}
+        if self.rejected:
+            d["rejected"] = self.rejected
+        return d
 
     @property
     def latency_ms(self) -> float | None:
@@ -56,6 +62,8 @@ class HostedNF:
         self.spec = spec
         self.name = spec.name
         self.slice = spec.slice
+        #: The data-plane worker that runs this NF: its slice's (a shared instance has its own).
+        self.worker_key = spec.slice
         self.ctx = Context(spec.name, spec.slice, spec.role, data_dir=data_dir)
         self.nf = nf_class(self.ctx)
         self.lifecycle = Lifecycle(spec.name)
@@ -74,6 +82,9 @@ class HostedNF:
     def running(self) -> bool:
         return self.lifecycle.state is State.RUNNING
 
+    def enter(self) -> None:
+        """Make ``nf`` act for this instance before a call into it (a tenant of a shared NF switches)."""
+
     def fail(self, reason: str) -> None:
         """Stop the NF for good (until reinstalled) and record why; its neighbours are untouched."""
         if self.lifecycle.fail(reason):
@@ -81,6 +92,14 @@ class HostedNF:
             # An NF already misbehaving may fail to stop; it is discarded anyway.
             with contextlib.suppress(Exception):
                 self.nf.stop()
+
+    def fail_own(self, reason: str) -> None:
+        """A failure caused by this instance's own messages or timers (a shared NF fails one tenant)."""
+        self.fail(reason)
+
+    def memory_size(self) -> int:
+        """Estimated bytes the NF holds (its attributes, the context aside); stops once over budget."""
+        return deep_size(vars(self.nf), limit=self.memory_budget, skip=(id(self.ctx),))
 
     def process_batch(self, msgs: list[Message]) -> list[Message]:
         """Run ``process`` on each message; returns the stamped outputs (plus anything emitted)."""
@@ -98,7 +117,7 @@ class HostedNF:
                 if self._consecutive_errors >= self.error_limit:
                     counters.in_ -= len(msgs) - i - 1  # never handed to the NF: dropped, not in
                     counters.dropped += len(msgs) - i - 1
-                    self.fail(
+                    self.fail_own(
                         f"process raised {self._consecutive_errors} times in a row; last: {describe_fault(exc)}"
                     )
                     break
@@ -122,7 +141,7 @@ class HostedNF:
         except Exception as exc:
             counters = self.counters
             counters.errors += 1
-            self.fail(f"timer raised: {describe_fault(exc)}")
+            self.fail_own(f"timer raised: {describe_fault(exc)}")
             return []
         out = [] if r is None else [r] if isinstance(r, dict) else list(r)
         if self.ctx.outbox:
@@ -135,9 +154,12 @@ class HostedNF:
             return out
         hop = (self._hop_name, time.time_ns())
         good = out
+        own = self.slice
         for m in out:
             try:
                 m["trace"]["hops"].append(hop)
+                if m["slice"] != own:
+                    raise TypeError("another slice")
             except (KeyError, TypeError, AttributeError):
                 good = [m for m in out if self._repair(m, hop)]
                 break
@@ -149,10 +171,15 @@ class HostedNF:
         if not isinstance(m, dict):
             self.counters.errors += 1
             return False
+        m.setdefault("slice", self.slice)
+        if m["slice"] != self.slice:
+            # A message of this slice's traffic may never leave into another slice (a shared NF
+            # serves several): whatever the NF wrote there, it is dropped and counted, not routed.
+            self.counters.rejected += 1
+            return False
         trace = m.get("trace")
         if not isinstance(trace, dict) or not isinstance(trace.get("hops"), list):
             m["trace"] = trace = {"id": "", "t0": time.time_ns(), "hops": []}
-        m.setdefault("slice", self.slice)
         m.setdefault("topic", "")
         if not trace["hops"] or trace["hops"][-1] is not hop:
             trace["hops"].append(hop)

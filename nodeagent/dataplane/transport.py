@@ -147,6 +147,7 @@ class TcpSender(Sender):
         self.accepted = 0
         self.connected = False
         self._unsent: list[Message] = []  # the batch being sent, until sendall succeeded
+        self._reconnect = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"send-{self.address}", daemon=True)
         self._thread.start()
@@ -155,6 +156,11 @@ class TcpSender(Sender):
         dropped = self.queue.put_many(msgs, timeout)
         self.accepted += len(msgs) - dropped
         return dropped
+
+    def reconnect(self) -> None:
+        """Open a new connection before the next batch: e.g. to present a renewed certificate that
+        allows more slices (a shared VNF runner that gained a tenant); nothing queued is lost."""
+        self._reconnect = True
 
     def _run(self) -> None:
         sock: socket.socket | None = None
@@ -169,6 +175,11 @@ class TcpSender(Sender):
                 pending = ("\n".join(map(_dumps, msgs)) + "\n").encode()
                 count = len(msgs)
                 self._unsent = msgs
+            if self._reconnect:  # checked after the batch was taken: it goes out on the new connection
+                self._reconnect = False
+                if sock is not None:
+                    sock.close()
+                    sock = None
             if sock is None:
                 try:
                     if not isinstance(self._address, str):

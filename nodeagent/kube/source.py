@@ -56,15 +56,29 @@ class KubeSource:
         )
 
 
+#: Counters written to ``status.counters``. Beyond in/out/dropped/errors: ``rejected`` (messages for
+#: another slice, dropped), ``queueDropped`` (this instance's messages a full queue dropped) and, for a
+#: tenant of a shared instance, that instance's ``sharedQueueDropped`` and ``sharedOverloaded`` (0/1,
+#: sustained queue drops: the scale-out signal). A CRD without them prunes them; nothing fails.
+STATUS_COUNTERS = (
+    "in",
+    "out",
+    "dropped",
+    "errors",
+    "rejected",
+    "queueDropped",
+    "sharedQueueDropped",
+    "sharedOverloaded",
+)
+
+
 def status_body(spec: InstanceSpec, status: InstanceStatus) -> dict[str, Any]:
     """The NFInstance ``status`` for an observed instance (field names of the CRD)."""
     body: dict[str, Any] = {
         "state": status.state if status.state != "Uninstalled" else "Stopped",
         "message": status.message,
         "observedGeneration": spec.generation,
-        "counters": {
-            k: int(v) for k, v in status.counters.items() if k in ("in", "out", "dropped", "errors")
-        },
+        "counters": {k: int(v) for k, v in status.counters.items() if k in STATUS_COUNTERS},
     }
     if status.address:
         body["address"] = status.address

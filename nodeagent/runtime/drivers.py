@@ -21,13 +21,14 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 
 from flyslice.nodeagent.dataplane.transport import probe
+from flyslice.nodeagent.runtime.tenants import write_tenants
 from flyslice.nodeagent.spec import InstanceSpec
 
 if TYPE_CHECKING:
@@ -132,7 +133,14 @@ class LocalProcessDriver:
         self.unresponsive_after_s = unresponsive_after_s
         self.procs: dict[str, _Proc] = {}
         self._replacing: set[str] = set()
+        #: Shared instances: one runner per ``sharedInstance.name`` serving several tenants, under
+        #: ``<state>/vnf-shared/<key>/`` (its ``name`` file holds the instance's name).
+        self.shared_root = Path(state_dir).resolve() / "vnf-shared"
+        self.shared_root.mkdir(parents=True, exist_ok=True)
+        self.shared_procs: dict[str, _Proc] = {}
+        self._shared_tenants: dict[str, tuple[int, list[InstanceSpec]]] = {}  # name -> generation, specs
         self._adopt()
+        self._adopt_shared()
         self._closed = threading.Event()
         self._prober = threading.Thread(target=self._probe_loop, name="vnf-liveness", daemon=True)
         self._prober.start()
@@ -176,10 +184,21 @@ class LocalProcessDriver:
         finally:
             self._replacing.discard(spec.name)
 
-    def _start(self, spec: InstanceSpec, carried: bytes | None) -> None:
+    def _start(
+        self,
+        spec: InstanceSpec,
+        carried: bytes | None,
+        *,
+        d: Path | None = None,
+        slices: Sequence[str] = (),
+        extra: Sequence[str] = (),
+    ) -> None:
+        """Start a runner for ``spec`` in ``d`` (default: the instance's own directory); a shared
+        instance's runner gets its tenants file (``extra``) and a certificate for all their ``slices``."""
         if not spec.module:
             raise ValueError(f"instance {spec.name}: the local-process driver runs vnf.module; none given")
-        d = self.root / spec.name
+        shared = d is not None
+        d = d if d is not None else self.root / spec.name
         d.mkdir(parents=True, exist_ok=True)
         for stale in ("ready.json", "status.json", "state.json", "state-in.json"):
             (d / stale).unlink(missing_ok=True)
@@ -201,6 +220,7 @@ class LocalProcessDriver:
             "--uplink-file", str(self.uplink_file),
             "--data-dir", str(self.data_root),
             *state_args,
+            *extra,
         ]  # fmt: skip
         for key in self.trusted_keys_b64:
             cmd += ["--trusted-key-data", key]
@@ -213,8 +233,8 @@ class LocalProcessDriver:
                     f"instance {spec.name}: the data plane uses TLS but this agent has no CA to issue "
                     "the runner's certificate; refusing to start a runner on an unauthenticated port"
                 )
-            # A fresh key per runner start (rotation by restart); it may send only for its slice.
-            self.tls_issuer.issue_to(d / "tls", f"runner {spec.name}", slices=[spec.slice])
+            # A fresh key per runner start (rotation by restart); it may send only for its slice(s).
+            self.tls_issuer.issue_to(d / "tls", f"runner {spec.name}", slices=list(slices) or [spec.slice])
             cmd += ["--tls-dir", str(d / "tls")]
         if self.die_with_parent:
             cmd += ["--parent-pid", str(os.getpid())]
@@ -230,7 +250,11 @@ class LocalProcessDriver:
         (d / "pid").write_text(str(popen.pid))
         (d / "started_at").write_text(repr(now))
         (d / "fingerprint").write_text(fingerprint)
-        self.procs[spec.name] = _Proc(fingerprint, d, now, popen=popen, pid=popen.pid)
+        proc = _Proc(fingerprint, d, now, popen=popen, pid=popen.pid)
+        if shared:
+            self.shared_procs[_read_text(d / "name")] = proc
+        else:
+            self.procs[spec.name] = proc
 
     def remove(self, name: str) -> None:
         proc = self.procs.pop(name, None)
@@ -271,7 +295,7 @@ class LocalProcessDriver:
             return VnfObservation("Updating", "replacing the runner")
         proc = self.procs.get(name)
         if proc is None:
-            return None
+            return self._observe_tenant(name)
         if not self._alive(proc):
             code = proc.popen.returncode if proc.popen is not None else None
             tail = _tail(proc.dir / "runner.log")
@@ -300,6 +324,183 @@ class LocalProcessDriver:
             started_at=proc.started_at,
         )
 
+    # -- shared instances: one runner, several tenants ---------------------------------------------
+
+    def _shared_dir(self, name: str) -> Path:
+        return self.shared_root / ("s-" + hashlib.sha256(name.encode()).hexdigest()[:20])
+
+    @staticmethod
+    def shared_base(name: str, first: InstanceSpec) -> InstanceSpec:
+        """The runner's own spec: the code, footprint and (unless per tenant) config its tenants
+        share, and nothing of any one tenant, so a joining or leaving tenant never changes it."""
+        assert first.shared is not None
+        per_tenant = first.shared.per_tenant_config
+        return replace(
+            first,
+            name=name,
+            slice="shared",
+            role="shared",
+            namespace="default",
+            attachment="",
+            next_hops=(),
+            config={} if per_tenant else first.config,
+            generation=0,
+        )
+
+    def ensure_shared(self, name: str, specs: Sequence[InstanceSpec], timeout_s: float = 5.0) -> None:
+        """Make one runner serve exactly these tenants (which agree on code and config, the agent
+        checked). A new tenant joins the running process and a leaving one leaves it -- through the
+        runner's tenants file, applied between two batches -- so the others are not disturbed; only
+        a change of the shared code or config replaces the process (handing each tenant's state on).
+        Returns once the runner applied the tenants (or ``timeout_s`` passed)."""
+        d = self._shared_dir(name)
+        base = self.shared_base(d.name, specs[0])
+        slices = sorted({s.slice for s in specs})
+        proc = self.shared_procs.get(name)
+        carried: bytes | None = None
+        if proc is not None and (proc.spec_fingerprint != self._fingerprint(base) or not self._alive(proc)):
+            self._replacing.add(name)
+            try:
+                was_alive = self._alive(proc)
+                self._terminate(proc)
+                saved = proc.dir / "state.json"
+                carried = saved.read_bytes() if was_alive and saved.exists() else None
+                self.remove_shared(name)
+            finally:
+                self._replacing.discard(name)
+            proc = None
+        generation, current = self._shared_tenants.get(name, (0, []))
+        if proc is not None and [s.to_dict() for s in current] == [s.to_dict() for s in specs]:
+            return
+        generation += 1
+        if proc is None:
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "name").write_text(name)
+            write_tenants(d / "tenants.json", generation, list(specs))
+            self._shared_tenants[name] = (generation, list(specs))
+            self._start(base, carried, d=d, slices=slices, extra=["--tenants-file", str(d / "tenants.json")])
+        else:
+            if self.tls_issuer is not None and sorted({s.slice for s in current}) != slices:
+                # The runner may send only for its tenants' slices: a certificate for the new set first,
+                # so that a joining tenant's first output already goes out under it.
+                self.tls_issuer.issue_to(d / "tls", f"runner {d.name}", slices=slices)
+            write_tenants(d / "tenants.json", generation, list(specs))
+            self._shared_tenants[name] = (generation, list(specs))
+        self._wait_generation(name, generation, timeout_s)
+
+    def _wait_generation(self, name: str, generation: int, timeout_s: float) -> None:
+        proc = self.shared_procs.get(name)
+        deadline = time.monotonic() + timeout_s
+        while proc is not None and time.monotonic() < deadline and self._alive(proc):
+            status = _read_json(proc.dir / "status.json") or {}
+            if int(status.get("generation", -1)) >= generation:
+                return
+            time.sleep(0.01)
+
+    def remove_shared(self, name: str) -> None:
+        proc = self.shared_procs.pop(name, None)
+        self._shared_tenants.pop(name, None)
+        d = proc.dir if proc else self._shared_dir(name)
+        if proc is not None:
+            self._terminate(proc)
+        shutil.rmtree(d, ignore_errors=True)
+
+    def shared_names(self) -> list[str]:
+        return sorted(self.shared_procs)
+
+    def shared_pid(self, name: str) -> int | None:
+        proc = self.shared_procs.get(name)
+        return proc.pid if proc is not None else None
+
+    def tenant_of(self, tenant: str) -> str | None:
+        """The shared instance whose runner serves ``tenant`` (None: none)."""
+        for name, (_, specs) in list(self._shared_tenants.items()):
+            if any(s.name == tenant for s in specs):
+                return name
+        return None
+
+    def observe_shared(self, name: str) -> VnfObservation | None:
+        """The shared runner itself (not one tenant): Failed when it exited or stopped answering."""
+        proc = self.shared_procs.get(name)
+        if proc is None:
+            return None
+        if name in self._replacing:
+            return VnfObservation("Updating", "replacing the runner")
+        if not self._alive(proc):
+            code = proc.popen.returncode if proc.popen is not None else None
+            return VnfObservation(
+                "Failed",
+                f"shared runner exited (code {code}): {_tail(proc.dir / 'runner.log')}",
+                pid=proc.pid,
+            )
+        ready = _read_json(proc.dir / "ready.json")
+        if not ready:
+            return VnfObservation("Installing", "runner starting", pid=proc.pid)
+        silent_s = self._silent_for(proc)
+        if silent_s is not None:
+            return VnfObservation(
+                "Failed",
+                f"shared runner pid {proc.pid} answered no liveness probe for {silent_s:.1f}s (frozen or hung)",
+                address=str(ready.get("address", "")),
+                pid=proc.pid,
+            )
+        return VnfObservation(
+            "Running", "", address=str(ready.get("address", "")), pid=proc.pid, started_at=proc.started_at
+        )
+
+    def _observe_tenant(self, tenant: str) -> VnfObservation | None:
+        name = self.tenant_of(tenant)
+        if name is None:
+            return None
+        runner = self.observe_shared(name)
+        if runner is None or runner.state != "Running":
+            return runner
+        proc = self.shared_procs[name]
+        status = _read_json(proc.dir / "status.json") or {}
+        mine = (status.get("tenants") or {}).get(tenant)
+        if not isinstance(mine, dict):
+            return VnfObservation("Installing", f"joining shared instance {name}", pid=proc.pid)
+        return VnfObservation(
+            state=str(mine.get("state", "Running")),
+            message=str(mine.get("message", "")),
+            address=runner.address,
+            pid=proc.pid,
+            counters=dict(mine.get("counters", {})),
+            latency_ms=mine.get("latencyMs"),
+            e2e_latency_ms=mine.get("e2eLatencyMs"),
+            started_at=proc.started_at,
+        )
+
+    def shared_status(self, name: str) -> dict[str, Any]:
+        """What the runner reports of its shared instance (tenants, queue drops, builds)."""
+        proc = self.shared_procs.get(name)
+        status = (_read_json(proc.dir / "status.json") or {}) if proc is not None else {}
+        shared = status.get("shared") or {}
+        doc = dict(next(iter(shared.values()))) if isinstance(shared, dict) and shared else {}
+        doc["pid"] = proc.pid if proc is not None else None
+        doc["flavor"] = "vnf"
+        return doc
+
+    def _adopt_shared(self) -> None:
+        for d in sorted(p for p in self.shared_root.iterdir() if p.is_dir()):
+            pid = _read_pid(d)
+            fingerprint = _read_text(d / "fingerprint")
+            name = _read_text(d / "name")
+            tenants = _read_json(d / "tenants.json")
+            if pid is not None and fingerprint and name and tenants and _is_our_runner(pid, d):
+                try:
+                    specs = [InstanceSpec.from_dict(t) for t in tenants.get("tenants", [])]
+                    generation = int(tenants.get("generation", 0))
+                except (ValueError, TypeError):
+                    specs, generation = [], 0
+                self.shared_procs[name] = _Proc(
+                    fingerprint, d, _read_float(d / "started_at") or time.time(), pid=pid
+                )
+                self._shared_tenants[name] = (generation, specs)
+            else:
+                _kill_runner_of(d)
+                shutil.rmtree(d, ignore_errors=True)
+
     def wait_ready(self, name: str, timeout: float = 10.0) -> VnfObservation:
         deadline = time.monotonic() + timeout
         while True:
@@ -314,6 +515,7 @@ class LocalProcessDriver:
     def close(self) -> None:
         self._closed.set()
         self.procs.clear()
+        self.shared_procs.clear()
 
     # -- liveness --------------------------------------------------------------------------------------
 
@@ -334,7 +536,7 @@ class LocalProcessDriver:
         data port shows that its listener thread runs. Its NF's own hangs are the runner's watchdog's.
         """
         while not self._closed.wait(self.probe_interval_s):
-            for name, proc in list(self.procs.items()):
+            for name, proc in [*self.procs.items(), *self.shared_procs.items()]:
                 if proc.unresponsive or name in self._replacing:
                     continue
                 address = str((_read_json(proc.dir / "ready.json") or {}).get("address", ""))
@@ -356,7 +558,7 @@ class LocalProcessDriver:
         from flyslice.nodeagent.dataplane.tls import TlsFiles
 
         now = datetime.datetime.now(datetime.UTC)
-        for name, proc in list(self.procs.items()):
+        for name, proc in [*self.procs.items(), *self.shared_procs.items()]:
             files = TlsFiles.in_dir(proc.dir / "tls")
             try:
                 if files.renewal_due() > now:
@@ -370,6 +572,8 @@ class LocalProcessDriver:
     def remove_all(self) -> None:
         for name in list(self.procs):
             self.remove(name)
+        for name in list(self.shared_procs):
+            self.remove_shared(name)
 
     def _alive(self, proc: _Proc) -> bool:
         if proc.popen is not None:

@@ -33,6 +33,7 @@ from flyslice.nodeagent.dataplane.transport import TcpIngress, TcpSender
 from flyslice.nodeagent.gctune import tune_for_data_plane
 from flyslice.nodeagent.runtime.modules import ModuleLoader, load_public_key
 from flyslice.nodeagent.runtime.platform import ModularPlatform
+from flyslice.nodeagent.runtime.tenants import TenantSync
 from flyslice.nodeagent.spec import InstanceSpec
 
 log = logging.getLogger("flyslice.nodeagent.runner")
@@ -102,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         "(default: env FLYSLICE_DATA_DIR, else none)",
     )
     parser.add_argument(
+        "--tenants-file",
+        type=Path,
+        help="shared instance: the tenants' specs (rewritten by the agent; the runner follows it "
+        "without restarting); --spec-file is then the instance's own spec",
+    )
+    parser.add_argument(
         "--parent-pid",
         type=int,
         help="stop (draining, as on SIGTERM) once this process is no longer our parent",
@@ -143,12 +150,19 @@ def main(argv: list[str] | None = None) -> int:
     platform = ModularPlatform(
         plane, ModuleLoader(keys, module_dirs), deadline_s=args.deadline_s, data_root=args.data_dir
     )
+    sync: TenantSync | None = None
     try:
         state = json.loads(args.state_in.read_text()) if args.state_in and args.state_in.exists() else None
-        platform.install(spec)
-        platform.start(spec.name, state)
-        if platform.instances[spec.name].lifecycle.state != "Running":
-            raise RuntimeError(platform.instances[spec.name].lifecycle.message)
+        if args.tenants_file:
+            # Verify the code once, up front: a tampered module fails the runner, not each tenant.
+            platform.loader.nf_class(spec.module, spec.digest, spec.entrypoint, spec.signature)
+            sync = TenantSync(platform, args.tenants_file, state if isinstance(state, dict) else None)
+            sync.poll()
+        else:
+            platform.install(spec)
+            platform.start(spec.name, state)
+            if platform.instances[spec.name].lifecycle.state != "Running":
+                raise RuntimeError(platform.instances[spec.name].lifecycle.message)
     except Exception as exc:
         print(f"runner: instance {spec.name} failed to load: {exc}", file=sys.stderr)
         return 3
@@ -161,7 +175,26 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    while not stop.wait(1.0):
+    next_tick = 0.0
+    # A shared runner polls its tenants file often (a joining tenant waits for it); the rest is per second.
+    while not stop.wait(0.05 if sync is not None else 1.0):
+        if sync is not None and sync.changed():
+            got = sync.read()
+            if got is not None:
+                if tls is not None:
+                    # The agent re-issued our certificate for the tenants' slices before it wrote the
+                    # file (it may have been loaded by the per-second check already): the uplink
+                    # reconnects with it before a new tenant's first output, which it must allow.
+                    tls.reload_if_changed()
+                    for sender in list(plane.senders.values()):
+                        if isinstance(sender, TcpSender):
+                            sender.reconnect()
+                sync.apply(*got)
+                if args.status_file:
+                    write_status(args.status_file, platform, plane, ingress, sync)
+        if time.monotonic() < next_tick:
+            continue
+        next_tick = time.monotonic() + 1.0
         if tls is not None and tls.reload_if_changed():
             # The agent renewed our certificate (same slice, new key): new connections present it.
             log.info("loaded the renewed data-plane certificate in %s", args.tls_dir)
@@ -176,28 +209,65 @@ def main(argv: list[str] | None = None) -> int:
             # state wiped): nobody will ever adopt this process, so it must not linger.
             log.warning("spec file %s is gone; stopping", args.spec_file)
             break
+        for sh in list(platform.shared.values()):  # the overload signal, sampled once a second
+            w = plane.workers.get(sh.worker_key)
+            if w is not None:
+                sh.overload.sample(w.queue.dropped)
         if args.status_file:
-            inst = platform.instances[spec.name]
-            c = inst.counters
-            write_json_atomic(
-                args.status_file,
-                {
-                    "state": str(inst.lifecycle.state),
-                    "message": inst.lifecycle.message,
-                    "counters": {**c.as_dict(), "dropped": c.dropped + plane.dropped_total()},
-                    "latencyMs": c.latency_ms,
-                    "e2eLatencyMs": c.e2e_latency_ms,
-                    # Refused data-plane connections and messages, by reason (not in the agent's metric).
-                    "rejected": {k: v for k, v in ingress.rejected.items() if v},
-                },
-            )
+            write_status(args.status_file, platform, plane, ingress, sync)
     ingress.close()
     drain(plane, timeout_s=3.0)  # the local driver waits 5 s before SIGKILL
     if args.state_out:
-        save_state(platform, spec.name, args.state_out)
-    platform.uninstall(spec.name)
+        if sync is not None:
+            write_json_atomic(args.state_out, sync.export_states())
+        else:
+            save_state(platform, spec.name, args.state_out)
+    for name in list(platform.instances):
+        platform.uninstall(name)
     plane.stop()
     return 0
+
+
+def write_status(
+    path: Path, platform: ModularPlatform, plane: DataPlane, ingress: TcpIngress, sync: TenantSync | None
+) -> None:
+    """``status.json``: the instance's state and counters (per tenant for a shared runner)."""
+    # Refused data-plane connections and messages, by reason (not in the agent's metric).
+    rejected = {k: v for k, v in ingress.rejected.items() if v}
+    if sync is not None:
+        shared = {
+            name: sh.statistics(
+                len(plane.workers[sh.worker_key].queue) if sh.worker_key in plane.workers else 0,
+                plane.workers[sh.worker_key].queue.dropped if sh.worker_key in plane.workers else 0,
+            )
+            for name, sh in list(platform.shared.items())
+        }
+        write_json_atomic(
+            path,
+            {
+                "state": "Running",
+                "message": "",
+                "generation": sync.generation,
+                "tenants": sync.status(),
+                "shared": shared,
+                "builds": dict(platform.shared_builds),
+                "rejected": rejected,
+            },
+        )
+        return
+    inst = next(iter(platform.instances.values()))
+    c = inst.counters
+    write_json_atomic(
+        path,
+        {
+            "state": str(inst.lifecycle.state),
+            "message": inst.lifecycle.message,
+            "counters": {**c.as_dict(), "dropped": c.dropped + plane.dropped_total()},
+            "latencyMs": c.latency_ms,
+            "e2eLatencyMs": c.e2e_latency_ms,
+            "rejected": rejected,
+        },
+    )
 
 
 def save_state(platform: ModularPlatform, name: str, path: Path) -> None:
