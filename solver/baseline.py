@@ -1,6 +1,10 @@
 """GNF's placement rule as a baseline: every NF as close to the user as it fits, falling back
 toward the cloud. Slices go in priority order; a slice whose greedy placement breaks a
-budget or its availability target is rejected and its resources released."""
+budget or its availability target is rejected and its resources released.
+
+With NF sharing, an NF in a flavour with sharing joins an open instance of its pool on the host at
+hand when one has room (capacity and tenant slots), and opens one there only otherwise; the open
+instances are those of the :class:`~.sharing.Ledger` passed in (running ones, earlier slices')."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from .candidates import eligible
 from .distances import Distances
 from .evaluation import link_load, violations
 from .model import Assignment, Flavor, Host, Problem, Resources, SliceDemand, Tier
+from .sharing import Ledger
 
 #: Toward the cloud: the fallback order when two hosts are equally close to the user.
 _TIER_ORDER = {Tier.GATEWAY: 0, Tier.FOG: 1, Tier.CLOUD: 2}
@@ -124,9 +129,12 @@ def greedy_slice(
     links: dict[frozenset[str], float],
     dist: Distances,
     cache: Preferences | None = None,
+    ledger: Ledger | None = None,
 ) -> tuple[dict[str, Assignment] | None, str]:
-    """Place one slice greedily into ``free`` and ``links`` (updated in place when it is admitted)."""
+    """Place one slice greedily into ``free``, ``links`` and the shared instances of ``ledger``
+    (all updated in place when it is admitted)."""
     cache = {} if cache is None else cache
+    draft = (Ledger(problem.derated) if ledger is None else ledger).draft(s, None, {})
     anchors = user_anchors(s)
     used: dict[str, Resources] = {}
     chosen: dict[str, Assignment] = {}
@@ -135,7 +143,16 @@ def greedy_slice(
         users = tuple(anchors.get(nf_id, ()))
         pick = None
         for host, flavor in _preference(problem, s, nf_id, users, dist, cache):
-            need = nf.flavors[flavor].resources
+            demand = nf.flavors[flavor]
+            choice = None
+            if demand.sharing is None:
+                need = demand.resources
+            else:
+                # Join an open instance with room, else open one here (if the load fits one at all).
+                choice = draft.need(nf, host.name, flavor)
+                if choice is None:
+                    continue
+                need = choice.usage
             room = free[host.name]
             taken = used.get(host.name)
             # (taken + need).fits_in(room) without building Resources in this hot loop.
@@ -145,12 +162,14 @@ def greedy_slice(
                 mem += taken.memory_bytes
             if cpu <= room.cpu_millis and mem <= room.memory_bytes:
                 pick = (host.name, flavor, need)
+                if choice is not None:
+                    draft.take(nf, host.name, flavor, choice)
                 break
         if pick is None:
             return None, f"baseline: no host with room and a suitable runtime for NF {nf_id}"
         chosen[nf_id] = Assignment(pick[0], pick[1])
         used[pick[0]] = used.get(pick[0], Resources()) + pick[2]
-    broken = violations(problem, s, chosen, free, dist)
+    broken = violations(problem, s, chosen, free, dist, usage=used)
     load = link_load(problem, s, chosen, dist) if links else {}
     broken += [
         f"link {'-'.join(sorted(link))} lacks bandwidth ({mbps:g} Mbit/s needed, {links[link]:g} free)"
@@ -164,6 +183,7 @@ def greedy_slice(
     for link, mbps in load.items():
         if link in links:
             links[link] -= mbps
+    draft.ledger.commit(draft)
     return chosen, ""
 
 
@@ -173,15 +193,21 @@ def greedy(
     free: Mapping[str, Resources],
     link_free: Mapping[frozenset[str], float],
     dist: Distances,
+    ledger: Ledger | None = None,
 ) -> tuple[dict[str, dict[str, Assignment]], dict[str, str]]:
-    """Admitted slices' assignments and each rejected slice's reason."""
+    """Admitted slices' assignments and each rejected slice's reason.
+
+    ``ledger``: the shared instances open before (running ones); the admitted slices' tenants are
+    added to it (read their instances with ``ledger.labels()``).
+    """
     left = dict(free)
     links = dict(link_free)
     admitted: dict[str, dict[str, Assignment]] = {}
     rejected: dict[str, str] = {}
     cache: Preferences = {}
+    shared = Ledger(problem.derated) if ledger is None else ledger
     for s in priority_order(slices):
-        chosen, why = greedy_slice(problem, s, left, links, dist, cache)
+        chosen, why = greedy_slice(problem, s, left, links, dist, cache, shared)
         if chosen is None:
             rejected[s.key] = why
         else:

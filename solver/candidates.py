@@ -9,6 +9,12 @@ infeasible anyway, or dominated: a flavour of an NF on a host that needs at leas
 and processing latency of another flavour on the same host (and is not where the NF runs now) can
 be swapped for that one in any placement without breaking a rule or raising the objective
 (``drop_dominated``), so the optimum's value is unchanged.
+
+An option in a flavour with sharing fits when its load fits one instance of its pool on the host
+(derated there, if so) and either a running instance there has room for it (incremental mode) and
+the host has room for its per-tenant resources, or the host has room for a new instance (the
+flavour's resources plus per-tenant); such options are never dropped as dominated (their host usage
+depends on the packing).
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .distances import Distances, per_topology, remember
-from .model import Flavor, Host, NFDemand, Resources, SliceDemand, Topology
+from .model import Flavor, Host, NFDemand, Resources, Sharing, SliceDemand, Topology
+from .sharing import Shares, capacity_of, fits_load
 
 #: Forward/backward refinement only where a path step has at most this many host pairs.
 _PAIR_LIMIT = 400
@@ -29,8 +36,16 @@ _PAIR_LIMIT = 400
 class Option:
     host: str
     flavor: Flavor
+    #: The flavour's resources: with ``sharing``, those of one instance (paid once per instance).
     resources: Resources
     processing_ms: float
+    #: The flavour's sharing (``None``: the NF gets an instance of its own).
+    sharing: Sharing | None = None
+
+    @property
+    def alone(self) -> Resources:
+        """Host usage of this NF as the only tenant of its instance (its own, when not shared)."""
+        return self.resources + self.sharing.per_tenant if self.sharing else self.resources
 
 
 def flavor_allowed(slice_: SliceDemand, host: Host, flavor: Flavor) -> bool:
@@ -78,13 +93,31 @@ def static_options(slice_: SliceDemand, nf: NFDemand, topology: Topology) -> lis
     key = (nf.allowed_tiers, tuple(nf.flavors.items()), slice_.isolation_required)
     found = cache.get(key)
     if found is None:
-        demands = {f: (d.resources, d.processing_latency_ms) for f, d in nf.flavors.items()}
+        demands = {f: (d.resources, d.processing_latency_ms, d.sharing) for f, d in nf.flavors.items()}
         found = cache[key] = [Option(h.name, f, *demands[f]) for h, f in eligible(topology, slice_, nf)]
     return found
 
 
-def fitting(options: list[Option], free: Mapping[str, Resources]) -> list[Option]:
-    return [o for o in options if o.resources.fits_in(free[o.host])]
+def fitting(
+    options: list[Option], free: Mapping[str, Resources], load: float = 0.0, shares: Shares | None = None
+) -> list[Option]:
+    """The options that fit in ``free`` (``load``: the NF's, for options with sharing)."""
+    if all(o.sharing is None for o in options):
+        return [o for o in options if o.resources.fits_in(free[o.host])]
+    return [o for o in options if option_fits(o, free[o.host], load, shares)]
+
+
+def option_fits(o: Option, room: Resources, load: float, shares: Shares | None) -> bool:
+    sh = o.sharing
+    if sh is None:
+        return o.resources.fits_in(room)
+    derated = shares.derated if shares is not None else {}
+    if not fits_load(load, capacity_of(derated, sh.pool, sh.capacity_mbps, o.host)):
+        return False
+    if o.alone.fits_in(room):
+        return True
+    spare = shares.room.get((sh.pool, o.host)) if shares is not None else None
+    return spare is not None and fits_load(load, spare) and sh.per_tenant.fits_in(room)
 
 
 def _min_proc(options: list[Option]) -> dict[str, float]:
@@ -237,7 +270,8 @@ def drop_dominated(slice_: SliceDemand, nf_id: str, options: list[Option]) -> li
     current = slice_.current.get(nf_id)
     by_host: dict[str, list[Option]] = {}
     for o in options:
-        by_host.setdefault(o.host, []).append(o)
+        if o.sharing is None:
+            by_host.setdefault(o.host, []).append(o)
     if all(len(same) == 1 for same in by_host.values()):
         return options
 
@@ -257,7 +291,11 @@ def drop_dominated(slice_: SliceDemand, nf_id: str, options: list[Option]) -> li
         return is_current(b) or (not is_current(a) and str(b.flavor) < str(a.flavor))
 
     return [
-        a for a in options if is_current(a) or not any(b is not a and beats(b, a) for b in by_host[a.host])
+        a
+        for a in options
+        if a.sharing is not None
+        or is_current(a)
+        or not any(b is not a and beats(b, a) for b in by_host[a.host])
     ]
 
 
@@ -268,15 +306,16 @@ def prune(
     dist: Distances,
     max_candidates: int | None = None,
     dominated: bool = False,
+    shares: Shares | None = None,
 ) -> dict[str, list[Option]]:
     """The surviving options of every NF of ``slice_`` (an empty list means it cannot be placed).
 
     Dominated flavours (see :func:`drop_dominated`) are dropped unless ``dominated`` keeps them
-    (tests compare both models).
+    (tests compare both models). ``shares``: derated capacities and running instances with room.
     """
     shared = _SHARED[0] if _SHARED else None
-    if shared is None or not shared.serves(topology, free, dist):
-        shared = Pruner(topology, free, dist)
+    if shared is None or not shared.serves(topology, free, dist, shares):
+        shared = Pruner(topology, free, dist, shares)
         _SHARED[:] = [shared]
     return shared.prune(slice_, max_candidates, dominated)
 
@@ -296,24 +335,41 @@ class Pruner:
     topology and distances are held weakly (a shared pruner must not keep a problem alive).
     """
 
-    def __init__(self, topology: Topology, free: Mapping[str, Resources], dist: Distances) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        free: Mapping[str, Resources],
+        dist: Distances,
+        shares: Shares | None = None,
+    ) -> None:
         self._topology = weakref.ref(topology)
         self._dist = weakref.ref(dist)
         self.free = dict(free)
+        self.shares = shares
         self._fit: dict[tuple[object, ...], tuple[list[Option], dict[str, float], frozenset[str]]] = {}
 
-    def serves(self, topology: Topology, free: Mapping[str, Resources], dist: Distances) -> bool:
+    def serves(
+        self, topology: Topology, free: Mapping[str, Resources], dist: Distances, shares: Shares | None = None
+    ) -> bool:
         """Whether this pruner answers for these inputs (same objects, equal free capacity)."""
         # Equal values are mostly the same objects, which dict equality checks first: cheap.
-        return self._topology() is topology and self._dist() is dist and self.free == free
+        return (
+            self._topology() is topology
+            and self._dist() is dist
+            and self.free == free
+            and self.shares == shares
+        )
 
     def _fitting(
         self, topology: Topology, slice_: SliceDemand, nf: NFDemand
     ) -> tuple[list[Option], dict[str, float], frozenset[str]]:
-        key = (nf.allowed_tiers, tuple(nf.flavors.items()), slice_.isolation_required)
+        key: tuple[object, ...] = (nf.allowed_tiers, tuple(nf.flavors.items()), slice_.isolation_required)
+        if any(d.sharing is not None for d in nf.flavors.values()):
+            # Whether a shared option fits depends on the NF's load too.
+            key = (*key, nf.load_mbps)
         found = self._fit.get(key)
         if found is None:
-            opts = fitting(static_options(slice_, nf, topology), self.free)
+            opts = fitting(static_options(slice_, nf, topology), self.free, nf.load_mbps, self.shares)
             least = _min_proc(opts)
             found = self._fit[key] = (opts, least, frozenset(least))
         return found
@@ -375,7 +431,8 @@ def _most_promising(
     def key(o: Option) -> tuple[int, float, float]:
         is_current = current is not None and (current.host, current.flavor) == (o.host, o.flavor)
         # Keep where it runs now; then the most latency slack; then the cheapest.
-        load = o.resources.cpu_millis + o.resources.memory_bytes / 2**20
+        need = o.alone
+        load = need.cpu_millis + need.memory_bytes / 2**20
         return (
             0 if is_current else 1,
             -round(slack.get(o.host, 0.0), 3),

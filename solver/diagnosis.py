@@ -3,23 +3,26 @@
 Cheap per-NF pre-checks come first (runtime, isolation, tier, latency reach, free capacity);
 only when each NF could go somewhere on its own do we solve the slice alone with one
 constraint family dropped at a time (capacity, latency, availability, bandwidth) to name the
-family that makes it infeasible.
+family that makes it infeasible. With NF sharing, an NF fits where it could join a running
+instance with room or open one (``Shares``); the relaxation solves may join running instances too,
+and their capacity family includes the instances' capacity and tenant limits.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import pulp
 
-from .candidates import Option, path_slack, prune, static_options
+from .candidates import Option, fitting, option_fits, path_slack, prune, static_options
 from .distances import Distances
 from .evaluation import availability, path_latency
 from .model import Assignment, Flavor, NFDemand, Problem, Resources, SliceDemand
 from .options import SolveOptions
+from .sharing import Instance, Shares, capacity_of, fits_load
 from .units import shortfall
 
 _UNLIMITED = Resources(2**62, 2**62)
@@ -60,22 +63,53 @@ def _paths_through(s: SliceDemand, nf_id: str) -> list[str]:
 def _smallest_need(opts: list[Option]) -> dict[str, Resources]:
     need: dict[str, Resources] = {}
     for o in opts:
-        if o.host not in need or o.resources < need[o.host]:
-            need[o.host] = o.resources
+        if o.host not in need or o.alone < need[o.host]:
+            need[o.host] = o.alone
     return need
 
 
+def _over_capacity(problem: Problem, nf: NFDemand, opts: list[Option]) -> str | None:
+    """Why no option of ``nf`` can take its load (every one is a shared flavour it overloads alone)."""
+    if not opts or any(o.sharing is None for o in opts):
+        return None
+    worst: tuple[float, str, str] | None = None
+    for o in opts:
+        assert o.sharing is not None
+        cap = capacity_of(problem.derated, o.sharing.pool, o.sharing.capacity_mbps, o.host)
+        if fits_load(nf.load_mbps, cap):
+            return None
+        if worst is None or cap > worst[0]:
+            worst = (cap, o.sharing.pool, o.host)
+    assert worst is not None
+    return (
+        f"{_nf_label(nf)} carries {nf.load_mbps:g} Mbit/s, more than one instance of its shared flavour "
+        f"takes anywhere it may run (at most {worst[0]:g} Mbit/s: pool {worst[1]} on {worst[2]}); "
+        "declare a larger sharing.capacityMbps or split its traffic"
+    )
+
+
 def cheap_reasons(
-    problem: Problem, s: SliceDemand, free: Mapping[str, Resources], dist: Distances
+    problem: Problem,
+    s: SliceDemand,
+    free: Mapping[str, Resources],
+    dist: Distances,
+    shares: Shares | None = None,
 ) -> list[str]:
-    """Per-NF and per-path reasons found without solving anything (empty: none found)."""
+    """Per-NF and per-path reasons found without solving anything (empty: none found).
+
+    ``shares``: derated capacities and running shared instances with room (default: none running).
+    """
     topo = problem.topology
+    shares = shares if shares is not None else Shares(problem.derated)
     static = {nf.id: static_options(s, nf, topo) for nf in s.nfs}
     reasons = [_no_runtime_reason(problem, s, nf) for nf in s.nfs if not static[nf.id]]
     if reasons:
         return reasons
+    reasons = [r for nf in s.nfs if (r := _over_capacity(problem, nf, static[nf.id])) is not None]
+    if reasons:
+        return reasons
     # Latency reach, as if every host were empty.
-    reach = prune(s, topo, dict.fromkeys(topo.host_by_name, _UNLIMITED), dist)
+    reach = prune(s, topo, dict.fromkeys(topo.host_by_name, _UNLIMITED), dist, shares=Shares(problem.derated))
     if any(not opts for opts in reach.values()):
         slack = path_slack(s, static, dist)
         for p in s.paths:
@@ -108,7 +142,7 @@ def cheap_reasons(
         return reasons
     for nf in s.nfs:
         opts = reach[nf.id]
-        if any(o.resources.fits_in(free[o.host]) for o in opts):
+        if any(option_fits(o, free[o.host], nf.load_mbps, shares) for o in opts):
             continue
         needs = _smallest_need(opts)
         users = [p.attachment for p in s.paths if nf.id in p.nfs]
@@ -125,7 +159,7 @@ def cheap_reasons(
             reasons.append(f"no host can run {nf.package} ({nf.id}): {detail}{more}")
     if reasons:
         return reasons
-    pruned = prune(s, topo, free, dist)
+    pruned = prune(s, topo, free, dist, shares=shares)
     for nf in s.nfs:
         if not pruned[nf.id]:
             reasons.append(
@@ -155,12 +189,15 @@ def relaxation_reasons(
     dist: Distances,
     options: SolveOptions,
     deadline: float | None = None,
+    shares: Shares | None = None,
+    running: Sequence[Instance] = (),
 ) -> list[str] | None:
     """Solve the slice alone, forced in; name the constraint family that blocks it.
 
     ``None`` when the slice fits on its own (so it lost to other slices or to the time limit).
     Each solve gets at most ``options.time_limit_s``, and none starts after ``deadline``
     (``time.perf_counter()`` seconds): the caller's own time limit bounds the diagnosis.
+    ``shares`` and ``running``: the shared instances already open that the slice may join.
     """
     from . import ilp
     from .backends import solve
@@ -178,7 +215,12 @@ def relaxation_reasons(
                 inconclusive = True
                 return None
         cap_free = free if enforce.capacity else dict.fromkeys(topo.host_by_name, _UNLIMITED)
-        opts = prune(s, topo, cap_free, dist) if enforce.latency else _unpruned(s, problem, cap_free)
+        room = shares if enforce.capacity else Shares(problem.derated)
+        opts = (
+            prune(s, topo, cap_free, dist, shares=room)
+            if enforce.latency
+            else _unpruned(s, problem, cap_free, room)
+        )
         if any(not o for o in opts.values()):
             return None
         built = ilp.build(
@@ -191,6 +233,8 @@ def relaxation_reasons(
             enforce=enforce,
             force_admit=True,
             exact_latency=True,
+            exact_sharing=True,
+            existing=running if enforce.capacity else (),
         )
         try:
             out = solve(built.prob, replace(options, time_limit_s=limit), warm_start=False)
@@ -256,8 +300,9 @@ def relaxation_reasons(
     return reasons
 
 
-def _unpruned(s: SliceDemand, problem: Problem, free: Mapping[str, Resources]) -> dict[str, list[Option]]:
+def _unpruned(
+    s: SliceDemand, problem: Problem, free: Mapping[str, Resources], shares: Shares | None
+) -> dict[str, list[Option]]:
     return {
-        nf.id: [o for o in static_options(s, nf, problem.topology) if o.resources.fits_in(free[o.host])]
-        for nf in s.nfs
+        nf.id: fitting(static_options(s, nf, problem.topology), free, nf.load_mbps, shares) for nf in s.nfs
     }

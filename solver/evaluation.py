@@ -1,6 +1,9 @@
 """What a given assignment means: path latency, host usage, availability, objective terms.
 
-Shared by the ILP and the baseline so both report the same figures for the same placement.
+Shared by the ILP and the baseline so both report the same figures for the same placement. With NF
+sharing, host usage and the resource term depend on how tenants are packed into instances: they are
+computed from a :class:`~.sharing.Ledger` (per open instance the flavour's resources once, per
+tenant ``per_tenant``).
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ import math
 from collections.abc import Iterable, Mapping
 
 from .distances import Distances
-from .model import Assignment, BudgetedPath, Problem, Resources, SliceDemand, Topology
+from .model import Assignment, BudgetedPath, Placement, Problem, Resources, SliceDemand, Topology
+from .sharing import Ledger, alone, capacity_of, fits_load, hints_of_ids, instance_id, pack
 
 
 def max_budget(problem: Problem) -> float:
@@ -35,9 +39,11 @@ def path_latency(
 
 
 def slice_usage(slice_: SliceDemand, assignments: Mapping[str, Assignment]) -> dict[str, Resources]:
+    """Host usage of one slice on its own: an NF in a shared flavour counts as the lone tenant of an
+    instance of its own (an upper bound; placements are checked with a :class:`~.sharing.Ledger`)."""
     usage: dict[str, Resources] = {}
     for nf_id, a in assignments.items():
-        need = slice_.nf_by_id[nf_id].flavors[a.flavor].resources
+        need = alone(slice_.nf_by_id[nf_id].flavors[a.flavor])
         usage[a.host] = usage.get(a.host, Resources()) + need
     return usage
 
@@ -84,25 +90,61 @@ def objective_terms(
     problem: Problem,
     admitted: Mapping[str, Mapping[str, Assignment]],
     latencies: Mapping[str, Mapping[str, float]],
+    ledger: Ledger | None = None,
 ) -> dict[str, float]:
-    """The weighted objective terms (see docs/solver.md) of a placement."""
+    """The weighted objective terms (see docs/solver.md) of a placement.
+
+    ``ledger``: how its shared NFs are packed into instances (each instance's resources count once);
+    without it they are packed as :func:`~.sharing.pack` does (what runs now, else first fit).
+    """
     w = problem.weights
     ref = reference_capacity(problem.topology)
     scale = rejection_scale(problem)
     resource = latency = migration = rejection = 0.0
+    shared = False
     for s in problem.slices:
         assignments = admitted.get(s.key)
         if assignments is None:
             rejection += w.rejection * scale[s.key]
             continue
         for nf_id, a in assignments.items():
-            need = s.nf_by_id[nf_id].flavors[a.flavor].resources
+            demand = s.nf_by_id[nf_id].flavors[a.flavor]
+            if demand.sharing is not None:
+                shared = True
+                need = demand.sharing.per_tenant
+            else:
+                need = demand.resources
             resource += w.resource * resource_cost(problem.topology, a.host, need, ref)
         for p in s.paths:
             if p.budget_ms > 0 and math.isfinite(p.budget_ms):
                 latency += w.latency * latencies[s.key][p.name] / p.budget_ms
         migration += w.migration * moved_count(s, assignments)
+    if shared:
+        # Each open instance's own resources, once (per-tenant resources are counted above).
+        packed = ledger if ledger is not None else pack(problem, admitted)
+        for host, base in packed.bases():
+            resource += w.resource * resource_cost(problem.topology, host, base, ref)
     return {"resource": resource, "latency": latency, "migration": migration, "rejection": rejection}
+
+
+def true_objective(
+    problem: Problem,
+    admitted: Mapping[str, Mapping[str, Assignment]],
+    instance_of: Mapping[str, Mapping[str, str]] | None = None,
+    dist: Distances | None = None,
+) -> float:
+    """The objective (docs/solver.md) of ``admitted``, shared NFs packed as ``instance_of`` says
+    (NF id -> :attr:`~.model.SharedInstance.id` per slice, as in a result), else as they run now
+    (``current_instance``), else first fit. What the re-optimisation compares placements with."""
+    from .distances import distances_for
+
+    d = dist if dist is not None else distances_for(problem.topology, max_budget(problem))
+    by_key = {s.key: s for s in problem.slices}
+    latencies = {
+        k: {p.name: path_latency(p, by_key[k], a, d) for p in by_key[k].paths} for k, a in admitted.items()
+    }
+    hints = None if instance_of is None else hints_of_ids(problem, admitted, instance_of)
+    return sum(objective_terms(problem, admitted, latencies, pack(problem, admitted, hints)).values())
 
 
 def violations(
@@ -111,8 +153,13 @@ def violations(
     assignments: Mapping[str, Assignment],
     free: Mapping[str, Resources],
     dist: Distances,
+    usage: Mapping[str, Resources] | None = None,
 ) -> list[str]:
-    """Why this slice's assignment breaks a rule on its own against ``free`` capacity (empty: it is valid)."""
+    """Why this slice's assignment breaks a rule on its own against ``free`` capacity (empty: it is valid).
+
+    ``usage``: the slice's host usage when some of its NFs join shared instances already open (from
+    a :class:`~.sharing.Draft`); by default every NF counts in full (:func:`slice_usage`).
+    """
     from .candidates import flavor_allowed, tier_allowed
 
     out: list[str] = []
@@ -129,7 +176,7 @@ def violations(
             out.append(f"NF {nf.id} may not run on tier {host.tier} ({a.host})")
     if out:
         return out
-    for host_name, used in slice_usage(s, assignments).items():
+    for host_name, used in (slice_usage(s, assignments) if usage is None else usage).items():
         if not used.fits_in(free[host_name]):
             out.append(f"host {host_name} lacks room: needs {used}, has {free[host_name]}")
     for p in s.paths:
@@ -165,3 +212,68 @@ def link_load(
             link = frozenset((a, b))
             load[link] = load.get(link, 0.0) + e.bandwidth_mbps
     return load
+
+
+def instance_violations(problem: Problem, placement: Placement) -> list[str]:
+    """Every broken rule of a result's shared instances (empty: none): each NF placed in a flavour
+    with sharing is a tenant of exactly one instance of its pool on its host; each instance's load
+    (its tenants' ``load_mbps``) stays within its capacity (derated per ``Problem.derated``), its
+    tenants within ``max_tenants``; and ``host_usage`` counts each instance's resources once and each
+    tenant's ``per_tenant`` (plus unshared NFs), within the host's capacity minus background."""
+    out: list[str] = []
+    by_key = {s.key: s for s in problem.slices}
+    usage: dict[str, Resources] = {}
+    served: dict[str, set[tuple[str, str]]] = {iid: set() for iid in placement.instances}
+    for key, sp in placement.slices.items():
+        if not sp.admitted:
+            continue
+        s = by_key[key]
+        for nf_id, a in sp.assignments.items():
+            demand = s.nf_by_id[nf_id].flavors[a.flavor]
+            sh = demand.sharing
+            if sh is None:
+                usage[a.host] = usage.get(a.host, Resources()) + demand.resources
+                if nf_id in sp.instance_of:
+                    out.append(
+                        f"{key}/{nf_id}: not in a shared flavour, yet a tenant of {sp.instance_of[nf_id]}"
+                    )
+                continue
+            usage[a.host] = usage.get(a.host, Resources()) + sh.per_tenant
+            iid = sp.instance_of.get(nf_id)
+            inst = placement.instances.get(iid) if iid is not None else None
+            if inst is None:
+                out.append(
+                    f"{key}/{nf_id}: placed in a shared flavour but its instance {iid!r} is not in the result"
+                )
+                continue
+            if (inst.pool, inst.host, inst.flavor) != (sh.pool, a.host, a.flavor):
+                out.append(f"{key}/{nf_id}: instance {iid} is {inst.pool} {inst.flavor} on {inst.host}")
+            served[inst.id].add((key, nf_id))
+    for iid, inst in placement.instances.items():
+        if set(inst.tenants) != served[iid]:
+            out.append(f"instance {iid}: lists tenants {sorted(inst.tenants)}, serves {sorted(served[iid])}")
+        if not inst.tenants:
+            out.append(f"instance {iid}: has no tenant")
+            continue
+        if not iid.startswith(instance_id(inst.pool, inst.host, 0)[:-1]) or iid != inst.id:
+            out.append(f"instance {iid}: id is not {inst.pool}@{inst.host}#<n>")
+        first = by_key[inst.tenants[0][0]].nf_by_id[inst.tenants[0][1]].flavors[inst.flavor]
+        sh = first.sharing
+        assert sh is not None
+        load = math.fsum(by_key[k].nf_by_id[n].load_mbps for k, n in inst.tenants)
+        cap = capacity_of(problem.derated, sh.pool, sh.capacity_mbps, inst.host)
+        if not fits_load(load, cap):
+            out.append(f"instance {iid}: load {load:g} Mbit/s over its capacity {cap:g}")
+        if abs(load - inst.load_mbps) > 1e-6 or abs(cap - inst.capacity_mbps) > 1e-9:
+            out.append(f"instance {iid}: reports load {inst.load_mbps:g} / capacity {inst.capacity_mbps:g}")
+        if sh.max_tenants is not None and len(inst.tenants) > sh.max_tenants:
+            out.append(f"instance {iid}: {len(inst.tenants)} tenants, at most {sh.max_tenants} allowed")
+        usage[inst.host] = usage.get(inst.host, Resources()) + first.resources
+    hosts = problem.topology.host_by_name
+    for host, used in usage.items():
+        if placement.host_usage.get(host) != used:
+            out.append(f"host {host}: usage reported {placement.host_usage.get(host)}, is {used}")
+        room = hosts[host].capacity - problem.background.get(host, Resources())
+        if not used.fits_in(room):
+            out.append(f"host {host}: uses {used}, has {room}")
+    return out

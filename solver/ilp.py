@@ -7,6 +7,14 @@ Variables
   ``d[s,n,m]``   >= 0     latency between the hosts of consecutive path NFs ``n -> m``
   ``u[s,h]``     [0, 1]   slice ``s`` uses host ``h`` (availability)
   ``z[e,g,h]``   [0, 1]   service edge ``e`` runs from host ``g`` to host ``h`` (link bandwidth)
+  ``n[p,h]``     integer  instances of sharing pool ``p`` opened on host ``h`` (see sharing_ilp.py)
+
+NF sharing (docs/solver.md, "NF sharing"): options in a flavour with sharing put only their
+per-tenant resources into the host rows; each instance opened puts the flavour's resources once
+(``n`` times); sharing_ilp.py writes the instance rows, counted first and made exact per (pool, host)
+when an answer does not pack. Options of flavours without sharing build the same model as before
+sharing existed; so do options whose flavour takes one tenant per instance (``max_tenants=1``),
+except that they pay the instance plus the tenant.
 
 Consecutive-host latency uses triangle-inequality cuts instead of big-M or pair variables:
 for a pivot host ``p``,
@@ -27,7 +35,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -37,6 +45,9 @@ from .candidates import Option
 from .distances import Distances
 from .evaluation import reference_capacity, rejection_scale, resource_cost
 from .model import Assignment, Problem, Resources, SliceDemand, Topology
+from .sharing import Group, Instance, Tenant, capacity_of, fits_load
+from .sharing_ilp import Group as SharedGroup
+from .sharing_ilp import TenantOption
 
 Terms = dict[pulp.LpVariable, float]
 
@@ -73,6 +84,20 @@ class Built:
     use_vars: list[tuple[pulp.LpVariable, str, str]] = field(default_factory=list)
     #: (variable, slice key, src NF, dst NF, src host, dst host) of every edge-routing variable.
     route_vars: list[tuple[pulp.LpVariable, str, str, str, str, str]] = field(default_factory=list)
+    #: The shared instances of every (pool, host) with a shareable option.
+    shared: dict[Group, SharedGroup] = field(default_factory=dict)
+
+    def tenancy(self) -> tuple[dict[Tenant, str], list[SharedGroup]]:
+        """The instance (ledger label, see sharing.py) of every tenant of the solved answer, and the
+        (pool, host) groups whose tenants do not pack into the instances the model counted."""
+        out: dict[Tenant, str] = {}
+        unpacked: list[SharedGroup] = []
+        for g in self.shared.values():
+            labels, packed = g.answer()
+            out.update(labels)
+            if not packed:
+                unpacked.append(g)
+        return out, unpacked
 
     def assignments(self) -> dict[str, dict[str, Assignment]]:
         """Admitted slices and where their NFs go, read from the solved variables."""
@@ -88,9 +113,14 @@ class Built:
         return out
 
     def set_start(
-        self, start: Mapping[str, Mapping[str, Assignment]], slices: Iterable[SliceDemand], dist: Distances
+        self,
+        start: Mapping[str, Mapping[str, Assignment]],
+        slices: Iterable[SliceDemand],
+        dist: Distances,
+        hints: Mapping[Tenant, str] | None = None,
     ) -> None:
-        """Initial values from a known placement (a MIP start); slices it cannot express start rejected."""
+        """Initial values from a known placement (a MIP start) whose shared NFs are packed as ``hints``
+        (ledger labels) say; slices it cannot express start rejected."""
         placed: dict[str, Mapping[str, Assignment]] = {}
         for key, xs in self.x.items():
             chosen = start.get(key)
@@ -100,6 +130,14 @@ class Built:
                 for nf_id, opts in xs.items()
             ):
                 placed[key] = chosen
+        # A packing the model cannot express (more instances than it has, an instance it may not
+        # join) starts its slices rejected; dropping them can only free bins, so this ends.
+        while True:
+            bad = {k for grp in self.shared.values() for k in grp.inexpressible(placed, hints or {})}
+            if not bad:
+                break
+            for key in bad:
+                placed.pop(key)
         for key, r in self.reject.items():
             chosen = placed.get(key)
             r.setInitialValue(0.0 if chosen is not None else 1.0)
@@ -113,6 +151,8 @@ class Built:
         for (key, src, dst), pair in self.pairs.items():
             chosen = placed.get(key)
             pair.var.setInitialValue(dist.get(chosen[src].host, chosen[dst].host) if chosen else 0.0)
+        for grp in self.shared.values():
+            grp.set_start(placed, hints or {})
         running = {(s.key, n): s.current[n] for s in slices for n in s.current}
         for v, key, nf_id in self.move_vars:
             chosen = placed.get(key)
@@ -161,8 +201,16 @@ def build(
     force_admit: bool = False,
     migration_budget: int | None = None,
     exact_latency: bool = False,
+    existing: Sequence[Instance] = (),
+    exact_sharing: bool = False,
 ) -> Built:
-    """The MILP over ``slices`` (each with pruned ``options``) against ``free`` host capacity."""
+    """The MILP over ``slices`` (each with pruned ``options``) against ``free`` host capacity.
+
+    ``existing``: shared instances already running (of slices held fixed) that new tenants may join
+    within their spare capacity and tenant slots; their own resources are in ``free`` already.
+    ``exact_sharing``: write every (pool, host) of shared instances exactly from the start (small
+    models, diagnosis) instead of counting instances first.
+    """
     prob = pulp.LpProblem("flyslice_placement", pulp.LpMinimize)
     w = problem.weights
     topo = problem.topology
@@ -174,6 +222,7 @@ def build(
     cpu_rows: dict[str, list[tuple[pulp.LpVariable, float]]] = defaultdict(list)
     mem_rows: dict[str, list[tuple[pulp.LpVariable, float]]] = defaultdict(list)
     moved: list[pulp.LpVariable] = []
+    tenants: dict[Group, list[TenantOption]] = {}
 
     for s in slices:
         # A binary always gets bounds [0, 1]; forcing admission needs an integer fixed at 0.
@@ -195,9 +244,23 @@ def build(
                 pairs.append((o, v))
                 row.append((v, 1.0))
                 hosts[o.host].append(v)
-                cpu_rows[o.host].append((v, float(o.resources.cpu_millis)))
-                mem_rows[o.host].append((v, o.resources.memory_bytes / _MEMORY_UNIT))
-                cost = w.resource * resource_cost(topo, o.host, o.resources, ref)
+                # A tenant of a shared instance adds its per-tenant resources; the instances' own
+                # are paid by their count (sharing_ilp.py).
+                need = o.resources
+                if o.sharing is not None and o.sharing.max_tenants == 1:
+                    # One tenant per instance: the option pays a whole instance, like an unshared one.
+                    need = o.alone
+                    limit = capacity_of(problem.derated, o.sharing.pool, o.sharing.capacity_mbps, o.host)
+                    if not fits_load(nf.load_mbps, limit):
+                        v.upBound = 0
+                elif o.sharing is not None:
+                    need = o.sharing.per_tenant
+                    tenants.setdefault((o.sharing.pool, o.host), []).append(
+                        TenantOption(s.key, nf.id, o, v, nf.load_mbps)
+                    )
+                cpu_rows[o.host].append((v, float(need.cpu_millis)))
+                mem_rows[o.host].append((v, need.memory_bytes / _MEMORY_UNIT))
+                cost = w.resource * resource_cost(topo, o.host, need, ref)
                 if cost:
                     objective[v] = objective.get(v, 0.0) + cost
             xs[nf.id] = pairs
@@ -226,19 +289,46 @@ def build(
 
     if enforce.bandwidth and link_free:
         _bandwidth_rows(prob, built, slices, link_free, dist, name)
+    for (pool, host), members in tenants.items():
+        declared = members[0].option.sharing
+        assert declared is not None
+        group = SharedGroup(
+            prob,
+            name,
+            members,
+            capacity_of(problem.derated, pool, declared.capacity_mbps, host),
+            [i for i in existing if (i.pool, i.host) == (pool, host)],
+            free[host] if enforce.capacity else None,
+            enforce.capacity,
+            exact_sharing,
+        )
+        built.shared[(pool, host)] = group
+        base = members[0].option.resources
+        if base.cpu_millis:
+            cpu_rows[host].append((group.count, float(base.cpu_millis)))
+        if base.memory_bytes:
+            mem_rows[host].append((group.count, base.memory_bytes / _MEMORY_UNIT))
+        cost = w.resource * resource_cost(topo, host, base, ref)
+        if cost:
+            objective[group.count] = cost
     if enforce.capacity:
+        # A row cannot bind when its terms at their upper bounds fit (binaries: 1; instance counts: more).
         for host, row in cpu_rows.items():
             cap = free[host]
-            if sum(c for _, c in row) > cap.cpu_millis:
+            if sum(c * _upper(v) for v, c in row) > cap.cpu_millis:
                 _add(prob, row, pulp.LpConstraintLE, float(cap.cpu_millis), name("cpu"))
         for host, row in mem_rows.items():
             cap = free[host]
-            if sum(c for _, c in row) > cap.memory_bytes / _MEMORY_UNIT:
+            if sum(c * _upper(v) for v, c in row) > cap.memory_bytes / _MEMORY_UNIT:
                 _add(prob, row, pulp.LpConstraintLE, cap.memory_bytes / _MEMORY_UNIT, name("mem"))
     if moved and migration_budget is not None:
         _add(prob, [(m, 1.0) for m in moved], pulp.LpConstraintLE, float(migration_budget), name("migr"))
     prob.setObjective(pulp.LpAffineExpression(objective))
     return built
+
+
+def _upper(v: pulp.LpVariable) -> float:
+    return 1.0 if v.upBound is None else float(v.upBound)
 
 
 #: A pair found violated gets all its pivots when its source NF has at most this many hosts.
@@ -494,3 +584,13 @@ def _bandwidth_rows(
                 rows[link].append((z, bw[(key, src, dst)]))
     for link, row in rows.items():
         _add(prob, row, pulp.LpConstraintLE, link_free[link], name("bw"))
+
+
+def refine_packing(groups: Iterable[SharedGroup]) -> int:
+    """Make exact the groups whose answer did not pack (see sharing_ilp.py); count them."""
+    made = 0
+    for g in groups:
+        if not g.exact:
+            g.make_exact()
+            made += 1
+    return made

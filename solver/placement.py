@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import pulp
 
-from . import ilp, staged
+from . import ilp, sharing, staged
 from .backends import solve
 from .baseline import greedy, priority_order
 from .candidates import Option, path_slack, prune
@@ -24,7 +24,6 @@ from .evaluation import (
     objective_terms,
     path_latency,
     rejection_scale,
-    slice_usage,
     violations,
 )
 from .model import (
@@ -39,6 +38,7 @@ from .model import (
     Topology,
 )
 from .options import SolveOptions
+from .sharing import Hints, Ledger, Shares, Tenant, current_hints, hints_of_ids, pack
 from .validation import check_problem, current_is_usable, slice_errors
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,13 @@ class _Context:
     #: Declared link bandwidth, per link.
     link_cap: dict[frozenset[str], float]
     errors: dict[str, list[str]]
+    #: Some NF of the problem has a flavour with sharing.
+    shared: bool = False
 
     @classmethod
     def of(cls, problem: Problem) -> _Context:
         check_problem(problem)
+        sharing.check(problem)
         topo = problem.topology
         dist = distances_for(topo, max_budget(problem))
         base_free = {h.name: h.capacity - problem.background.get(h.name, Resources()) for h in topo.hosts}
@@ -73,26 +76,33 @@ class _Context:
             if lk.bandwidth_mbps is not None
         }
         errors = {s.key: slice_errors(problem, s) for s in problem.slices}
-        return cls(problem, dist, base_free, link_cap, {k: v for k, v in errors.items() if v})
+        shared = any(
+            d.sharing is not None for s in problem.slices for nf in s.nfs for d in nf.flavors.values()
+        )
+        return cls(problem, dist, base_free, link_cap, {k: v for k, v in errors.items() if v}, shared)
 
     def valid(self) -> list[SliceDemand]:
         return [s for s in self.problem.slices if s.key not in self.errors]
 
     def remaining(
-        self, admitted: Mapping[str, Mapping[str, Assignment]]
-    ) -> tuple[dict[str, Resources], dict[frozenset[str], float]]:
-        """Free host capacity and link bandwidth once ``admitted`` slices are placed."""
+        self, admitted: Mapping[str, Mapping[str, Assignment]], hints: Hints | None = None
+    ) -> tuple[dict[str, Resources], dict[frozenset[str], float], Ledger]:
+        """Free host capacity, link bandwidth and the shared instances once ``admitted`` slices are
+        placed (their shared NFs packed as ``hints`` say, else as they run now, else first fit)."""
         used: dict[str, Resources] = {}
         links: dict[frozenset[str], float] = dict(self.link_cap)
         by_key = {s.key: s for s in self.problem.slices}
+        ledger = Ledger(self.problem.derated)
         for key, assignments in admitted.items():
-            add_usage(used, slice_usage(by_key[key], assignments))
+            draft = ledger.draft(by_key[key], assignments, hints or {})
+            ledger.commit(draft)
+            add_usage(used, draft.usage)
             if self.link_cap:
                 for link, mbps in link_load(self.problem, by_key[key], assignments, self.dist).items():
                     if link in links:
                         links[link] -= mbps
         free = {h: r - used.get(h, Resources()) for h, r in self.base_free.items()}
-        return free, links
+        return free, links, ledger
 
 
 def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
@@ -107,8 +117,9 @@ def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
     opts = options or SolveOptions()
     clock = _Clock(time.perf_counter(), opts.time_limit_s)
     ctx = _Context.of(problem)
-    fixed = _fixed_slices(ctx) if opts.mode == "incremental" else {}
-    free, link_free = ctx.remaining(fixed)
+    fixed, fixed_hints = _fixed_slices(ctx) if opts.mode == "incremental" else ({}, {})
+    # ``held``: the shared instances of the fixed slices; new tenants may join them where they have room.
+    free, link_free, held = ctx.remaining(fixed, fixed_hints)
     to_place = [s for s in ctx.valid() if s.key not in fixed]
     restrictions: list[str] = []
     if fixed:
@@ -117,10 +128,16 @@ def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
     # The baseline first: it is the floor every answer is measured against, the warm start, and
     # the answer when time runs out. It ignores the migration budget, so with a budget the start
     # keeps running slices where they are instead.
-    start_point, start_rejects = greedy(problem, to_place, free, link_free, ctx.dist)
+    start_ledger = held.copy()
+    start_point, start_rejects = greedy(problem, to_place, free, link_free, ctx.dist, start_ledger)
+    start_hints = start_ledger.labels()
     budget = opts.migration_budget if opts.mode == "full" else None
     if budget is not None and _moves(ctx, start_point) > budget:
-        start_point, start_rejects = _stay_start(ctx, to_place, free, link_free)
+        start_point, start_rejects, start_hints = _stay_start(ctx, to_place)
+    # Problems without sharing prune exactly as before sharing existed (and tests swap prune for
+    # a reference that knows nothing of it).
+    shares = Shares(problem.derated, held.room()) if ctx.shared else None
+    running = held.open_with_room()
 
     candidates: dict[str, dict[str, list[Option]]] = {}
     capped = False
@@ -130,7 +147,11 @@ def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
         if clock.now() > clock.solve_deadline:
             pruned_all = False
             break
-        c = prune(s, problem.topology, free, ctx.dist)
+        c = (
+            prune(s, problem.topology, free, ctx.dist)
+            if shares is None
+            else prune(s, problem.topology, free, ctx.dist, shares=shares)
+        )
         if opts.max_candidates is not None:
             capped |= _cap(s, c, problem.topology, ctx.dist, opts.max_candidates)
         chosen = start_point.get(s.key)
@@ -145,7 +166,12 @@ def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
         restrictions.append(f"candidate cap k={opts.max_candidates}")
     modelled = [s for s in to_place if s.key in candidates]
 
-    search = _Search(start_point, _true_objective(ctx, {**fixed, **start_point}))
+    search = _Search(
+        start_point,
+        start_hints,
+        _true_objective(ctx, {**fixed, **start_point}, {**fixed_hints, **start_hints}),
+    )
+    held_fixed = _Held(fixed, fixed_hints)
     build_seconds = 0.0
     build_predicted = 0.0
     # Large models: solve a restricted model first for an early, truly feasible answer; it only
@@ -164,18 +190,20 @@ def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
     )
     if first is not None:
         small_start = clock.now()
-        small = ilp.build(problem, modelled, first, free, link_free, ctx.dist, migration_budget=budget)
+        small = ilp.build(
+            problem, modelled, first, free, link_free, ctx.dist, migration_budget=budget, existing=running
+        )
         # This call's own build rate, for predicting the full model's build (see _time_to_build).
         full_options = sum(len(o) for s in modelled for o in candidates[s.key].values())
         small_options = max(1, sum(len(o) for c in first.values() for o in c.values()))
         build_predicted = (clock.now() - small_start) * full_options / small_options
-        trial = _Search(search.best, search.best_value)
+        trial = _Search(search.best, search.hints, search.best_value)
         # The share is of the time left once the small model is built (on 1000 hosts building it
         # can take most of a share that counted from before the build).
         share = _Clock(clock.now(), staged.SHARE * (clock.solve_deadline - clock.now()))
-        _solve_with_cuts(ctx, small, modelled, fixed, opts, share, trial, clock.now() - small_start)
+        _solve_with_cuts(ctx, small, modelled, held_fixed, opts, share, trial, clock.now() - small_start)
         if trial.source == "ilp":
-            search.offer(trial.best, trial.best_value)
+            search.offer(trial.best, trial.hints, trial.best_value)
         log.debug("restricted first pass done at %.3fs: %s", clock.now() - clock.start, trial.note)
     if pruned_all and not _time_to_build(clock, opts.solver, prune_seconds, build_predicted):
         pruned_all = False
@@ -189,6 +217,7 @@ def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
             link_free,
             ctx.dist,
             migration_budget=opts.migration_budget if opts.mode == "full" else None,
+            existing=running,
         )
         build_seconds = clock.now() - clock.start
         # Handing the model to the solver (an MPS file for CBC, PuLP's Python loops for HiGHS)
@@ -196,18 +225,20 @@ def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
         # own time limit.
         io_seconds = clock.now() - build_start
         log.debug("model built at %.3fs (%.3fs in ilp.build)", build_seconds, io_seconds)
-        _solve_with_cuts(ctx, built, modelled, fixed, opts, clock, search, io_seconds)
+        _solve_with_cuts(ctx, built, modelled, held_fixed, opts, clock, search, io_seconds)
     else:
         build_seconds = clock.now() - clock.start
         search.note = "the time limit left no time to build and solve the model"
 
     log.debug("search done at %.3fs of %.3fs: %s", clock.now() - clock.start, opts.time_limit_s, search.note)
     admitted: dict[str, dict[str, Assignment]] = {**fixed, **search.best}
-    gap = _gap(ctx, modelled, fixed, search.bound, search.best_value)
+    hints = {**fixed_hints, **search.hints}
+    gap = _gap(ctx, modelled, held_fixed, search.bound, search.best_value)
     guarantee, status = _judge(ctx, admitted, restrictions, search, gap, opts)
     reasons = _reasons(
         ctx,
         admitted,
+        hints,
         opts,
         proven=guarantee is Guarantee.OPTIMAL,
         fallback=start_rejects if search.source == "baseline" else {},
@@ -218,6 +249,7 @@ def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
     return _assemble(
         ctx,
         admitted,
+        hints,
         reasons,
         status=status,
         method="ilp" if search.source == "ilp" else "baseline",
@@ -305,11 +337,21 @@ def _time_to_build(clock: _Clock, solver: str, prune_seconds: float, build_predi
     return clock.now() + needed <= clock.solve_deadline
 
 
+@dataclass(frozen=True)
+class _Held:
+    """The running slices held fixed (incremental mode) and the instances of their shared NFs."""
+
+    placed: dict[str, dict[str, Assignment]]
+    hints: dict[Tenant, str]
+
+
 @dataclass
 class _Search:
     """The best placement seen so far (of the modelled slices) and what is proven about it."""
 
     best: dict[str, dict[str, Assignment]]
+    #: How the shared NFs of ``best`` are packed into instances (ledger labels; see sharing.py).
+    hints: dict[Tenant, str]
     best_value: float
     #: ``"baseline"`` (the heuristic's start) or ``"ilp"`` (a re-checked solver answer).
     source: str = "baseline"
@@ -321,10 +363,10 @@ class _Search:
     #: Why the search stopped early, for the reasons of rejected slices.
     note: str = ""
 
-    def offer(self, found: dict[str, dict[str, Assignment]], value: float) -> None:
+    def offer(self, found: dict[str, dict[str, Assignment]], hints: dict[Tenant, str], value: float) -> None:
         # Ties go to the solver's answer (it is the one the bound was proven for).
         if value <= self.best_value + 1e-9:
-            self.best, self.best_value, self.source = found, value, "ilp"
+            self.best, self.hints, self.best_value, self.source = found, hints, value, "ilp"
 
 
 #: Latency cut rounds stop after this many re-solves even when time is left.
@@ -335,7 +377,7 @@ def _solve_with_cuts(
     ctx: _Context,
     built: ilp.Built,
     modelled: list[SliceDemand],
-    fixed: Mapping[str, dict[str, Assignment]],
+    fixed: _Held,
     opts: SolveOptions,
     clock: _Clock,
     search: _Search,
@@ -350,7 +392,7 @@ def _solve_with_cuts(
     if not modelled:
         # Nothing to decide (an empty model is not a solver question; HiGHS calls it an error).
         search.bound, search.converged_optimal = 0.0, True
-        search.offer({}, search.best_value)
+        search.offer({}, {}, search.best_value)
         return
     # What a round costs beyond the solver's own limit: estimated from the build and from what
     # earlier rounds of this solver measured (CBC's root processing does not check the clock), then
@@ -369,7 +411,7 @@ def _solve_with_cuts(
         start = search.best
         warm = opts.warm_start and bool(start)
         if warm:
-            built.set_start(start, modelled, ctx.dist)
+            built.set_start(start, modelled, ctx.dist, search.hints)
         try:
             outcome = solve(built.prob, replace(opts, time_limit_s=limit), warm_start=warm)
         except pulp.PulpSolverError as exc:
@@ -385,13 +427,22 @@ def _solve_with_cuts(
             return
         search.solver_answered = True
         found = built.assignments()
-        # Cuts only matter for another round, and only a proven round is followed by one.
-        cuts = ilp.violated_pairs(built, found, ctx.dist) if outcome.kind == "optimal" else -1
-        usable = _checked(ctx, found, fixed)
-        search.offer(usable, _true_objective(ctx, {**fixed, **usable}))
+        tenancy, unpacked = built.tenancy()
+        # Cuts only matter for another round, and only a proven round is followed by one. Shared
+        # instances the answer cannot pack into the counted ones make their (pool, host) exact.
+        cuts = (
+            ilp.violated_pairs(built, found, ctx.dist) + ilp.refine_packing(unpacked)
+            if outcome.kind == "optimal"
+            else -1
+        )
+        usable, packed = _checked(ctx, found, fixed, tenancy)
+        search.offer(
+            usable, packed, _true_objective(ctx, {**fixed.placed, **usable}, {**fixed.hints, **packed})
+        )
         spent = clock.now() - round_start
         log.debug(
-            "cut round: %s in %.3fs (%.3fs with I/O), objective %s, bound %s, %d new latency cuts (-1: not cut)",
+            "cut round: %s in %.3fs (%.3fs with I/O), objective %s, bound %s, %d new latency cuts or exact "
+            "instance groups (-1: not cut)",
             outcome.kind,
             outcome.seconds,
             spent,
@@ -415,7 +466,7 @@ def _solve_with_cuts(
 def _gap(
     ctx: _Context,
     modelled: list[SliceDemand],
-    fixed: Mapping[str, Mapping[str, Assignment]],
+    fixed: _Held,
     bound: float | None,
     value: float,
 ) -> float | None:
@@ -427,7 +478,9 @@ def _gap(
     if bound is None:
         return None
     scale = rejection_scale(ctx.problem)
-    offset = _true_objective(ctx, fixed) - sum(ctx.problem.weights.rejection * scale[s.key] for s in modelled)
+    offset = _true_objective(ctx, fixed.placed, fixed.hints) - sum(
+        ctx.problem.weights.rejection * scale[s.key] for s in modelled
+    )
     # Relative to the part of the objective the decisions can change, like the solver's own gap.
     decided = value - offset
     return max(0.0, (decided - bound) / max(abs(decided), 1e-9))
@@ -475,25 +528,25 @@ def _moves(ctx: _Context, placed: Mapping[str, Mapping[str, Assignment]]) -> int
 
 
 def _stay_start(
-    ctx: _Context,
-    slices: list[SliceDemand],
-    free: Mapping[str, Resources],
-    link_free: Mapping[frozenset[str], float],
-) -> tuple[dict[str, dict[str, Assignment]], dict[str, str]]:
-    """A start that moves nothing: running slices stay where they are, the others go greedily."""
+    ctx: _Context, slices: list[SliceDemand]
+) -> tuple[dict[str, dict[str, Assignment]], dict[str, str], dict[Tenant, str]]:
+    """A start that moves nothing (full mode, no slice held): running slices stay where they are, in
+    the instances they run in; the others go greedily."""
     running = [
         (s, {nf.id: s.current[nf.id] for nf in s.nfs})
         for s in priority_order(slices)
         if current_is_usable(ctx.problem, s)
     ]
-    kept = _admit_in_order(ctx, running, {})
+    kept, _ = _admit_in_order(
+        ctx, running, {}, {}, current_hints(ctx.problem, {s.key: a for s, a in running})
+    )
     rest = [s for s in slices if s.key not in kept and not s.current]
-    left, links = ctx.remaining(kept)
-    more, rejects = greedy(ctx.problem, rest, left, links, ctx.dist)
+    left, links, ledger = ctx.remaining(kept, current_hints(ctx.problem, kept))
+    more, rejects = greedy(ctx.problem, rest, left, links, ctx.dist, ledger)
     for s in slices:
         if s.key not in kept and s.current:
             rejects[s.key] = "baseline: its running placement no longer fits and moving it exceeds the budget"
-    return {**kept, **more}, rejects
+    return {**kept, **more}, rejects, ledger.labels()
 
 
 def _cap(
@@ -515,26 +568,32 @@ def _widen(s: SliceDemand, options: dict[str, list[Option]], chosen: Mapping[str
         a = chosen[nf.id]
         if not any(o.host == a.host and o.flavor == a.flavor for o in options[nf.id]):
             demand = nf.flavors[a.flavor]
-            options[nf.id].append(Option(a.host, a.flavor, demand.resources, demand.processing_latency_ms))
+            options[nf.id].append(
+                Option(a.host, a.flavor, demand.resources, demand.processing_latency_ms, demand.sharing)
+            )
 
 
-def _true_objective(ctx: _Context, admitted: Mapping[str, Mapping[str, Assignment]]) -> float:
+def _true_objective(ctx: _Context, admitted: Mapping[str, Mapping[str, Assignment]], hints: Hints) -> float:
+    """The objective of ``admitted``, its shared NFs packed into instances as ``hints`` say."""
     by_key = {s.key: s for s in ctx.problem.slices}
     latencies = {
         k: {p.name: path_latency(p, by_key[k], a, ctx.dist) for p in by_key[k].paths}
         for k, a in admitted.items()
     }
-    return sum(objective_terms(ctx.problem, admitted, latencies).values())
+    return sum(objective_terms(ctx.problem, admitted, latencies, pack(ctx.problem, admitted, hints)).values())
 
 
 def baseline(problem: Problem) -> Placement:
     """GNF's rule: each NF as close to the user as it fits, falling back toward the cloud."""
     start = time.perf_counter()
     ctx = _Context.of(problem)
-    admitted, rejects = greedy(problem, ctx.valid(), ctx.base_free, ctx.link_cap, ctx.dist)
+    ledger = Ledger(problem.derated)
+    admitted, rejects = greedy(problem, ctx.valid(), ctx.base_free, ctx.link_cap, ctx.dist, ledger)
+    hints = ledger.labels()
     reasons = _reasons(
         ctx,
         admitted,
+        hints,
         SolveOptions(),
         proven=False,
         fallback=rejects,
@@ -544,6 +603,7 @@ def baseline(problem: Problem) -> Placement:
     return _assemble(
         ctx,
         admitted,
+        hints,
         reasons,
         status=SolverStatus.FEASIBLE,
         method="baseline",
@@ -570,63 +630,81 @@ def diagnose(
     admitted = (
         {k: dict(sp.assignments) for k, sp in placement.slices.items() if sp.admitted} if placement else {}
     )
+    hints = (
+        hints_of_ids(problem, admitted, {k: sp.instance_of for k, sp in placement.slices.items()})
+        if placement
+        else {}
+    )
     wanted = set(keys) if keys is not None else {s.key for s in problem.slices}
     out: dict[str, tuple[str, ...]] = {}
     for s in problem.slices:
         if s.key not in wanted:
             continue
         others = {k: v for k, v in admitted.items() if k != s.key}
-        found, _ = _explain(ctx, s, others, options or SolveOptions(), use_ilp=True)
+        found, _ = _explain(ctx, s, others, hints, options or SolveOptions(), use_ilp=True)
         out[s.key] = tuple(found or ())
     return out
 
 
-def _fixed_slices(ctx: _Context) -> dict[str, dict[str, Assignment]]:
-    """Incremental mode: slices whose current placement is complete and still valid, by priority."""
+def _fixed_slices(ctx: _Context) -> tuple[dict[str, dict[str, Assignment]], dict[Tenant, str]]:
+    """Incremental mode: slices whose current placement is complete and still valid (their shared NFs
+    in the instances they run in), by priority; and those instances (ledger labels)."""
     running = [
         (s, {nf.id: s.current[nf.id] for nf in s.nfs})
         for s in priority_order(ctx.valid())
         if current_is_usable(ctx.problem, s)
     ]
-    return _admit_in_order(ctx, running, {})
+    kept, ledger = _admit_in_order(
+        ctx, running, {}, {}, current_hints(ctx.problem, {s.key: a for s, a in running})
+    )
+    return kept, ledger.labels()
 
 
 def _checked(
-    ctx: _Context, found: Mapping[str, dict[str, Assignment]], fixed: Mapping[str, dict[str, Assignment]]
-) -> dict[str, dict[str, Assignment]]:
-    """Re-check the solver's answer independently of the model; drop a slice that breaks a rule."""
+    ctx: _Context, found: Mapping[str, dict[str, Assignment]], fixed: _Held, hints: Hints
+) -> tuple[dict[str, dict[str, Assignment]], dict[Tenant, str]]:
+    """Re-check the solver's answer (its shared NFs packed as ``hints`` say) independently of the
+    model; drop a slice that breaks a rule. Returns the kept slices and their packing."""
     by_key = {s.key: s for s in ctx.problem.slices}
     ordered = [(by_key[k], found[k]) for k in sorted(found, key=lambda k: (-by_key[k].priority, k))]
-    return _admit_in_order(ctx, ordered, fixed)
+    kept, ledger = _admit_in_order(ctx, ordered, fixed.placed, fixed.hints, hints)
+    return kept, {t: lbl for t, lbl in ledger.labels().items() if t[0] in kept}
 
 
 def _admit_in_order(
     ctx: _Context,
     candidates: list[tuple[SliceDemand, dict[str, Assignment]]],
     already: Mapping[str, Mapping[str, Assignment]],
-) -> dict[str, dict[str, Assignment]]:
-    """Keep each candidate placement that still fits (capacity, bandwidth, budgets, availability)."""
-    free, links = ctx.remaining(already)
+    already_hints: Hints,
+    hints: Hints,
+) -> tuple[dict[str, dict[str, Assignment]], Ledger]:
+    """Keep each candidate placement that still fits (capacity, shared instances' capacity and
+    tenants, bandwidth, budgets, availability); its shared NFs join instances as ``hints`` say when
+    those have room, else as :class:`~.sharing.Ledger` packs them. Returns the ledger of everything."""
+    free, links, ledger = ctx.remaining(already, already_hints)
     kept: dict[str, dict[str, Assignment]] = {}
     for s, assignments in candidates:
-        if violations(ctx.problem, s, assignments, free, ctx.dist):
+        draft = ledger.draft(s, assignments, hints)
+        if draft.errors or violations(ctx.problem, s, assignments, free, ctx.dist, usage=draft.usage):
             continue
         load = link_load(ctx.problem, s, assignments, ctx.dist) if ctx.link_cap else {}
         if any(mbps > links.get(link, float("inf")) + 1e-6 for link, mbps in load.items()):
             continue
         kept[s.key] = assignments
-        for host, used in slice_usage(s, assignments).items():
+        ledger.commit(draft)
+        for host, used in draft.usage.items():
             free[host] = free[host] - used
         for link, mbps in load.items():
             if link in links:
                 links[link] -= mbps
-    return kept
+    return kept, ledger
 
 
 def _explain(
     ctx: _Context,
     s: SliceDemand,
     admitted: Mapping[str, Mapping[str, Assignment]],
+    hints: Hints,
     options: SolveOptions,
     use_ilp: bool,
     budget: list[int] | None = None,
@@ -635,19 +713,22 @@ def _explain(
     """Reasons found, and whether they hold for the slice alone (whatever else is admitted)."""
     if s.key in ctx.errors:
         return ctx.errors[s.key], True
-    alone = cheap_reasons(ctx.problem, s, ctx.base_free, ctx.dist)
+    alone = cheap_reasons(ctx.problem, s, ctx.base_free, ctx.dist, Shares(ctx.problem.derated))
     if alone:
         return alone, True
-    free, links = ctx.remaining(admitted)
+    free, links, ledger = ctx.remaining(admitted, hints)
+    shares = Shares(ctx.problem.derated, ledger.room())
     prefix = "with the capacity already taken by admitted slices: " if admitted else ""
-    shared = cheap_reasons(ctx.problem, s, free, ctx.dist) if admitted else []
+    shared = cheap_reasons(ctx.problem, s, free, ctx.dist, shares) if admitted else []
     if shared:
         return [prefix + r for r in shared], not admitted
     if not use_ilp:
         return None, False
     if budget is not None:
         budget[0] -= 1
-    relaxed = relaxation_reasons(ctx.problem, s, free, links, ctx.dist, options, deadline)
+    relaxed = relaxation_reasons(
+        ctx.problem, s, free, links, ctx.dist, options, deadline, shares, ledger.open_with_room()
+    )
     # None: it fits in what is left, so it lost to the objective or to the time limit.
     return (None if relaxed is None else [prefix + r for r in relaxed]), not admitted
 
@@ -661,6 +742,7 @@ SKIPPED_FOR_TIME = (
 def _reasons(
     ctx: _Context,
     admitted: Mapping[str, Mapping[str, Assignment]],
+    hints: Hints,
     options: SolveOptions,
     proven: bool,
     fallback: Mapping[str, str],
@@ -690,7 +772,7 @@ def _reasons(
                 out[s.key] = (_not_admitted_reason(proven, unproven), SKIPPED_FOR_TIME)
             continue
         found, alone = _explain(
-            ctx, s, admitted, diag_opts, use_ilp=budget[0] > 0, budget=budget, deadline=stop_at
+            ctx, s, admitted, hints, diag_opts, use_ilp=budget[0] > 0, budget=budget, deadline=stop_at
         )
         if not found:
             found = _fallback_reason(s, proven, fallback, unproven)
@@ -731,6 +813,7 @@ def _fallback_reason(
 def _assemble(
     ctx: _Context,
     admitted: Mapping[str, Mapping[str, Assignment]],
+    hints: Hints,
     reasons: Mapping[str, tuple[str, ...]],
     *,
     status: SolverStatus,
@@ -746,6 +829,9 @@ def _assemble(
     slices: dict[str, SlicePlacement] = {}
     latencies: dict[str, dict[str, float]] = {}
     usage: dict[str, Resources] = {}
+    # The shared instances, repacked for stable ids where that costs nothing (sharing.stabilized).
+    ledger = sharing.stabilized(problem, admitted, pack(problem, admitted, hints))
+    instances, instance_of = sharing.results(problem, ledger)
     for s in problem.slices:
         assignments = admitted.get(s.key)
         if assignments is None:
@@ -753,9 +839,16 @@ def _assemble(
             continue
         lat = {p.name: path_latency(p, s, assignments, ctx.dist) for p in s.paths}
         latencies[s.key] = lat
-        add_usage(usage, slice_usage(s, assignments))
-        slices[s.key] = SlicePlacement(s.key, True, dict(assignments), lat)
-    terms = objective_terms(problem, admitted, latencies)
+        for nf_id, a in assignments.items():
+            demand = s.nf_by_id[nf_id].flavors[a.flavor]
+            need = demand.resources if demand.sharing is None else demand.sharing.per_tenant
+            usage[a.host] = usage.get(a.host, Resources()) + need
+        slices[s.key] = SlicePlacement(
+            s.key, True, dict(assignments), lat, instance_of=instance_of.get(s.key, {})
+        )
+    for host, base in ledger.bases():
+        usage[host] = usage.get(host, Resources()) + base
+    terms = objective_terms(problem, admitted, latencies, ledger)
     return Placement(
         slices=slices,
         host_usage=usage,
@@ -769,4 +862,5 @@ def _assemble(
         build_seconds=build_seconds,
         guarantee=guarantee,
         restrictions=restrictions,
+        instances=instances,
     )
