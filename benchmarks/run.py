@@ -3,7 +3,8 @@
     python benchmarks/run.py SUITE [--quick] [--json FILE]
 
 A suite is a module ``benchmarks/suite_<SUITE>.py`` with a function
-``run(quick: bool) -> dict``. Every suite measures its own baseline in the same
+``run(quick: bool) -> dict`` (``cluster`` needs root and the binaries of tools/kubeenv/build.sh and
+build-node.sh: it runs a real kubelet node). Every suite measures its own baseline in the same
 run, so figures are ratios on this machine, never absolute claims. The machine's
 description is attached to the JSON so figures are always reported with it.
 """
@@ -61,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("suite", choices=suites())
-    parser.add_argument("--quick", action="store_true", help="small sizes; finishes in under a minute")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes; about a minute (cluster: 2-3, it starts a node)"
+    )
     parser.add_argument("--json", type=Path, help="write the result as JSON to this file")
     args = parser.parse_args(argv)
 

@@ -117,8 +117,12 @@ class ClusterAgent:
             else None
         )
         self.agent = Agent(config, self.pods)
+        #: host:port other agents reach this one at (published in the EdgeNode status).
+        self.advertise = advertise or self.agent.address
         if self.pods is not None:
-            self.pods.agent_address = self.agent.address
+            # The pods' uplink: the address they reach the agent at, not what it binds (a DaemonSet
+            # agent listens on 0.0.0.0, which inside a pod is the pod itself).
+            self.pods.agent_address = self.advertise
         if config.tls is not None and tls_renewal is not None:
             self.agent.tls_renewer = _tls_keeper(
                 config.tls, tls_renewal, api_client, config.node, ca_namespace=tls_ca_namespace,
@@ -127,8 +131,6 @@ class ClusterAgent:
         #: (state, since) of the DataPlaneCertificate condition: lastTransitionTime moves when it flips.
         self._tls_since: tuple[str, str] | None = None
         self._started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        #: host:port other agents reach this one at (published in the EdgeNode status).
-        self.advertise = advertise or self.agent.address
         self._static_peers = dict(config.peers)
         self.heartbeat_s = heartbeat_s
         self.report_s = report_s

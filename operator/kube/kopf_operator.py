@@ -719,22 +719,35 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
                 kopf.operator(
                     registry=registry,
                     settings=kopf_settings(),
+                    # Without it kopf derives one from the user name, and a container's uid need not
+                    # have one (getpass raises KeyError): the Lease identity is unique already.
+                    identity=elector.identity,  # type: ignore[arg-type]  # kopf's NewType(str)
                     standalone=True,
                     stop_flag=kopf_stop,
                     clusterwide=not opts.namespaces,
                     namespaces=list(opts.namespaces),
-                )
+                ),
+                name="kopf",
             ),
-            asyncio.create_task(loop.run(kopf_stop)),
-            asyncio.create_task(gitsources.run(kopf_stop)),
+            asyncio.create_task(loop.run(kopf_stop), name="the reconcile loop"),
+            asyncio.create_task(gitsources.run(kopf_stop), name="the GitSource manager"),
             # The data-plane CA (Secret flyslice-dataplane-ca) and its CSR signer: agents' mTLS certificates.
-            asyncio.create_task(DataplaneSigner(cluster.api, opts.lease_namespace).run(kopf_stop)),
+            asyncio.create_task(
+                DataplaneSigner(cluster.api, opts.lease_namespace).run(kopf_stop),
+                name="the data-plane signer",
+            ),
         ]
         labelling = asyncio.create_task(label.keep(True, kopf_stop, opts.retry_s))
         # The label comes off before the Lease is released, so the Service never routes to two pods.
         holding = asyncio.create_task(elector.hold(stop, before_release=lambda: label.set(False)))
         done, _ = await asyncio.wait([holding, *tasks], return_when=asyncio.FIRST_COMPLETED)
         lost = holding in done and not stop.is_set()
+        # A task that ends by itself (kopf, the loop, the signer) is a failure, never a clean stop:
+        # say which and why, and exit non-zero so the pod restarts as a candidate.
+        ended = [t for t in tasks if t in done and not t.cancelled()]
+        for task in ended:
+            exc = task.exception()
+            log.error("%s ended while leading: %s", task.get_name(), exc or "returned", exc_info=exc)
         kopf_stop.set()
         await asyncio.gather(*tasks, labelling, return_exceptions=True)
         if not holding.done():
@@ -742,7 +755,7 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
             await holding
         if lost:
             await asyncio.to_thread(label.set, False)  # best effort; the restarted process retries
-        return 1 if lost else 0
+        return 1 if lost or ended else 0
     finally:
         await asyncio.to_thread(cache.stop)
         if server is not None:

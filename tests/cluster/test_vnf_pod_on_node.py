@@ -21,8 +21,6 @@ Skips like test_real_node.py: without ``FLYSLICE_REQUIRE_KUBE=1`` or the node bi
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -36,6 +34,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools" / "kubeenv"))
 
+import agentnode  # noqa: E402
 import image  # noqa: E402
 import kubeenv  # noqa: E402
 import nodes  # noqa: E402
@@ -47,7 +46,7 @@ from .test_real_node import _assert_nothing_left  # noqa: E402
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow, pytest.mark.timeout(900)]
 
-AGENT_PORT = 7100  # the agent's data plane on the node IP; the pods' runners listen on 7000
+AGENT_PORT = agentnode.AGENT_PORT
 RUNNER_MODULE = "flyslice.nodeagent.runtime.runner"
 
 
@@ -66,8 +65,7 @@ def node_env() -> Iterator[tuple[kubeenv.KubeEnv, nodes.NodeBinaries]]:
         kube_binaries = kubeenv.find_binaries()
     except kubeenv.KubeEnvUnavailable as exc:
         pytest.fail(str(exc))
-    with kubeenv.KubeEnv(kube_binaries, extra_apiserver_args=nodes.APISERVER_ARGS) as env:
-        env.install_crds(sorted((REPO / "crds").glob("*.yaml")))
+    with agentnode.control_plane(kube_binaries) as env:
         yield env, binaries
 
 
@@ -92,69 +90,8 @@ def cluster(
         _assert_nothing_left(c)
 
 
-def _broker(name: str, node: str, img: str | None, next_hops: tuple[str, ...] = ()) -> dict[str, Any]:
-    """An NFInstance of examples/wildfire's broker on ``node``: the VNF flavour running image ``img``,
-    or the fNF flavour (in the agent's process) when ``img`` is None."""
-    pkg = next(
-        d
-        for d in yaml.safe_load_all((REPO / "examples" / "wildfire" / "packages.yaml").read_text())
-        if d and d["metadata"]["name"] == "broker"
-    )
-    kind = "fnf" if img is None else "vnf"
-    flavor = pkg["spec"]["flavors"][kind]
-    spec: dict[str, Any] = {
-        "slice": "s1", "role": name, "package": "broker", "flavor": kind, "node": node,
-        "module": flavor["module"], "digest": flavor["digest"], "resources": flavor["resources"],
-        "config": {}, "nextHops": [{"instance": hop, "node": node} for hop in next_hops],
-    }  # fmt: skip
-    if img is not None:
-        spec["image"] = img
-    return {
-        "apiVersion": "flyslice.io/v1alpha1",
-        "kind": "NFInstance",
-        "metadata": {"name": name, "labels": {"flyslice.io/node": node, "flyslice.io/slice": "s1"}},
-        "spec": spec,
-    }
-
-
-def _edgenode(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "flyslice.io/v1alpha1",
-        "kind": "EdgeNode",
-        "metadata": {"name": name},
-        "spec": {
-            "tier": "fog",
-            "runtimes": ["vnf", "fnf"],
-            "capacity": {"cpu": "2", "memory": "2Gi"},
-            "availability": 0.99,
-        },
-    }
-
-
-def _node_kubeconfig(cluster: nodes.NodeCluster, kubeconfig: Path) -> Path:
-    """The same credentials, reaching the API server from inside a node's network namespace: through
-    the cluster's forwarder on the bridge, verifying the serving certificate as ``localhost``."""
-    doc = yaml.safe_load(kubeconfig.read_text())
-    for entry in doc["clusters"]:
-        entry["cluster"]["server"] = f"https://{cluster.gateway}:{cluster.api_port}"
-        entry["cluster"]["tls-server-name"] = "localhost"
-    out = kubeconfig.with_name(kubeconfig.stem + "-node.kubeconfig")
-    out.write_text(yaml.safe_dump(doc))
-    return out
-
-
-def _wait(check: Any, timeout: float, what: str | Any, interval: float = 0.05) -> Any:
-    """Poll ``check`` until truthy; fail naming ``what`` (a callable is called only then)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(
-        f"timed out after {timeout:g}s waiting for {what() if callable(what) else what} (last: {last!r})"
-    )
+_broker = agentnode.broker_nfinstance
+_wait = agentnode.wait_until
 
 
 def _pods(core: Any, ns: str, instance: str) -> list[Any]:
@@ -183,7 +120,7 @@ def _state(custom: Any, ns: str, name: str) -> str | None:
 
 
 def test_agent_starts_a_vnf_pod_the_kubelet_runs(
-    cluster: nodes.NodeCluster, runner_image: image.Image, tmp_path: Path
+    cluster: nodes.NodeCluster, runner_image: image.Image
 ) -> None:
     from kubernetes import client, config
 
@@ -195,36 +132,15 @@ def test_agent_starts_a_vnf_pod_the_kubelet_runs(
     env.kubectl("create", "namespace", ns)
     # No kube-controller-manager publishes kube-root-ca.crt here: the pod starts only because the
     # driver does not mount a service-account token into NF pods.
-    env.kubectl("apply", "-f", "-", input=yaml.safe_dump(_edgenode(node.name)))
+    env.kubectl("apply", "-f", "-", input=yaml.safe_dump(agentnode.edgenode(node.name)))
     admin = config.new_client_from_config(config_file=str(env.kubeconfig))
     core, custom = client.CoreV1Api(admin), client.CustomObjectsApi(admin)
-    kubeconfig = _node_kubeconfig(cluster, agent_kubeconfig(env, node.name, ns))
-    agent_env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-    agent_env["HOME"] = str(tmp_path)  # the kubeconfig is all it has
-    log = (tmp_path / "agent.log").open("wb")
-    agent = subprocess.Popen(
-        node.in_netns(
-            sys.executable, "-m", "flyslice.operator.cli", "agent", "--kube", "--node", node.name,
-            "--state-dir", str(tmp_path / "state"), "--kubeconfig", str(kubeconfig), "--namespace", ns,
-            "--pod-namespace", ns, "--listen", f"{node.ip}:{AGENT_PORT}", "--heartbeat", "1",
-            "--interval", "1",
-            # No operator, so no signer for a certificate: plain TCP, asked for explicitly.
-            "--insecure-plaintext",
-        ),
-        env=agent_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-
-    def agent_log() -> str:
-        return (tmp_path / "agent.log").read_text(errors="replace")[-3000:]
+    agent = agentnode.start_agent(cluster, node, agent_kubeconfig(env, node.name, ns), ns)
+    agent_log = agent.log_tail
 
     try:
         # The agent heartbeats from inside the node's namespace, through the forwarder.
-        _wait(
-            lambda: env.kubectl_json("get", "edgenode", node.name).get("status", {}).get("heartbeatTime"),
-            60,
-            lambda: f"the agent's first heartbeat\n{agent_log()}",
-            interval=0.3,
-        )
+        agentnode.wait_heartbeat(env, agent)
         # The VNF's next hop: an fNF in the agent's own process, whose counters show what arrived.
         custom.create_namespaced_custom_object(
             "flyslice.io", "v1alpha1", ns, "nfinstances", _broker("sink", node.name, None)
@@ -232,17 +148,11 @@ def test_agent_starts_a_vnf_pod_the_kubelet_runs(
         runs = int(os.environ.get("FLYSLICE_VNF_POD_RUNS", "1"))
         for run in range(runs):
             _one_vnf(cluster, node, core, custom, ns, f"broker-{run}", runner_image, agent_log, send=run == 0)
-        assert agent.poll() is None, agent_log()
+        assert agent.popen.poll() is None, agent_log()
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(20)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait(5)
-        log.close()
+        returncode = agent.stop()
         env.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-    assert agent.returncode == 0, agent_log()
+    assert returncode == 0, agent_log()
 
 
 def _one_vnf(
@@ -315,14 +225,13 @@ def _one_vnf(
             0.5,
         )
 
-    stat = dict(line.split() for line in (cgroup / "memory.stat").read_text().splitlines())
-    usage = int((cgroup / "memory.usage_in_bytes").read_text())
+    memory = agentnode.container_memory(cgroup)
     print(
         f"\nvnf_pod_start_ms={start_ms:.0f} ready_ms={ready_ms:.0f} nfinstance_running_ms={state_ms:.0f} "
-        f"memory.usage_in_bytes={usage / 2**20:.1f}MiB rss={int(stat['rss']) / 2**20:.1f}MiB "
-        f"cache={int(stat['cache']) / 2**20:.1f}MiB pod={pod.metadata.name}"
+        f"memory.usage_in_bytes={memory['usage'] / 2**20:.1f}MiB rss={memory['rss'] / 2**20:.1f}MiB "
+        f"cache={memory['cache'] / 2**20:.1f}MiB pod={pod.metadata.name}"
     )
-    assert int(stat["rss"]) > 5 << 20  # a Python process with flyslice imported, not an empty cgroup
+    assert memory["rss"] > 5 << 20  # a Python process with flyslice imported, not an empty cgroup
 
     # Deleting the NFInstance: the agent deletes the pod, the kubelet stops the container.
     custom.delete_namespaced_custom_object("flyslice.io", "v1alpha1", ns, "nfinstances", name)

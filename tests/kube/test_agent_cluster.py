@@ -175,3 +175,25 @@ def test_bare_gateway_agent_process_with_only_a_kubeconfig(
         r"WARNING .*--insecure-plaintext: the data plane on 127\.0\.0\.1:\d+ is plain TCP and UNAUTHENTICATED",
         log,
     )
+
+
+def test_vnf_pods_reach_the_agent_at_its_advertised_address_not_its_bind_address(
+    kube_env: kubeenv.KubeEnv, crds_installed: list[str], namespace: str, tmp_path: Path
+) -> None:
+    """A DaemonSet agent binds 0.0.0.0 (deploy/k3s); inside a pod that address is the pod itself, so
+    the pods' ``--uplink`` must be what the agent advertises (the node IP)."""
+    node = f"{namespace}-n"
+    _apply(kube_env, namespace, _edgenode(node), _instance("heavy", node, "vnf"))
+    api = api_client_for(str(agent_kubeconfig(kube_env, node, namespace)))
+    agent = ClusterAgent(
+        AgentConfig(node=node, state_dir=tmp_path / "state", listen="0.0.0.0:0"), api,
+        pod_namespace=namespace, instance_namespace=namespace, heartbeat_s=0.0, advertise="192.0.2.7:7000",
+    )  # fmt: skip
+    try:
+        agent.sync_once()
+        (pod,) = kubectl_items(kube_env, namespace, "pods")
+        args = pod["spec"]["containers"][0]["args"]
+        assert args[args.index("--uplink") + 1] == "192.0.2.7:7000"
+        assert kube_env.kubectl_json("get", "edgenode", node)["status"]["agentAddress"] == "192.0.2.7:7000"
+    finally:
+        agent.stop()

@@ -11,8 +11,11 @@ file by file from the host and written as an OCI image layout tarball, which
   ``tools/kubeenv/build-node.sh`` compiles with gcc, alone in its rootfs.
 * ``flyslice_images`` — the python image plus one layer: flyslice (``pip wheel`` of this checkout)
   and its runtime dependencies copied from the project's .venv, each checked against
-  requirements.lock, with unchecked-hash .pyc files. One layer set, two entrypoints: ``flyslice``
-  (agent, operator) and the NF runner (VNF pods, which the pod driver gives ``args`` only).
+  requirements.lock, with unchecked-hash .pyc files, and the host's ``git`` (GitPython needs it).
+  One layer set, two entrypoints: ``flyslice`` (agent, operator) and the NF runner (VNF pods, which
+  the pod driver gives ``args`` only).
+* ``wheelhouse`` — not an image: the same flyslice and dependencies as wheels, for ``pip install
+  --no-index`` on a test gateway (deploy/gateway/install.sh).
 
 Layers are gzip tars written deterministically (sorted entries, uid/gid 0, mtime 0 for files made
 here, the host's mtime for host files so Debian's timestamp .pyc stay valid), so the same inputs
@@ -412,6 +415,7 @@ LOCK = REPO / "requirements.lock"
 #: The VNF pods' entrypoint: the pod driver passes only ``args`` (--listen, --uplink, ...).
 RUNNER = ["/usr/bin/python3", "-I", "-m", "flyslice.nodeagent.runtime.runner"]
 APP_UID = "10001:10001"  # deploy/docker/Dockerfile's unprivileged user
+GIT = Path("/usr/bin/git")
 
 
 def _source_files() -> list[Path]:
@@ -541,6 +545,9 @@ def _flyslice_layer() -> bytes:
                 system_libs.update(lib for lib in _ldd(host) if not os.path.realpath(lib).startswith(site))
     for lib in sorted(system_libs):
         tree.add(lib)
+    # GitPython (a runtime dependency) refuses to import without the git program, and the operator
+    # imports it at start (GitSources): the host's git and its libraries, no remote helpers.
+    tree.add_with_libraries(GIT)
     with (
         tempfile.TemporaryDirectory(prefix="flyslice-image-") as tmp,
         zipfile.ZipFile(_flyslice_wheel(Path(tmp))) as wheel,
@@ -559,8 +566,10 @@ def _flyslice_layer() -> bytes:
 
 
 def _flyslice_inputs_key(base: Image) -> str:
-    """Everything the flyslice layer is made of: sources, locked dependency RECORDs, this module."""
+    """Everything the flyslice layer is made of: sources, locked dependency RECORDs, this module, git."""
     h = hashlib.sha256(f"{IMAGE_FORMAT}:{base.digest}".encode())
+    if GIT.exists():  # (missing: the build says so)
+        h.update(hashlib.sha256(GIT.read_bytes()).digest())
     for path in [*_source_files(), Path(__file__)]:
         h.update(f"{path.relative_to(REPO)}\0".encode() + hashlib.sha256(path.read_bytes()).digest())
     for dist in runtime_distributions():
@@ -619,6 +628,83 @@ def _prune(keep: set[Path], newest: int = 6, min_age_s: float = 3600.0) -> list[
                 old.unlink(missing_ok=True)
                 removed.append(old)
     return removed
+
+
+# --- a wheelhouse for machines without containers ----------------------------------------------
+
+
+def _wheel_tag(dist: importlib.metadata.Distribution) -> str:
+    """The compressed tag set of an installed wheel (``py3-none-any``, ``cp311-cp311-manylinux_...``)."""
+    tags = [line.split(":", 1)[1].strip() for line in (dist.read_text("WHEEL") or "").splitlines()
+            if line.startswith("Tag:")]  # fmt: skip
+    if not tags:
+        raise ImageBuildError(
+            f"image: {dist.metadata['Name']} was not installed from a wheel (no WHEEL tags)"
+        )
+    parts = [t.split("-") for t in tags]
+    return "-".join(".".join(sorted({p[i] for p in parts})) for i in range(3))
+
+
+def _repack(dist: importlib.metadata.Distribution, out_dir: Path) -> Path:
+    """A wheel of an installed distribution, from the files its RECORD lists (site-packages only:
+    pip writes console scripts again from entry_points.txt), with a RECORD of their hashes."""
+    import base64
+    import zipfile
+
+    files = [f for f in dist.files or [] if not str(f).startswith("..") and "__pycache__" not in f.parts]
+    info = next(str(f.parent) for f in files if f.parent.name.endswith(".dist-info"))
+    installer_made = {f"{info}/{n}" for n in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")}
+    name = re.sub(r"[-_.]+", "_", dist.metadata["Name"])
+    out = out_dir / f"{name}-{dist.version}-{_wheel_tag(dist)}.whl"
+    records = []
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as whl:
+        for f in sorted(files, key=str):
+            rel = str(f)
+            if rel in installer_made or rel.endswith(".pyc"):
+                continue
+            host = Path(str(dist.locate_file(f)))
+            data = host.read_bytes()
+            entry = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
+            entry.external_attr = (0o755 if host.stat().st_mode & stat.S_IXUSR else 0o644) << 16
+            whl.writestr(entry, data, zipfile.ZIP_DEFLATED)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            records.append(f"{rel},sha256={digest},{len(data)}")
+        records.append(f"{info}/RECORD,,")
+        whl.writestr(
+            zipfile.ZipInfo(f"{info}/RECORD", date_time=(1980, 1, 1, 0, 0, 0)), "\n".join(records) + "\n"
+        )
+    return out
+
+
+def wheelhouse() -> tuple[Path, Path]:
+    """(directory, flyslice wheel): flyslice built from this checkout and its locked runtime
+    dependencies repacked from the project's .venv, for ``pip install --no-index --find-links DIR``
+    where no package index is reachable (deploy/gateway/install.sh on a test gateway). Cached by the
+    same inputs as the flyslice image."""
+    import shutil
+    import tempfile
+    import time
+
+    key = _flyslice_inputs_key(python_image())
+    out = cache_dir().parent / f"wheels-{key}"
+    if not out.is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix="wheels-tmp-", dir=cache_dir().parent))
+        try:
+            shutil.copy(_flyslice_wheel(tmp / "build"), tmp)
+            shutil.rmtree(tmp / "build")
+            for dist in runtime_distributions():
+                _repack(dist, tmp)
+            tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for old in cache_dir().parent.glob("wheels-*"):
+            # Every source edit makes a new one (about 50 MB): drop those an hour old (a run started
+            # meanwhile may still be installing from one; a failed build's temporary ones too).
+            if old != out and old.is_dir() and time.time() - old.stat().st_mtime > 3600:
+                shutil.rmtree(old, ignore_errors=True)
+    (wheel,) = out.glob("flyslice-*.whl")
+    return out, wheel
 
 
 if __name__ == "__main__":  # build both images and print their references

@@ -48,7 +48,12 @@ K8S_VERSION = os.environ.get("FLYSLICE_K8S_VERSION", "1.35.4")
 ETCD_VERSION = os.environ.get("FLYSLICE_ETCD_VERSION", "3.6.16")
 BUILD_SCRIPT = Path(__file__).resolve().parent / "build.sh"
 ADMIN_USER = "flyslice-test-admin"
-SERVICE_CIDR = "10.0.0.0/24"  # required by the API server; nothing ever routes to it here
+SERVICE_CIDR = "10.0.0.0/24"  # required by the API server; nothing routes to it but nodes.py's relay
+#: The ``kubernetes`` Service's ClusterIP (the range's first address, as the API server assigns it):
+#: in the serving certificate, because in-cluster clients dial it (KUBERNETES_SERVICE_HOST).
+SERVICE_IP = str(ipaddress.ip_network(SERVICE_CIDR).network_address + 1)
+#: What kube-controller-manager runs by default: only what objects need without kubelets.
+CONTROLLERS = ("garbagecollector", "namespace", "serviceaccount", "serviceaccount-token", "csrsigning")
 
 
 class KubeEnvUnavailable(RuntimeError):
@@ -229,7 +234,10 @@ class KubeEnv:
         controller_manager: bool = True,
         start_timeout: float = 90.0,
         extra_apiserver_args: Sequence[str] = (),
+        extra_controllers: Sequence[str] = (),
     ) -> None:
+        """``extra_controllers``: kube-controller-manager controllers beyond ``CONTROLLERS``, for
+        real nodes (``deployment``, ``replicaset``, ``daemonset``, ``root-ca-cert-publisher``)."""
         self.binaries = binaries or find_binaries()
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="flyslice-kube-"))
@@ -238,6 +246,7 @@ class KubeEnv:
         )
         self.start_timeout = start_timeout
         self.extra_apiserver_args = list(extra_apiserver_args)
+        self.controllers = [*CONTROLLERS, *(c for c in extra_controllers if c not in CONTROLLERS)]
         self._procs: list[_Proc] = []
         self.ca: CertificateAuthority | None = None
         self.server = ""
@@ -409,7 +418,7 @@ class KubeEnv:
         cert, key = self.ca.issue(
             "kube-apiserver",
             server=True,
-            ips=["127.0.0.1"],
+            ips=["127.0.0.1", SERVICE_IP],
             dns=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
         )
         (pki / "apiserver.crt").write_bytes(cert)
@@ -502,10 +511,11 @@ class KubeEnv:
                 f"--kubeconfig={self.kubeconfig}",
                 f"--authentication-kubeconfig={self.kubeconfig}",
                 f"--authorization-kubeconfig={self.kubeconfig}",
-                # Only what objects need without kubelets: ownerReference garbage collection (an
-                # NFInstance goes with its Slice), namespace deletion, default service accounts, and
-                # signing of approved client-certificate requests (how a bare gateway gets credentials).
-                "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,csrsigning",
+                # By default only what objects need without kubelets: ownerReference garbage
+                # collection (an NFInstance goes with its Slice), namespace deletion, default service
+                # accounts, and signing of approved client-certificate requests (how a bare gateway
+                # gets credentials); real nodes add workload controllers (``extra_controllers``).
+                f"--controllers={','.join(self.controllers)}",
                 f"--cluster-signing-cert-file={pki / 'ca.crt'}",
                 f"--cluster-signing-key-file={pki / 'ca.key'}",
                 f"--service-account-private-key-file={pki / 'sa.key'}",

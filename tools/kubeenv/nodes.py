@@ -19,6 +19,12 @@ The API server listens on host loopback, which a network namespace cannot reach,
 forwarder (this module run with ``--forward``) listens on the bridge address and relays to it; the
 kubelets verify the server certificate under the name ``localhost``, one of its SANs.
 
+For flyslice deployed as users do (tests/cluster/test_deploy_k3s.py): ``service_relay`` gives every
+namespace the ``kubernetes`` Service's ClusterIP with a forwarder on :443 (in-cluster clients, no
+kube-proxy); ``node_paths`` gives each node a private copy of host directories (hostPath volumes) in
+a mount namespace of its own (``--hold`` keeps it); ``start_scheduler()`` runs kube-scheduler;
+``add_host()`` adds a bare machine (a gateway without kubelet) on the bridge.
+
 Processes are started with ``nsenter --net`` only, so they share the host's mount namespace: the
 kubelet's volume mounts are visible to containerd, and stop() finds and unmounts what is left.
 ``stop()`` is bounded in time: kubelet, then the containers (every pid in the node's cgroups), their
@@ -90,6 +96,7 @@ class NodeBinaries:
     cni_dir: Path
     pause: Path
     runc: Path
+    scheduler: Path | None = None  # kube-scheduler: only for pods not pinned to a node (start_scheduler)
 
 
 def node_bin_dir() -> Path:
@@ -117,7 +124,9 @@ def find_node_binaries(bin_dir: Path | None = None) -> NodeBinaries:
         raise NodesUnavailable("real nodes need root (network namespaces, cgroups, mounts)")
     if not (CGROUP_V1 / "memory").is_dir():
         raise NodesUnavailable(f"no cgroup v1 memory hierarchy at {CGROUP_V1 / 'memory'}")
+    scheduler = bin_dir / "kube-scheduler"
     return NodeBinaries(
+        scheduler=scheduler if os.access(scheduler, os.X_OK) else None,
         kubelet=bin_dir / "kubelet",
         containerd=bin_dir / "containerd",
         ctr=bin_dir / "ctr",
@@ -310,24 +319,17 @@ def _spawn(name: str, args: list[str], log: Path, env: dict[str, str] | None = N
     return _Proc(name, popen, log)
 
 
-@dataclass
-class Node:
-    """One kubelet + containerd node; made by ``NodeCluster.add_node``."""
+@dataclass(kw_only=True)
+class _Machine:
+    """A network namespace on the cluster's bridge (``eth0``, ``ip``) and the processes run in it."""
 
     cluster: NodeCluster
     name: str
-    index: int
     ip: str
-    pod_cidr: str
     dir: Path
     netns: str
     host_veth: str
-    cgroup_root: str  # e.g. "flyslice-ab12-cloud" under each hierarchy
     procs: list[_Proc] = field(default_factory=list)
-
-    @property
-    def socket(self) -> Path:
-        return self.dir / "containerd.sock"
 
     @property
     def netns_path(self) -> str:
@@ -335,6 +337,98 @@ class Node:
 
     def in_netns(self, *cmd: str) -> list[str]:
         return ["nsenter", f"--net={self.netns_path}", "--", *cmd]
+
+    def logs(self, name: str, lines: int = 40) -> str:
+        for proc in self.procs:
+            if proc.name == name:
+                return proc.tail(lines)
+        return ""
+
+    def _join_bridge(self) -> None:
+        c = self.cluster
+        _run("ip", "netns", "add", self.netns)
+        _run("ip", "link", "add", self.host_veth, "type", "veth", "peer", "name", "eth0", "netns", self.netns)
+        _run("ip", "link", "set", self.host_veth, "master", c.bridge, "up")
+        ns = ["ip", "-n", self.netns]
+        _run(*ns, "link", "set", "lo", "up")
+        _run(*ns, "addr", "add", f"{self.ip}/24", "dev", "eth0")
+        _run(*ns, "link", "set", "eth0", "up")
+        for node in c.nodes:  # every node's pods are reachable from here (no NAT anywhere)
+            if node is not self:
+                _run(*ns, "route", "add", node.pod_cidr, "via", node.ip)
+
+    def _start_service_relay(self) -> None:
+        """The ``kubernetes`` Service's ClusterIP as a local address with a forwarder on :443 to the
+        API server: what kube-proxy would provide. Pods route to it via their node. On ``lo``: this
+        kernel has no ``dummy`` link type, and a local address is accepted from any interface."""
+        c = self.cluster
+        _run("ip", "-n", self.netns, "addr", "add", f"{kubeenv.SERVICE_IP}/32", "dev", "lo")
+        self.procs.append(
+            c._relay(
+                "service-relay",
+                self.in_netns,
+                kubeenv.SERVICE_IP,
+                443,
+                self.dir / "service-relay.log",
+                self.dir,
+            )
+        )
+
+    def _stop_common(self, timeout: float) -> list[str]:
+        """Stop the processes left (newest first), remove the namespace and veth; problems left behind."""
+        problems: list[str] = []
+        for proc in reversed(self.procs):
+            kubeenv._stop(proc, timeout)
+        self.procs.clear()
+        if Path(self.netns_path).exists():
+            result = _run("ip", "netns", "del", self.netns, check=False)
+            if result.returncode:
+                problems.append(f"ip netns del {self.netns}: {result.stderr.strip()}")
+        _run("ip", "link", "del", self.host_veth, check=False)  # gone with the namespace, normally
+        return problems
+
+
+@dataclass(kw_only=True)
+class Host(_Machine):
+    """A machine without kubelet or containers (a bare gateway), made by ``NodeCluster.add_host``: its
+    own network namespace on the bridge with routes to every node's pods and, with the cluster's
+    ``service_relay``, the API server at the ClusterIP. ``spawn`` runs processes in it; ``stop`` (or
+    the cluster's) stops them."""
+
+    def spawn(self, name: str, args: Sequence[str], env: dict[str, str] | None = None) -> _Proc:
+        """Start ``args`` in this host's network namespace, logging to ``<dir>/<name>.log``."""
+        proc = _spawn(name, self.in_netns(*args), self.dir / f"{name}.log", env=env)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, timeout: float = 10.0) -> list[str]:
+        return self._stop_common(timeout)
+
+
+@dataclass(kw_only=True)
+class Node(_Machine):
+    """One kubelet + containerd node; made by ``NodeCluster.add_node``."""
+
+    index: int
+    pod_cidr: str
+    cgroup_root: str  # e.g. "flyslice-ab12-cloud" under each hierarchy
+    #: The mount namespace of containerd and kubelet when the cluster has ``node_paths`` (else None:
+    #: they share the host's).
+    mount_ns: str | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.dir / "containerd.sock"
+
+    def in_node(self, *cmd: str) -> list[str]:
+        """``cmd`` in this node's network namespace and, with ``node_paths``, its mount namespace."""
+        mount = [f"--mount={self.mount_ns}"] if self.mount_ns else []
+        return ["nsenter", f"--net={self.netns_path}", *mount, "--", *cmd]
+
+    def tag_image(self, img: oci_image.Image, name: str) -> None:
+        """Give an imported image another name in this node's containerd, as an air-gapped node is
+        given the image a manifest names (``IfNotPresent`` then finds it without a registry)."""
+        self.ctr("images", "tag", "--force", img.by_tag, name)
 
     def ctr(self, *args: str, timeout: float = 120.0) -> str:
         """Run ``ctr`` against this node's containerd in the CRI namespace; its stdout."""
@@ -348,10 +442,7 @@ class Node:
         self.ctr("images", "import", "--local", "--snapshotter=overlayfs", str(img.path))
 
     def logs(self, name: str = "kubelet", lines: int = 40) -> str:
-        for proc in self.procs:
-            if proc.name == name:
-                return proc.tail(lines)
-        return ""
+        return super().logs(name, lines)
 
     def container_cgroup(self, container_id: str, controller: str = "memory") -> Path:
         """The v1 cgroup directory of a running container (``containerd://<id>`` or the bare id)."""
@@ -372,6 +463,10 @@ class Node:
         for sub in ("containerd-root", "containerd-state", "kubelet", "pod-logs", "cni", "ipam", "pki"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self._network()
+        if c.service_relay:
+            self._start_service_relay()
+        if c.node_paths:
+            self._private_paths(c.node_paths, timeout)
         _make_cgroup(self.cgroup_root)
         self._write_containerd_config()
         path_env = {
@@ -380,7 +475,7 @@ class Node:
         }
         containerd = _spawn(
             "containerd",
-            self.in_netns(str(c.binaries.containerd), f"--config={self.dir / 'containerd.toml'}"),
+            self.in_node(str(c.binaries.containerd), f"--config={self.dir / 'containerd.toml'}"),
             self.dir / "containerd.log",
             env=path_env,
         )
@@ -400,7 +495,7 @@ class Node:
         self._write_kubelet_files()
         kubelet = _spawn(
             "kubelet",
-            self.in_netns(
+            self.in_node(
                 str(c.binaries.kubelet),
                 f"--config={self.dir / 'kubelet.yaml'}",
                 f"--kubeconfig={self.dir / 'kubelet.kubeconfig'}",
@@ -465,16 +560,10 @@ class Node:
             _kill(pid, signal.SIGTERM)
         for pid in wait_gone(shims, 3.0):
             _kill(pid)
-        for proc in self.procs:
-            kubeenv._stop(proc, timeout)
-        self.procs.clear()
+        # containerd, then the relay and the mount-namespace holder (the namespace goes with it).
+        problems += self._stop_common(timeout)
         problems += [f"mount {m} is still mounted" for m in _unmount_all(self.dir)]
         problems += [f"cgroup {d} could not be removed" for d in _remove_cgroup(self.cgroup_root)]
-        if Path(self.netns_path).exists():
-            result = _run("ip", "netns", "del", self.netns, check=False)
-            if result.returncode:
-                problems.append(f"ip netns del {self.netns}: {result.stderr.strip()}")
-        _run("ip", "link", "del", self.host_veth, check=False)  # gone with the namespace, normally
         self._remove_host_leftovers(containers)
         return problems
 
@@ -498,22 +587,40 @@ class Node:
 
     def _network(self) -> None:
         c = self.cluster
-        _run("ip", "netns", "add", self.netns)
-        _run("ip", "link", "add", self.host_veth, "type", "veth", "peer", "name", "eth0", "netns", self.netns)
-        _run("ip", "link", "set", self.host_veth, "master", c.bridge, "up")
-        ns = ["ip", "-n", self.netns]
-        _run(*ns, "link", "set", "lo", "up")
-        _run(*ns, "addr", "add", f"{self.ip}/24", "dev", "eth0")
-        _run(*ns, "link", "set", "eth0", "up")
+        self._join_bridge()
         # The node forwards between its pods (cni0) and the other nodes (eth0).
         _run(*self.in_netns("sysctl", "-qw", "net.ipv4.ip_forward=1"))
-        for other in c.nodes:
-            if other is self:
-                continue
-            _run(*ns, "route", "add", other.pod_cidr, "via", other.ip)
-            _run("ip", "-n", other.netns, "route", "add", self.pod_cidr, "via", self.ip)
+        for other in [*c.nodes, *c.hosts]:
+            if other is not self:
+                _run("ip", "-n", other.netns, "route", "add", self.pod_cidr, "via", self.ip)
         # The host reaches pods too (tests, the API server's kubelet proxy needs only node IPs).
         _run("ip", "route", "add", self.pod_cidr, "via", self.ip)
+
+    def _private_paths(self, paths: Sequence[str], timeout: float) -> None:
+        """A mount namespace for containerd and kubelet in which each host path of ``paths`` is this
+        node's own directory (``<dir>/paths/...`` bind-mounted over it): hostPath volumes of two
+        nodes on one machine must not be one directory. Propagation from the host is kept (slave),
+        so mounts made here stay here; the namespace ends with its last process."""
+        holder = _spawn(
+            "mount-ns",
+            self.in_netns(
+                "unshare", "--mount", "--propagation", "slave", "--",
+                sys.executable, str(Path(__file__).resolve()), "--hold", str(self.dir),
+            ),
+            self.dir / "mount-ns.log",
+        )  # fmt: skip
+        self.procs.append(holder)
+        deadline = time.monotonic() + timeout
+        while "holding" not in holder.tail():
+            if holder.popen.poll() is not None or time.monotonic() > deadline:
+                raise NodeError(f"node {self.name}: mount namespace holder did not start:\n{holder.tail()}")
+            time.sleep(0.05)
+        self.mount_ns = f"/proc/{holder.popen.pid}/ns/mnt"
+        for path in paths:
+            own = self.dir / "paths" / path.strip("/")
+            own.mkdir(parents=True, exist_ok=True)
+            self.cluster._host_mountpoint(Path(path))
+            _run("nsenter", f"--mount={self.mount_ns}", "--", "mount", "--bind", str(own), path)
 
     def _write_containerd_config(self) -> None:
         c = self.cluster
@@ -572,7 +679,10 @@ state = "{state}"
                     "ipam": {
                         "type": "host-local",
                         "ranges": [[{"subnet": self.pod_cidr}]],
-                        "routes": [{"dst": str(c.network)}],
+                        # The cluster's network; with the service relay also the Service range, whose
+                        # ClusterIP is a local address of the node (_start_service_relay).
+                        "routes": [{"dst": str(c.network)}]
+                        + ([{"dst": kubeenv.SERVICE_CIDR}] if c.service_relay else []),
                         "dataDir": str(self.dir / "ipam"),
                     },
                 }
@@ -650,7 +760,13 @@ state = "{state}"
 
 
 class NodeCluster:
-    """A host bridge, an API server forwarder and kubelet nodes on them; see the module docstring."""
+    """A host bridge, an API server forwarder and kubelet nodes on them; see the module docstring.
+
+    ``service_relay``: every node and host gets the ``kubernetes`` Service's ClusterIP as a local
+    address with a forwarder to the API server on :443 (in-cluster clients without kube-proxy).
+    ``node_paths``: host directories (hostPath volumes) each node gets a private copy of, through a
+    mount namespace of its own for containerd and kubelet.
+    """
 
     def __init__(
         self,
@@ -659,13 +775,22 @@ class NodeCluster:
         *,
         images: Sequence[oci_image.Image] = (),
         start_timeout: float = 120.0,
+        service_relay: bool = False,
+        node_paths: Sequence[str] = (),
     ) -> None:
         self.binaries = binaries or find_node_binaries()
         self.env = env
         self.id = secrets.token_hex(2)
         self.images = list(images)
         self.start_timeout = start_timeout
+        self.service_relay = service_relay
+        self.node_paths = [str(Path(p)) for p in node_paths]
+        if any(not Path(p).is_absolute() or p == "/" for p in self.node_paths):
+            raise NodeError(f"node_paths {self.node_paths}: want absolute directories other than /")
         self.nodes: list[Node] = []
+        self.hosts: list[Host] = []
+        self._procs: list[_Proc] = []  # cluster-wide: kube-scheduler
+        self._made_mountpoints: list[Path] = []
         self.bridge = f"fsbr{self.id}"
         self.network = ipaddress.IPv4Network("10.0.0.0/16")  # chosen in start()
         self.gateway = ""
@@ -756,15 +881,97 @@ class NodeCluster:
                 return n
         raise KeyError(name)
 
+    def add_host(self, name: str) -> Host:
+        """A bare machine (no kubelet): a network namespace on the bridge at ``10.X.0.<100+i>`` with
+        routes to the nodes' pods and, with ``service_relay``, the API server at the ClusterIP."""
+        if not self._started:
+            raise NodeError("NodeCluster.add_host before start()")
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?", name):
+            raise NodeError(f"host name {name!r}: want a DNS label of at most 40 characters (a-z, 0-9, '-')")
+        if any(m.name == name for m in [*self.nodes, *self.hosts]):
+            raise NodeError(f"host name {name!r}: already in this cluster")
+        index = len(self.hosts)
+        if index >= 100:
+            raise NodeError("at most 100 hosts per cluster")
+        host = Host(
+            cluster=self,
+            name=name,
+            ip=str(self.network.network_address + 100 + index),
+            dir=self.dir / f"host-{name}",
+            netns=f"fs{self.id}-{name}",
+            host_veth=f"fs{self.id}h{index}",
+        )
+        host.dir.mkdir(parents=True)
+        self.hosts.append(host)
+        try:
+            host._join_bridge()
+            if self.service_relay:
+                host._start_service_relay()
+        except BaseException:
+            host.stop()
+            self.hosts.remove(host)
+            raise
+        return host
+
+    def start_scheduler(self, timeout: float = 60.0) -> None:
+        """kube-scheduler (user ``system:kube-scheduler``, the built-in RBAC): Deployments' and
+        DaemonSets' pods are bound by it; pods with ``spec.nodeName`` never need it."""
+        if self.binaries.scheduler is None:
+            raise NodesUnavailable(
+                f"kube-scheduler not built in {node_bin_dir()}; run `bash tools/kubeenv/build-node.sh`"
+            )
+        kubeconfig = self.env.user_kubeconfig("system:kube-scheduler", name=f"scheduler-{self.id}")
+        sched_dir = self.dir / "scheduler"
+        sched_dir.mkdir(exist_ok=True)
+        proc = _spawn(
+            "kube-scheduler",
+            [
+                str(self.binaries.scheduler),
+                f"--kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={kubeenv.free_port()}",
+                f"--cert-dir={sched_dir}",  # also what reap_stale finds it by
+                "--v=1",
+            ],
+            self.dir / "kube-scheduler.log",
+        )
+        self._procs.append(proc)
+        deadline = time.monotonic() + timeout
+        # Serving once it has a lease-free informer sync; its log says so ("Starting Kubernetes Scheduler").
+        while "Starting Kubernetes Scheduler" not in proc.tail(200):
+            if proc.popen.poll() is not None or time.monotonic() > deadline:
+                raise NodeError(f"kube-scheduler did not start:\n{proc.tail()}")
+            time.sleep(0.2)
+
+    def _host_mountpoint(self, path: Path) -> None:
+        """The directory a node's private copy is mounted over must exist on the host; one this
+        cluster creates is removed again by ``stop()`` (if still empty)."""
+        if path.exists():
+            return
+        missing = [p for p in [path, *path.parents] if not p.exists()]
+        path.mkdir(parents=True)
+        self._made_mountpoints += [p for p in missing if p not in self._made_mountpoints]
+
     def stop(self, timeout: float = 10.0) -> list[str]:
         """Stop every node, then the forwarder; remove bridge, Node objects and directories."""
         import atexit
 
         problems: list[str] = []
+        for proc in reversed(self._procs):
+            kubeenv._stop(proc, timeout)
+        self._procs.clear()
+        for host in reversed(self.hosts):
+            problems += host.stop(timeout)
+        self.hosts.clear()
         for node in reversed(self.nodes):
             problems += node.stop(timeout)
             self.env.kubectl("delete", "node", node.name, "--wait=false", check=False)
         self.nodes.clear()
+        for made in self._made_mountpoints:  # deepest first; not if anything was put there meanwhile
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        self._made_mountpoints.clear()
         if self._forwarder is not None:
             kubeenv._stop(self._forwarder, timeout)
             self._forwarder = None
@@ -779,26 +986,33 @@ class NodeCluster:
 
     def _start_forwarder(self) -> None:
         self.api_port = int(self.env.server.rsplit(":", 1)[1])
-        log = self.dir / "forwarder.log"
-        self._forwarder = _spawn(
-            "forwarder",
-            [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "--forward",
-                self.gateway,
-                str(self.api_port),
-                "127.0.0.1",
-                str(self.api_port),
-                str(self.dir),  # unused by the forwarder; lets reap_stale() find it
-            ],
+        self._forwarder = self._forwarder_proc(
+            "forwarder", lambda *cmd: list(cmd), self.gateway, self.api_port, self.dir / "forwarder.log",
+            self.dir, target=("127.0.0.1", self.api_port),
+        )  # fmt: skip
+
+    def _relay(self, name: str, wrap: Any, host: str, port: int, log: Path, tag: Path) -> _Proc:
+        """A forwarder to the API server through the bridge forwarder, run with ``wrap`` (a namespace)."""
+        return self._forwarder_proc(name, wrap, host, port, log, tag, target=(self.gateway, self.api_port))
+
+    def _forwarder_proc(
+        self, name: str, wrap: Any, host: str, port: int, log: Path, tag: Path, *, target: tuple[str, int]
+    ) -> _Proc:
+        proc = _spawn(
+            name,
+            wrap(
+                sys.executable, str(Path(__file__).resolve()), "--forward", host, str(port),
+                target[0], str(target[1]),
+                str(tag),  # unused by the forwarder; lets reap_stale() find it
+            ),
             log,
-        )
+        )  # fmt: skip
         deadline = time.monotonic() + 10
-        while "forwarding" not in self._forwarder.tail():
-            if self._forwarder.popen.poll() is not None or time.monotonic() > deadline:
-                raise NodeError(f"API server forwarder did not start:\n{self._forwarder.tail()}")
+        while "forwarding" not in proc.tail():
+            if proc.popen.poll() is not None or time.monotonic() > deadline:
+                raise NodeError(f"{name} ({host}:{port}) did not start:\n{proc.tail()}")
             time.sleep(0.05)
+        return proc
 
 
 def reap_stale() -> list[str]:
@@ -842,12 +1056,24 @@ def _free_network() -> ipaddress.IPv4Network:
     raise NodeError("no free 10.X.0.0/16 (X in 213..249) for a test cluster")
 
 
+def _hold() -> None:
+    """Keep a node's mount namespace alive (``unshare --mount`` runs this) until the test process dies."""
+    parent = os.getppid()
+    print("holding", flush=True)
+    while os.getppid() == parent:
+        time.sleep(1.0)
+
+
 if __name__ == "__main__":
     if len(sys.argv) in (6, 7) and sys.argv[1] == "--forward":
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_forward(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--hold":  # argv[2]: the node's directory, for reap_stale
+        with contextlib.suppress(KeyboardInterrupt):
+            _hold()
     else:
         print(
-            "usage: nodes.py --forward LISTEN_HOST LISTEN_PORT TARGET_HOST TARGET_PORT [TAG]", file=sys.stderr
+            "usage: nodes.py --forward LISTEN_HOST LISTEN_PORT TARGET_HOST TARGET_PORT [TAG] | --hold DIR",
+            file=sys.stderr,
         )
         sys.exit(2)
