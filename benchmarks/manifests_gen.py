@@ -126,7 +126,6 @@ def write(problem: Problem, out: Path) -> None:
     """Write ``problem`` (a generated instance: every slice the same chain) as manifests into ``out``."""
     if not problem.slices:
         raise ValueError("manifests_gen.write: the problem has no slice")
-    out.mkdir(parents=True, exist_ok=True)
     service, packages = _service_and_packages(problem.slices[0])
     files = {
         "nodes.yaml": _nodes(problem),
@@ -134,9 +133,7 @@ def write(problem: Problem, out: Path) -> None:
         "service.yaml": [service],
         "slices.yaml": [_slice(s) for s in problem.slices],
     }
-    for name, docs in files.items():
-        with open(out / name, "w", encoding="utf-8") as f:
-            yaml.safe_dump_all(docs, f, sort_keys=False)
+    write_documents(out, files)
 
 
 def generate(
@@ -146,6 +143,37 @@ def generate(
     problem = instance(hosts, slices, nfs, topology, seed=seed, gw_scale=gw_scale)
     write(problem, out)
     return problem
+
+
+def write_documents(out: Path, files: dict[str, list[dict[str, Any]]]) -> None:
+    """Write each file name's documents as one multi-document YAML file into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, docs in files.items():
+        with open(out / name, "w", encoding="utf-8") as f:
+            yaml.safe_dump_all(docs, f, sort_keys=False)
+
+
+def forbid_sharing(src: Path, dst: Path) -> int:
+    """Copy the manifests of ``src`` into ``dst`` with ``spec.sharing: forbidden`` on every Slice.
+
+    The "without sharing" twin of a benchmark input: same nodes, packages (sharing blocks kept) and
+    service, only the slices' policy changed, so the control plane hands the solver no pool. Returns
+    the number of Slices changed.
+    """
+    changed = 0
+    files: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(src.glob("*.yaml")):
+        with open(path, encoding="utf-8") as f:
+            docs = [d for d in yaml.safe_load_all(f) if d is not None]
+        for doc in docs:
+            if doc.get("kind") == "Slice":
+                doc["spec"]["sharing"] = "forbidden"
+                changed += 1
+        files[path.name] = docs
+    if not changed:
+        raise ValueError(f"manifests_gen.forbid_sharing: {src} has no Slice")
+    write_documents(dst, files)
+    return changed
 
 
 def problem_of(paths: list[str]) -> Problem:

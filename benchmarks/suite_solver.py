@@ -6,7 +6,9 @@
 manifests with the product's default configuration; the other cases call the library with explicit
 options. Every case builds a seeded instance (see solver_instances.py), runs the baseline and the ILP on
 it in the same process, and reports median seconds over repeats, the model-build share, the
-proven gap, admitted slices and the objective of both. Figures are for this machine only.
+proven gap, admitted slices and the objective of both. ``sharing_density`` (sharing_density.py) counts
+the wildfire-like slices Pi-class gateways admit with and without NF sharing, through the product path.
+Figures are for this machine only.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import incremental_admission
 import product_path
+import sharing_density
 from solver_instances import change_load, instance, wildfire, with_current
 
 from flyslice.solver import Placement, Problem, SolveOptions, baseline, place
@@ -187,4 +190,6 @@ def run(quick: bool) -> dict[str, Any]:
     library = incremental(200, 100, solver, 3) if quick else incremental(500, 250, solver, 5)
     out.update({f"solver_{k}": v for k, v in library.items()})
     out.update(churn(100, 50, solver) if quick else churn(200, 100, solver))
+    # NF sharing on Pi-class gateways, through the product path (default options, like product_path).
+    out.update(sharing_density.run(quick))
     return out
