@@ -283,6 +283,7 @@ def _parser() -> CliParser:
     _add_trust_options(p)
     _add_package_signing_options(p)
     _add_reoptimize_options(p)
+    _add_scale_out_options(p)
     p.add_argument("--no-view", action="store_true", help="no live terminal view")
     p.add_argument(
         "--confirm-prune",
@@ -426,6 +427,7 @@ def _parser() -> CliParser:
     )
     _add_trust_options(p)
     _add_reoptimize_options(p)
+    _add_scale_out_options(p)
     p.add_argument(
         "--resync",
         type=_seconds(),
@@ -528,6 +530,37 @@ def _add_reoptimize_options(p: argparse.ArgumentParser) -> None:
         help="running NFs one re-optimisation may move (default %(default)s; 'none' for no limit). "
         "New slices never move running ones: they are admitted with the running slices held fixed",
     )
+
+
+def _add_scale_out_options(p: argparse.ArgumentParser) -> None:
+    """Scale-out of overloaded shared instances (docs/sharing.md, "Scale-out")."""
+    p.add_argument(
+        "--scale-out-after",
+        type=_sustain_or_off,
+        default=15.0,
+        metavar="SECONDS",
+        help="open another instance of a shared NF and move tenants into it once its agent has reported "
+        "it overloaded (sustained queue drops) for this long (default %(default)g; 0: at the first "
+        "report; 'off' disables scale-out)",
+    )
+    p.add_argument(
+        "--scale-out-cooldown",
+        type=_seconds(zero_ok=True),
+        default=300.0,
+        metavar="SECONDS",
+        help="after a scale-out, the same pool on the same node does not scale out again for this long, "
+        "however overloaded (default %(default)g)",
+    )
+
+
+def _sustain_or_off(text: str) -> float | None:
+    return None if text.strip().lower() == "off" else _seconds(zero_ok=True)(text)
+
+
+def _scale_out_settings(args: argparse.Namespace) -> Any:
+    from flyslice.operator.planning.scale_out import ScaleOutSettings
+
+    return ScaleOutSettings(cooldown_s=args.scale_out_cooldown, sustain_s=args.scale_out_after)
 
 
 def _seconds_or_off(text: str) -> float | None:
@@ -735,6 +768,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         signed_namespaces=frozenset(args.require_signed_packages),
         module_dirs=tuple(p.resolve() for p in args.module_dir),
         reoptimize=_reoptimize_settings(args),
+        scale_out=_scale_out_settings(args),
     )
     try:
         return asyncio.run(run_up(opts))
@@ -884,6 +918,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
         git_cache=args.git_cache,
         signed_namespaces=frozenset(args.require_signed_packages),
         reoptimize=_reoptimize_settings(args),
+        scale_out=_scale_out_settings(args),
     )
     prog = "flyslice operator"
     try:

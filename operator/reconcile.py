@@ -20,6 +20,14 @@ gives up is the background re-optimiser's job (:mod:`flyslice.operator.planning.
 applies its proposal (``proposal=``) only when the state is still the one it was computed from and
 the placement passes the solver's independent checks.
 
+Scale-out (``operator/planning/scale_out.py``): a shared instance that its agent reports overloaded
+for ``ScaleOutSettings.sustain_s`` gets its pool derated on its node (``Problem.derated``): the
+solver's re-check of the running slices keeps the tenants that still fit and moves the others into
+another instance (on the node when it has room, else wherever the model places them); a plan that
+would drop a running slice for it is not applied (everything keeps running, an event says so). A
+cool-down follows either way. The deratings in force enter every later plan, re-optimisation
+included, so nothing merges what a scale-out split.
+
 What runs keeps running: a slice whose new intent cannot be admitted keeps its last good placement
 (``Degraded``, reason ``NewIntentNotAdmitted``) unless it opts in with the annotation
 ``flyslice.io/allow-teardown: "true"``, and the other slices are planned around it. A slice whose
@@ -42,6 +50,7 @@ from flyslice.operator.intake.catalog import Catalog, EdgeNodeSpec, SliceSpec
 from flyslice.operator.intake.errors import ManifestError
 from flyslice.operator.intake.quantities import cpu_millis, memory_bytes
 from flyslice.operator.intake.validation import ValidationResult
+from flyslice.operator.planning import scale_out as scaling
 from flyslice.operator.planning.actions import InstanceAction, node_usage, shared_instances, slice_actions
 from flyslice.operator.planning.pipeline import Plan, SlicePlan, plan
 from flyslice.operator.planning.reoptimize import (
@@ -52,6 +61,7 @@ from flyslice.operator.planning.reoptimize import (
     guarantee_of,
     propose,
 )
+from flyslice.operator.planning.scale_out import ScaleOutSettings, ScaleOutState
 from flyslice.solver.model import Assignment, Resources
 
 LOAD_CHANGE = 0.15
@@ -81,6 +91,11 @@ class InstanceObservation:
     e2e_latency_ms: float | None = None
     #: Restarts after failures, as counted by the node's agent.
     restarts: int = 0
+    #: A tenant of a shared instance: that instance's id (``spec.sharedInstance.name``).
+    shared_instance: str = ""
+    #: The agent reports that shared instance overloaded (queue drops sample after sample): the
+    #: scale-out signal (``operator/planning/scale_out.py``).
+    shared_overloaded: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,6 +139,8 @@ class ControllerState:
     #: Nodes, packages and services as last planned: unchanged, a slice that was not admitted then
     #: cannot fit now unless a slice left or changed (see ``_settled_pending``).
     infra_fingerprint: str = ""
+    #: Overload seen on shared instances, and the scale-outs' deratings and cool-downs.
+    scale_out: ScaleOutState = field(default_factory=ScaleOutState)
 
 
 @dataclass(frozen=True)
@@ -149,13 +166,15 @@ def reconcile(
     heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S,
     admission: Admission = "incremental",
     proposal: Proposal | None = None,
+    scale_out: ScaleOutSettings | None = None,
 ) -> Outcome:
     """One pass: what must run, every slice's status and the new memory.
 
     ``admission`` picks how a re-plan treats running slices (module docstring); it overrides
     ``options.mode``. ``proposal`` is a finished background re-optimisation; it is applied only when
     this pass has nothing else to re-plan, the state is the one it was computed from, and it passes
-    the checks (``Outcome.reoptimization`` says what became of it).
+    the checks (``Outcome.reoptimization`` says what became of it). ``scale_out``: when an overloaded
+    shared instance scales out, and the cool-down after it (``operator/planning/scale_out.py``).
     """
     if admission not in ("incremental", "full"):
         raise ValueError(f"reconcile: admission must be 'incremental' or 'full', got {admission!r}")
@@ -171,7 +190,17 @@ def reconcile(
             f"load on node {n} changed by {LOAD_CHANGE:.0%} or more since the last placement: re-planning"
         )
 
-    needs_plan = fingerprint != state.plan_fingerprint or bool(load_moved)
+    # Overloaded shared instances (observed) -> this pass's scale-outs, tried in the plan below.
+    scale_settings = scale_out if scale_out is not None else ScaleOutSettings()
+    wanted_now = {s.key for s in placeable.slices.values()}
+    running_actions = {k: rec.actions for k, rec in state.slices.items() if rec.admitted and k in wanted_now}
+    scale = scaling.assess(
+        state.scale_out, placeable, running_actions, overloaded_instances(observation),
+        now=now, settings=scale_settings,
+    )  # fmt: skip
+    events += scale.events
+    scale_state = scale.state
+    needs_plan = fingerprint != state.plan_fingerprint or bool(load_moved) or bool(scale.trials)
     replanned = needs_plan
     records = dict(state.slices)
     load_at_plan = dict(state.load_at_plan)
@@ -182,7 +211,12 @@ def reconcile(
     decision: Decision | None = None
     if proposal is not None:
         if needs_plan:
-            decision = _stale(proposal, "the desired state or the nodes changed since it started")
+            decision = _stale(
+                proposal,
+                "a shared instance is scaled out"
+                if scale.trials and fingerprint == state.plan_fingerprint and not load_moved
+                else "the desired state or the nodes changed since it started",
+            )
         elif proposal.base != state_key(state):
             decision = _stale(proposal, "the placement changed since it started")
         else:
@@ -215,7 +249,22 @@ def reconcile(
         placeable = replace(
             placeable, slices={k: s for k, s in placeable.slices.items() if s.key not in settled}
         )
-        the_plan, broken = _plan_isolating_failures(placeable, opts, current, background, instances)
+        # A scale-out is tried first: its pool derated on its node. The solver re-checks the running
+        # slices against it, and tenants that no longer fit are re-placed (scale_out.py). A plan that
+        # drops a running slice for it is not applied.
+        derated = scale.derated()
+        the_plan, broken = _plan_isolating_failures(placeable, opts, current, background, instances, derated)
+        if scale.trials:
+            lost = _lost(the_plan, broken, current)
+            if lost:
+                scale_state, said = scaling.refused(scale, lost, now=now, settings=scale_settings)
+                derated = scale.derated(with_trials=False)
+                the_plan, broken = _plan_isolating_failures(
+                    placeable, opts, current, background, instances, derated
+                )
+            else:
+                scale_state, said = scaling.applied(scale, running_actions, the_plan.placement)
+            events += said
         # A running slice that the new plan drops keeps its placement; the others are planned again
         # around what it holds, until no further running slice is dropped.
         for _round in range(len(placeable.slices)):
@@ -230,7 +279,9 @@ def reconcile(
                 },
             )
             reserved = _add(background, _usage(state.slices[k].actions for k in held))
-            the_plan, more_broken = _plan_isolating_failures(rest, opts, current, reserved, instances)
+            the_plan, more_broken = _plan_isolating_failures(
+                rest, opts, current, reserved, instances, derated
+            )
             broken.update(more_broken)
         plans += 1
         solve_seconds, solve_gap = the_plan.placement.seconds, the_plan.placement.gap
@@ -285,7 +336,9 @@ def reconcile(
         key: _status(catalog.slices[_split(key)], rec, observation, expired=key in expired)
         for key, rec in records.items()
     }
-    new_state = ControllerState(records, fingerprint, load_at_plan, plans, solve_seconds, solve_gap, infra)
+    new_state = ControllerState(
+        records, fingerprint, load_at_plan, plans, solve_seconds, solve_gap, infra, scale_state
+    )
     return Outcome(all_actions, statuses, new_state, replanned, tuple(events), decision)
 
 
@@ -377,7 +430,9 @@ def state_key(state: ControllerState) -> str:
         [k, r.fingerprint, r.admitted, _placed_on(r.assignments), list(r.held), r.stalled]
         for k, r in sorted(state.slices.items())
     ]
-    doc = [state.plan_fingerprint, sorted(state.load_at_plan.items()), slices]
+    doc: list[Any] = [state.plan_fingerprint, sorted(state.load_at_plan.items()), slices]
+    if derated := state.scale_out.in_force():  # a proposal made before a scale-out would undo it
+        doc.append(sorted(derated.items()))
     return hashlib.sha256(json.dumps(doc, default=str).encode()).hexdigest()
 
 
@@ -413,6 +468,7 @@ def reoptimization_job(
     cat, background = _reoptimised_part(placeable, state, observation, keep)
     base = state_key(state)
     instances = {k: shared_instances(state.slices[k].actions) for k in running}
+    derated = state.scale_out.in_force()
 
     def job() -> Proposal:
         return propose(
@@ -423,6 +479,7 @@ def reoptimization_job(
             options=options,
             migration_budget=migration_budget,
             current_instances=instances,
+            derated=derated,
         )
 
     return job
@@ -531,6 +588,7 @@ def _apply_proposal(
             current=proposal.assignments,
             background=background,
             current_instances=instances,
+            derated=state.scale_out.in_force(),
         )
     except Exception as exc:  # the pass goes on with what runs
         return refused(f"its check raised {type(exc).__name__}: {exc}")
@@ -557,6 +615,7 @@ def _plan_isolating_failures(
     current: Mapping[str, Mapping[str, Assignment]],
     background: Mapping[str, Resources],
     instances: Mapping[str, Mapping[str, str]] | None = None,
+    derated: Mapping[tuple[str, str], float] | None = None,
 ) -> tuple[Plan, dict[str, str]]:
     """Plan every slice; when planning raises, find the slices it raises on and plan the rest.
 
@@ -565,7 +624,14 @@ def _plan_isolating_failures(
     """
 
     def run(cat: Catalog) -> Plan:
-        return plan(cat, options=options, current=current, background=background, current_instances=instances)
+        return plan(
+            cat,
+            options=options,
+            current=current,
+            background=background,
+            current_instances=instances,
+            derated=derated,
+        )
 
     try:
         return run(catalog), {}
@@ -580,6 +646,30 @@ def _plan_isolating_failures(
             raise whole
         rest = replace(catalog, slices={k: s for k, s in catalog.slices.items() if s.key not in broken})
         return run(rest), broken
+
+
+def _lost(
+    the_plan: Plan, broken: Mapping[str, str], current: Mapping[str, Mapping[str, Assignment]]
+) -> dict[str, tuple[str, ...]]:
+    """Running slices (``current``) that a plan does not admit, with the reasons it gives."""
+    by_key = {sp.slice.key: sp for sp in the_plan.slices}
+    out: dict[str, tuple[str, ...]] = {}
+    for key in current:
+        if key in broken:
+            out[key] = (broken[key],)
+        elif (sp := by_key.get(key)) is not None and not sp.placement.admitted:
+            out[key] = tuple(sp.placement.reasons)
+    return out
+
+
+def overloaded_instances(obs: Observation) -> dict[str, bool]:
+    """Shared instance id -> whether a tenant's agent reports it overloaded (one report suffices: the
+    flag is the instance's, every tenant carries the same one)."""
+    out: dict[str, bool] = {}
+    for o in obs.instances.values():
+        if o.shared_instance:
+            out[o.shared_instance] = out.get(o.shared_instance, False) or o.shared_overloaded
+    return out
 
 
 def _to_hold(the_plan: Plan, state: ControllerState, live_nodes: set[str]) -> dict[str, tuple[str, ...]]:

@@ -184,7 +184,10 @@ class ClusterAgent:
             if spec is None:
                 continue
             body = status_body(spec, st)
-            key = {k: v for k, v in body.items() if k not in ("counters", "latencyMs")}
+            # Counters and latencies move with every message: refreshed every report_s, not on each
+            # change. The first end-to-end figure is written at once (its presence is in the key).
+            key = {k: v for k, v in body.items() if k not in ("counters", "latencyMs", "e2eLatencyMs")}
+            key["e2eLatencyMs"] = "e2eLatencyMs" in body
             last = self._reported.get(name)
             if not force and last is not None and last[0] == key and now - last[1] < self.report_s:
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from flyslice.nodeagent.agent import SourceUnavailable
@@ -51,6 +52,9 @@ class KubeSource:
     def report(self, spec: InstanceSpec, status: InstanceStatus) -> None:
         """Write one instance's status subresource (only this node's agent writes it)."""
         body = {"status": status_body(spec, status)}
+        # A merge patch keeps a field it does not name: a restarted sink (no arrivals yet) must not
+        # keep reporting its old end-to-end latency to the operator, so null removes it.
+        body["status"].setdefault("e2eLatencyMs", None)
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, spec.namespace, PLURAL, spec.name, body
         )
@@ -84,7 +88,16 @@ def status_body(spec: InstanceSpec, status: InstanceStatus) -> dict[str, Any]:
         body["address"] = status.address
     if status.latency_ms is not None:
         body["latencyMs"] = round(status.latency_ms, 6)
+    if status.e2e_latency_ms is not None:
+        # What embedded mode hands the operator directly: the mean end-to-end latency of the messages
+        # whose path ends here (sinks only); the operator's Slice observedLatencyMs is the worst of these.
+        body["e2eLatencyMs"] = round(status.e2e_latency_ms, 6)
     body["restarts"] = status.restarts
+    if status.started_at is not None:
+        # When the instance last started (the CRD's startedAt): a restart, a re-creation or an agent
+        # that re-installed it on reconnecting shows here as a new time.
+        started = datetime.fromtimestamp(status.started_at, tz=UTC)
+        body["startedAt"] = started.strftime("%Y-%m-%dT%H:%M:%SZ")
     body["conditions"] = instance_conditions(body["state"], status.message, spec.generation)
     return body
 

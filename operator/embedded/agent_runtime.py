@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flyslice.nodeagent.agent import Agent, AgentConfig
 from flyslice.nodeagent.dataplane.tls import CertificateAuthority
@@ -32,8 +32,11 @@ class LocalAgentRuntime:
         ca: CertificateAuthority | None = None,
         trusted_keys: Sequence[Ed25519PublicKey] = (),
         module_dirs: Sequence[Path] = (),
+        agent_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.node = node
+        #: More AgentConfig fields for every agent (e.g. ``queue_size``, ``resync_s``).
+        self._agent_options = dict(agent_options or {})
         #: Where file: modules may live (``up --module-dir``); empty: builtin: modules only.
         self._module_dirs = tuple(module_dirs)
         #: Module-signing keys (``up --trusted-key``): every agent verifies fNFs and VNF runners with them.
@@ -49,6 +52,10 @@ class LocalAgentRuntime:
         #: Node load reported to the controller. The embedded agents share one machine, so its real
         #: load says nothing about a simulated node: None unless set (demos of the 15 % rule).
         self.load: float | None = None
+        #: What the last :meth:`observe` read, for the status document (``flyslice up`` has no agent
+        #: /status of its own): each shared instance on this node, and each instance's counters.
+        self.shared_instances: dict[str, dict[str, Any]] = {}
+        self.counters: dict[str, dict[str, int]] = {}
         self.start()
 
     def start(self) -> None:
@@ -73,6 +80,7 @@ class LocalAgentRuntime:
                 tls_issuer=self._ca,
                 trusted_keys=list(self._trusted_keys),
                 module_dirs=self._module_dirs,
+                **self._agent_options,
             )
         )
         self._events_seen = 0
@@ -99,17 +107,29 @@ class LocalAgentRuntime:
     def observe(self) -> tuple[NodeObservation, Mapping[tuple[str, str], InstanceObservation]]:
         agent = self.agent
         if agent is None:
+            self.shared_instances, self.counters = {}, {}
             return NodeObservation(heartbeat_at=self._last_beat, load=self.load), {}
         healthy, _ = agent.healthy()
         if healthy:
             self._last_beat = time.time()
         instances = {}
+        counters: dict[str, dict[str, int]] = {}
         for name, st in agent.status().items():
             spec = agent.desired.get(name)
             ns = spec.namespace if spec else "default"
             instances[(ns, name)] = InstanceObservation(
-                st.state, self.node, st.message, st.e2e_latency_ms, restarts=st.restarts
+                st.state,
+                self.node,
+                st.message,
+                st.e2e_latency_ms,
+                restarts=st.restarts,
+                # The scale-out signal: this tenant's shared instance drops messages sample after sample.
+                shared_instance=st.shared_instance or "",
+                shared_overloaded=bool(st.counters.get("sharedOverloaded")),
             )
+            counters[name] = {k: int(v) for k, v in st.counters.items() if isinstance(v, int | float)}
+        self.counters = counters
+        self.shared_instances = agent.shared_instances()
         return NodeObservation(heartbeat_at=self._last_beat, load=self.load), instances
 
     def warnings(self) -> list[str]:
@@ -144,9 +164,11 @@ class LocalAgentFleet:
         ca: CertificateAuthority | None = None,
         trusted_keys: Sequence[Ed25519PublicKey] = (),
         module_dirs: Sequence[Path] = (),
+        agent_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.state_root = state_root
         self.module_dirs = tuple(module_dirs)
+        self.agent_options = dict(agent_options or {})
         self.mqtt = mqtt
         self.ca = ca
         self.trusted_keys = list(trusted_keys)
@@ -155,8 +177,9 @@ class LocalAgentFleet:
 
     def __call__(self, node: str, _catalog: object) -> LocalAgentRuntime:
         runtime = LocalAgentRuntime(
-            node, self.state_root / node, self.peers, self.mqtt, self.ca, self.trusted_keys, self.module_dirs
-        )
+            node, self.state_root / node, self.peers, self.mqtt, self.ca, self.trusted_keys, self.module_dirs,
+            self.agent_options,
+        )  # fmt: skip
         self.runtimes[node] = runtime
         for r in self.runtimes.values():
             r.update_peers()

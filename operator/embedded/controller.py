@@ -32,6 +32,8 @@ from flyslice.operator.intake.errors import ManifestError
 from flyslice.operator.intake.validation import PackagePolicy, ValidationResult
 from flyslice.operator.planning.actions import InstanceAction
 from flyslice.operator.planning.reoptimize import OFF, Reoptimizer, ReoptimizeSettings
+from flyslice.operator.planning.scale_out import ScaleOutSettings
+from flyslice.operator.planning.scale_out import status as scale_out_status
 from flyslice.operator.reconcile import (
     ControllerState,
     InstanceObservation,
@@ -84,8 +86,11 @@ class EmbeddedController:
         confirm_prune: bool = False,
         max_prune_share: float = prune_guard.DEFAULT_MAX_PRUNE_SHARE,
         reoptimize: ReoptimizeSettings = OFF,
+        scale_out: ScaleOutSettings | None = None,
     ) -> None:
         self.source = source
+        #: When overloaded shared instances scale out, and the cool-down after (``up --scale-out-*``).
+        self.scale_out = scale_out or ScaleOutSettings()
         self._factory = runtime_factory
         self._clock = clock
         self._heartbeat_timeout_s = heartbeat_timeout_s
@@ -171,6 +176,7 @@ class EmbeddedController:
             options=self._solve_options,
             heartbeat_timeout_s=self._heartbeat_timeout_s,
             proposal=proposal,
+            scale_out=self.scale_out,
         )
         self.state = outcome.state
         for event in outcome.events:
@@ -373,6 +379,11 @@ class EmbeddedController:
 
     # -- status --------------------------------------------------------------------------
 
+    def _with_counters(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """A placement entry with its instance's counters as its node's agent last reported them."""
+        counters = getattr(self.runtimes.get(entry["node"]), "counters", {}).get(entry["instance"])
+        return entry if counters is None else {**entry, "counters": counters}
+
     def snapshot(self) -> dict[str, Any]:
         """The document served at /status and printed by ``flyslice status -o json``."""
         now = self._clock()
@@ -387,7 +398,7 @@ class EmbeddedController:
                     "phase": st["phase"],
                     "revision": st.get("lastAppliedRevision", ""),
                     "networkService": st.get("networkService"),
-                    "instances": st.get("placement", []),
+                    "instances": [self._with_counters(i) for i in st.get("placement", [])],
                     "predictedLatencyMs": st.get("predictedLatencyMs"),
                     "observedLatencyMs": st.get("observedLatencyMs"),
                     "budgetMs": st["paths"][0]["budgetMs"] if st.get("paths") else None,
@@ -409,6 +420,8 @@ class EmbeddedController:
                     "tier": spec.tier,
                     "heartbeatAgeS": None if beat is None else round(max(0.0, now - beat), 3),
                     "load": n_obs.load if n_obs else None,
+                    # What the agent runs as one instance for several slices (docs/sharing.md).
+                    "sharedInstances": dict(getattr(self.runtimes.get(name), "shared_instances", {})),
                 }
             )
         if self.consecutive_failures:
@@ -425,6 +438,7 @@ class EmbeddedController:
                 "lastPassError": self.last_pass_error,
                 "conditions": self.conditions(),
                 "reoptimization": self.reoptimizer.status(),
+                "scaleOut": scale_out_status(self.state.scale_out, self.scale_out, now),
             },
             "warnings": [f"node {n}: {w}" for n, ws in sorted(self.node_warnings.items()) for w in ws],
             "source": {

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from flyslice.operator.gitops.sources import DesiredSource
     from flyslice.operator.planning.reoptimize import ReoptimizeSettings
+    from flyslice.operator.planning.scale_out import ScaleOutSettings
 
 # The runtime (agents, controller, aiohttp, the solver) is imported by run_up, not here: the CLI
 # imports this module to show default_state_dir() in `flyslice up --help`, and that must stay fast.
@@ -69,6 +70,8 @@ class UpOptions:
     module_dirs: tuple[Path, ...] = ()
     #: The background re-optimisation (``--reoptimize-*``, ``--migration-budget``); None: the defaults.
     reoptimize: ReoptimizeSettings | None = None
+    #: Scale-out of overloaded shared instances (``--scale-out-*``); None: the defaults.
+    scale_out: ScaleOutSettings | None = None
 
 
 def is_git_source(source: str) -> bool:
@@ -186,6 +189,7 @@ async def run_up(opts: UpOptions) -> int:
         on_applied=_recorder(watcher),
         confirm_prune=opts.confirm_prune,
         reoptimize=opts.reoptimize or ReoptimizeSettings(),
+        scale_out=opts.scale_out,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -154,14 +154,27 @@ def observe(edge_nodes: Iterable[Mapping[str, Any]], instances: Iterable[Mapping
         if not status.get("state"):
             continue
         # A status written for an older spec describes what ran before: not yet this instance.
-        if status.get("observedGeneration", meta.get("generation")) != meta.get("generation"):
-            state = "Pending"
-        else:
-            state = str(status["state"])
+        current = status.get("observedGeneration", meta.get("generation")) == meta.get("generation")
+        state = str(status["state"]) if current else "Pending"
+        spec = obj.get("spec") or {}
+        shared = spec.get("sharedInstance") or {}
+        counters = status.get("counters") or {}
+        hot = current and isinstance(counters, Mapping) and bool(counters.get("sharedOverloaded"))
+        # What the agent measured where the slice's paths end (sinks): the Slice's observedLatencyMs is
+        # the worst of these, as embedded (reconcile._status). Only for the current spec: an old one's
+        # figure describes what ran before.
+        e2e = status.get("e2eLatencyMs")
+        e2e_ms = None
+        if current and isinstance(e2e, int | float) and not isinstance(e2e, bool):
+            e2e_ms = float(e2e)
         found[(meta.get("namespace", ""), meta.get("name", ""))] = InstanceObservation(
             state=state,
-            node=str((obj.get("spec") or {}).get("node", "")),
+            node=str(spec.get("node", "")),
             message=str(status.get("message", "")),
+            e2e_latency_ms=e2e_ms,
+            # The scale-out signal, from the tenant's own status (its agent writes the instance's flag).
+            shared_instance=str(shared.get("name", "")) if isinstance(shared, Mapping) else "",
+            shared_overloaded=hot,
         )
     return Observation(nodes, found)
 
@@ -262,6 +275,8 @@ def status_changed(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> boo
 
 _SLICE_EVENT = re.compile(r"^slice (?P<ns>[^/\s]+)/(?P<name>[^:\s]+): (?P<rest>.*)$", re.S)
 _NODE_EVENT = re.compile(r"^(?:node|load on node) (?P<name>\S+) ")
+#: Scale-out decisions (operator/planning/scale_out.py), on the EdgeNode of the overloaded instance.
+_SCALE_OUT_EVENT = re.compile(r"^(?P<reason>ScaledOut|ScaleOut[A-Za-z]+): pool \S+ on node (?P<name>\S+?): ")
 
 
 @dataclass(frozen=True)
@@ -292,9 +307,14 @@ def event_for(message: str) -> EventSpec | None:
             reason, type_ = "Stalled", "Warning"
         elif rest.startswith("lifetime over"):
             reason, type_ = "Expired", "Normal"
+        elif rest.startswith("scale-out"):
+            reason, type_ = "ScaledOut", "Normal"
         else:
             reason, type_ = "Reconciled", "Normal"
         return EventSpec("Slice", m["ns"], m["name"], reason, rest, type_)
+    if m := _SCALE_OUT_EVENT.match(message):
+        warn = m["reason"] == "ScaleOutNotApplied"
+        return EventSpec("EdgeNode", "", m["name"], m["reason"], message, "Warning" if warn else "Normal")
     if m := _NODE_EVENT.match(message):
         reason = "HeartbeatLost" if message.startswith("node ") else "LoadChanged"
         return EventSpec(

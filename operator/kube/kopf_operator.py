@@ -54,6 +54,8 @@ from flyslice.operator.kube.cluster import (
 )
 from flyslice.operator.kube.events import EventRecorder
 from flyslice.operator.planning.reoptimize import OFF, Reoptimizer, ReoptimizeSettings
+from flyslice.operator.planning.scale_out import ScaleOutSettings, ScaleOutState
+from flyslice.operator.planning.scale_out import status as scale_out_status
 from flyslice.operator.reconcile import (
     HEARTBEAT_TIMEOUT_S,
     ControllerState,
@@ -99,6 +101,8 @@ class OperatorOptions:
     signed_namespaces: frozenset[str] = frozenset()
     #: The background re-optimisation (``--reoptimize-*``, ``--migration-budget``); on by default.
     reoptimize: ReoptimizeSettings = field(default_factory=ReoptimizeSettings)
+    #: Scale-out of overloaded shared instances (``--scale-out-*``).
+    scale_out: ScaleOutSettings = field(default_factory=ScaleOutSettings)
 
 
 @dataclass
@@ -133,8 +137,11 @@ class ReconcileLoop:
         package_policy: PackagePolicy | None = None,
         cache: WatchCache | None = None,
         reoptimize: ReoptimizeSettings = OFF,
+        scale_out: ScaleOutSettings | None = None,
     ) -> None:
         self.client = client
+        #: When an overloaded shared instance scales out (its tenants' status.counters.sharedOverloaded).
+        self.scale_out = scale_out or ScaleOutSettings()
         #: Where a pass reads the cluster; None: list every kind from the API each pass.
         self.cache = cache
         self.package_policy = package_policy or PackagePolicy()
@@ -269,6 +276,7 @@ class ReconcileLoop:
             options=self.solve_options,
             heartbeat_timeout_s=self.heartbeat_timeout_s,
             proposal=self.reoptimizer.take(),
+            scale_out=self.scale_out,
         )
         self.state = outcome.state
         self.reoptimizer.settle(outcome.reoptimization)
@@ -658,6 +666,7 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
         cluster, namespaces=opts.namespaces, debounce_s=opts.debounce_s, resync_s=opts.resync_s,
         heartbeat_timeout_s=opts.heartbeat_timeout_s, solve_options=opts.solve_options,
         package_policy=PackagePolicy(opts.signed_namespaces), cache=cache, reoptimize=opts.reoptimize,
+        scale_out=opts.scale_out,
     )  # fmt: skip
     cache.on_change = loop.trigger
     elector = LeaseElector(
@@ -682,6 +691,9 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
             "nfinstances": {"created": r.created, "updated": r.updated, "deleted": r.deleted},
             "slices": r.slices,
             "reoptimization": loop.reoptimizer.status(),
+            "scaleOut": scale_out_status(
+                loop.state.scale_out if loop.state else ScaleOutState(), loop.scale_out, time.time()
+            ),
         }
 
     server: StatusServer | None = None

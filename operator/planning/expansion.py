@@ -192,8 +192,10 @@ def problem(
     catalog: Catalog,
     demands: Iterable[SliceDemand],
     background: Mapping[str, Resources] | None = None,
+    derated: Mapping[tuple[str, str], float] | None = None,
 ) -> Problem:
-    return Problem(topology(catalog), tuple(demands), dict(background or {}))
+    """``derated``: (pool, node) -> capacity of one instance there, lowered by a scale-out (scale_out.py)."""
+    return Problem(topology(catalog), tuple(demands), dict(background or {}), derated=dict(derated or {}))
 
 
 def _attachments_of(role: RoleSpec, slice_: SliceSpec) -> list[str | None]:

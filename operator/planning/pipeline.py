@@ -42,12 +42,14 @@ def plan(
     current: Mapping[str, Mapping[str, Assignment]] | None = None,
     background: Mapping[str, Resources] | None = None,
     current_instances: Mapping[str, Mapping[str, str]] | None = None,
+    derated: Mapping[tuple[str, str], float] | None = None,
 ) -> Plan:
     """Place every slice of ``catalog``.
 
     ``current`` maps a slice key to where its NFs run now (so re-planning moves little);
     ``background`` is what other workloads already use on each host; ``current_instances`` maps a
-    slice key to the shared instance each of its shared NFs runs in now (NF id -> instance id).
+    slice key to the shared instance each of its shared NFs runs in now (NF id -> instance id);
+    ``derated`` lowers the capacity of a pool's instances on a node (``Problem.derated``: scale-out).
     """
     current = current or {}
     current_instances = current_instances or {}
@@ -67,7 +69,7 @@ def plan(
             except expansion.ExpansionError as exc:
                 reason = str(exc)
         chosen[s.key] = (s, choice.service, reason)
-    problem = expansion.problem(catalog, demands, background)
+    problem = expansion.problem(catalog, demands, background, derated)
     placement = solver.baseline(problem) if method == "baseline" else solver.place(problem, options)
     by_key = {d.key: d for d in demands}
     plans = []

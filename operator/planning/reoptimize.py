@@ -25,8 +25,7 @@ from flyslice import solver
 from flyslice.operator.intake.catalog import Catalog
 from flyslice.operator.planning import expansion
 from flyslice.operator.planning.pipeline import plan
-from flyslice.solver.distances import distances_for
-from flyslice.solver.evaluation import max_budget, objective_terms, path_latency
+from flyslice.solver.evaluation import true_objective
 from flyslice.solver.model import Assignment, Placement, Problem, Resources
 
 log = logging.getLogger("flyslice.reoptimize")
@@ -114,19 +113,26 @@ def propose(
     options: solver.SolveOptions | None,
     migration_budget: int | None,
     current_instances: Mapping[str, Mapping[str, str]] | None = None,
+    derated: Mapping[tuple[str, str], float] | None = None,
 ) -> Proposal:
     """Solve the global model for ``catalog`` from ``current`` (what runs) with a migration budget.
 
-    ``current_instances``: the shared instance each running shared NF is a tenant of, by slice key.
+    ``current_instances``: the shared instance each running shared NF is a tenant of, by slice key;
+    ``derated``: the scale-out deratings in force (the proposal must not merge what they split).
     Pure and blocking (up to the solve's time limit): the caller runs it off the reconcile path.
     """
     started = time.perf_counter()
     opts = replace(options or solver.SolveOptions(), mode="full", migration_budget=migration_budget)
     the_plan = plan(
-        catalog, options=opts, current=current, background=background, current_instances=current_instances
+        catalog,
+        options=opts,
+        current=current,
+        background=background,
+        current_instances=current_instances,
+        derated=derated,
     )
     demands = [sp.demand for sp in the_plan.slices if sp.demand is not None]
-    problem = expansion.problem(catalog, demands, background)
+    problem = expansion.problem(catalog, demands, background, derated)
     known = {d.key for d in demands}
     # Running slices the model cannot even express (no service any more) are not the model's to judge.
     before_admitted = {k: dict(a) for k, a in current.items() if k in known}
@@ -137,8 +143,11 @@ def propose(
     return Proposal(
         base=base,
         assignments=after,
-        objective_before=objective_of(problem, before_admitted),
-        objective_after=objective_of(problem, after),
+        # Each side packed into its own instances: what runs now, and the solver's own instances.
+        objective_before=objective_of(problem, before_admitted, current_instances or {}),
+        objective_after=objective_of(
+            problem, after, {k: sp.instance_of for k, sp in the_plan.placement.slices.items() if k in after}
+        ),
         moved=moved,
         dropped=tuple(sorted(k for k in before_admitted if k not in after)),
         migration_budget=migration_budget,
@@ -147,14 +156,18 @@ def propose(
     )
 
 
-def objective_of(problem: Problem, admitted: Mapping[str, Mapping[str, Assignment]]) -> float:
-    """The solver's objective (docs/solver.md) of ``admitted``; moves count against each slice's current."""
-    dist = distances_for(problem.topology, max_budget(problem))
-    by_key = {s.key: s for s in problem.slices}
-    latencies = {
-        k: {p.name: path_latency(p, by_key[k], a, dist) for p in by_key[k].paths} for k, a in admitted.items()
-    }
-    return sum(objective_terms(problem, admitted, latencies).values())
+def objective_of(
+    problem: Problem,
+    admitted: Mapping[str, Mapping[str, Assignment]],
+    instance_of: Mapping[str, Mapping[str, str]] | None = None,
+) -> float:
+    """The solver's objective (docs/solver.md) of ``admitted``; moves count against each slice's current.
+
+    ``instance_of`` (slice key -> NF id -> shared instance id): how the shared NFs are packed, e.g. a
+    result's own instances; without it, as they run now, else first fit (``true_objective``). Each
+    open instance's resources count once, so the packing is part of the value.
+    """
+    return true_objective(problem, admitted, instance_of)
 
 
 def guarantee_of(placement: Placement, options: solver.SolveOptions, *, held_fixed: bool) -> str:

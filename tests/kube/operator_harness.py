@@ -131,11 +131,13 @@ def cluster_agents(
     mqtt: dict[str, tuple[str, int]] | None = None,
     *,
     tls: bool = True,
+    pods: bool = True,
 ) -> Iterator[dict[str, ClusterAgent]]:
     """One cluster-mode agent per node, in threads, each with only its own node's credentials;
     ``mqtt`` gives some of them an MQTT broker (``--mqtt``). As ``flyslice agent --kube`` by default,
     each serves mutual TLS with a certificate from the running operator's signer (a CSR, renewed like
-    the real agent's); ``tls=False`` is ``--insecure-plaintext``."""
+    the real agent's); ``tls=False`` is ``--insecure-plaintext``; ``pods=False`` is ``--no-pods`` (a bare
+    gateway: VNFs run as runner processes beside the agent)."""
     agents: dict[str, ClusterAgent] = {}
     stop = threading.Event()
     threads = []
@@ -146,7 +148,7 @@ def cluster_agents(
             files = obtain_node_tls(api, node, tmp / node / "tls", timeout_s=60) if tls else None
             agents[node] = ClusterAgent(
                 AgentConfig(node=node, state_dir=tmp / node, mqtt=(mqtt or {}).get(node), tls=files), api,
-                pod_namespace=namespace, instance_namespace=namespace, heartbeat_s=1.0, report_load=False,
+                pod_namespace=namespace if pods else None, instance_namespace=namespace, heartbeat_s=1.0, report_load=False,
                 tls_renewal="csr" if tls else None,
             )  # fmt: skip
             t = threading.Thread(target=agents[node].run, args=(stop, 2.0), daemon=True)
