@@ -581,7 +581,10 @@ def _apply_proposal(
         return refused(f"it moves {moved} running NF(s), over the migration budget of {budget}")
     opts = replace(options or solver.SolveOptions(), mode="incremental")
     try:
+        # Running slices outside the proposal keep their instances; proposed ones are checked in
+        # the proposal's own packing (see Proposal.instances).
         instances = {k: shared_instances(rec.actions) for k, rec in running.items()}
+        instances.update(proposal.instances)
         the_plan = plan(
             cat,
             options=opts,

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -86,6 +86,10 @@ class Proposal:
     #: What the placement's optimality claim is, in the slice status's words.
     guarantee: str
     seconds: float
+    #: Slice key -> NF -> the shared instance the proposal puts it in (the solver's own packing). The
+    #: independent check must use it: a tenant the proposal moves to another node cannot keep the
+    #: instance it runs in now, and checking with that one would open (and pay for) a second instance.
+    instances: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @property
     def improvement(self) -> float:
@@ -137,6 +141,7 @@ def propose(
     # Running slices the model cannot even express (no service any more) are not the model's to judge.
     before_admitted = {k: dict(a) for k, a in current.items() if k in known}
     after = {k: dict(sp.assignments) for k, sp in the_plan.placement.slices.items() if sp.admitted}
+    after_instances = {k: dict(sp.instance_of) for k, sp in the_plan.placement.slices.items() if k in after}
     moved = sum(
         1 for k, a in after.items() for nf, where in a.items() if k in current and current[k].get(nf) != where
     )
@@ -145,14 +150,13 @@ def propose(
         assignments=after,
         # Each side packed into its own instances: what runs now, and the solver's own instances.
         objective_before=objective_of(problem, before_admitted, current_instances or {}),
-        objective_after=objective_of(
-            problem, after, {k: sp.instance_of for k, sp in the_plan.placement.slices.items() if k in after}
-        ),
+        objective_after=objective_of(problem, after, after_instances),
         moved=moved,
         dropped=tuple(sorted(k for k in before_admitted if k not in after)),
         migration_budget=migration_budget,
         guarantee=guarantee_of(the_plan.placement, opts, held_fixed=False),
         seconds=time.perf_counter() - started,
+        instances=after_instances,
     )
 
 
