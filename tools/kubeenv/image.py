@@ -23,7 +23,8 @@ give the same digest; images are cached under
 ``${FLYSLICE_CACHE:-~/.cache/flyslice}/images/``. The index names every image twice: by tag
 (``flyslice.local/python:3.11``) and by digest (``flyslice.local/python@sha256:...``), because
 containerd's CRI plugin resolves a digest reference only through an image record of that name.
-Only the host's architecture is built (``amd64`` here); no multi-arch index yet.
+Only the host's architecture is built here (``amd64``); tools/kubeenv/multiarch.py adds an arm64
+flyslice image from Debian's arm64 packages and aarch64 wheels, and an index of both.
 """
 
 from __future__ import annotations
@@ -260,13 +261,16 @@ def write_oci_layout(
     repository: str,
     tag: str,
     config: dict[str, object],
+    architecture: str | None = None,
 ) -> Image:
     """An OCI image layout tarball at ``out`` (``layers``: one uncompressed tar, or layers base
-    first); returns its references."""
+    first); returns its references. ``architecture``: the OCI name of the CPU the files are built
+    for (default: this host's; tools/kubeenv/multiarch.py passes ``arm64``)."""
+    arch = architecture or oci_arch()
     stack = [Layer.of(layers)] if isinstance(layers, bytes) else layers
     image_config = _json(
         {
-            "architecture": oci_arch(),
+            "architecture": arch,
             "os": "linux",
             "config": config,
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in stack]},
@@ -299,7 +303,7 @@ def write_oci_layout(
                         "io.containerd.image.name": name,
                         "org.opencontainers.image.ref.name": ref,
                     },
-                    "platform": {"architecture": oci_arch(), "os": "linux"},
+                    "platform": {"architecture": arch, "os": "linux"},
                 }
                 for name, ref in ((f"{repository}:{tag}", tag), (f"{repository}@{digest}", digest))
             ],
