@@ -235,6 +235,7 @@ def _parser() -> CliParser:
         help="wall-clock limit for the ILP solver (default 30); the best placement found by then is used",
     )
     p.add_argument("--strict", action="store_true", help="exit 1 when a slice is not admitted")
+    _add_weights_option(p)
 
     p = command("up", "reconcile a directory or git repository on this machine, no cluster needed", cmd_up)
     p.add_argument("source", help="a directory of manifests, or a git repository (URL or local clone)")
@@ -284,6 +285,7 @@ def _parser() -> CliParser:
     _add_package_signing_options(p)
     _add_reoptimize_options(p)
     _add_scale_out_options(p)
+    _add_weights_option(p)
     p.add_argument("--no-view", action="store_true", help="no live terminal view")
     p.add_argument(
         "--confirm-prune",
@@ -428,6 +430,7 @@ def _parser() -> CliParser:
     _add_trust_options(p)
     _add_reoptimize_options(p)
     _add_scale_out_options(p)
+    _add_weights_option(p)
     p.add_argument(
         "--resync",
         type=_seconds(),
@@ -561,6 +564,58 @@ def _scale_out_settings(args: argparse.Namespace) -> Any:
     from flyslice.operator.planning.scale_out import ScaleOutSettings
 
     return ScaleOutSettings(cooldown_s=args.scale_out_cooldown, sustain_s=args.scale_out_after)
+
+
+def _add_weights_option(p: argparse.ArgumentParser) -> None:
+    """The objective's weights (docs/solver.md, "Objective")."""
+    p.add_argument(
+        "--weights",
+        type=_weights,
+        default=None,
+        metavar="TERM=W,...",
+        help="weights of the placement objective's terms, e.g. resource=1,latency=1,migration=10,rejection=1000 "
+        "(those are the defaults; name only the ones you change). rejection (per slice, times priority) "
+        "should dominate the others, or the solver may prefer leaving a slice out to paying for it",
+    )
+
+
+_WEIGHT_TERMS = ("resource", "latency", "migration", "rejection")
+
+
+def _weights(text: str) -> Any:
+    values: dict[str, float] = {}
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, raw = part.partition("=")
+        name = name.strip()
+        if not sep or name not in _WEIGHT_TERMS:
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: give TERM=NUMBER with TERM one of {', '.join(_WEIGHT_TERMS)}"
+            )
+        if name in values:
+            raise argparse.ArgumentTypeError(f"{name!r} is given twice")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name}={raw!r} is not a number") from None
+        if not (0 <= value < float("inf")):  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"{name}={raw!r}: give a finite number >= 0")
+        if name == "rejection" and value == 0:
+            raise argparse.ArgumentTypeError("rejection=0 would make admitting a slice worth nothing")
+        values[name] = value
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one TERM=NUMBER")
+    from flyslice.solver.model import Weights
+
+    return Weights(**values)
+
+
+def _solve_options(args: argparse.Namespace) -> Any:
+    """SolveOptions for up/operator: the defaults, with ``--weights`` when given (None: all defaults)."""
+    if args.weights is None:
+        return None
+    from flyslice.solver.options import SolveOptions
+
+    return SolveOptions(weights=args.weights)
 
 
 def _seconds_or_off(text: str) -> float | None:
@@ -715,6 +770,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         opts["solver"] = args.solver
     if args.time_limit is not None:
         opts["time_limit_s"] = args.time_limit
+    if args.weights is not None:
+        opts["weights"] = args.weights
     the_plan = plan(result.catalog, method=args.method, options=solver.SolveOptions(**opts))
     doc = plan_document(the_plan, result.errors)
     if args.output == "json":
@@ -769,6 +826,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         module_dirs=tuple(p.resolve() for p in args.module_dir),
         reoptimize=_reoptimize_settings(args),
         scale_out=_scale_out_settings(args),
+        solve_options=_solve_options(args),
     )
     try:
         return asyncio.run(run_up(opts))
@@ -919,6 +977,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
         signed_namespaces=frozenset(args.require_signed_packages),
         reoptimize=_reoptimize_settings(args),
         scale_out=_scale_out_settings(args),
+        solve_options=_solve_options(args),
     )
     prog = "flyslice operator"
     try:

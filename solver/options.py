@@ -6,6 +6,8 @@ import functools
 from dataclasses import dataclass
 from typing import Literal
 
+from .model import Weights
+
 SolverName = Literal["auto", "cbc", "highs"]
 Mode = Literal["full", "incremental"]
 
@@ -41,6 +43,11 @@ class SolveOptions:
     max_candidates: int | None = None
     #: Threads the MIP solver may use (``None``: the solver's default).
     threads: int | None = None
+    #: The objective's weights for problems the control plane builds (``flyslice plan/up/operator
+    #: --weights``); ``None`` keeps :class:`Weights`' defaults. ``place()`` itself reads
+    #: ``Problem.weights``: the control plane copies these into every Problem it builds, so the solve
+    #: and every later judgement of it (re-optimisation, checks) use the same objective.
+    weights: Weights | None = None
 
     def __post_init__(self) -> None:
         if self.solver not in ("auto", "cbc", "highs"):
@@ -57,6 +64,17 @@ class SolveOptions:
             raise ValueError(f"SolveOptions.gap_rel must be in [0, 1), got {self.gap_rel!r}")
         if self.migration_budget is not None and self.migration_budget < 0:
             raise ValueError(f"SolveOptions.migration_budget must be >= 0, got {self.migration_budget!r}")
+        if self.weights is not None:
+            for name in ("resource", "latency", "migration", "rejection"):
+                value = getattr(self.weights, name)
+                if not (isinstance(value, int | float) and 0 <= value < float("inf")):
+                    raise ValueError(
+                        f"SolveOptions.weights.{name} must be a finite number >= 0, got {value!r}"
+                    )
+            if not self.weights.rejection > 0:
+                raise ValueError(
+                    "SolveOptions.weights.rejection must be > 0 (admission must be worth something)"
+                )
         if self.max_candidates is not None and self.max_candidates < 1:
             raise ValueError(f"SolveOptions.max_candidates must be >= 1, got {self.max_candidates!r}")
 

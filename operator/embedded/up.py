@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from flyslice.operator.gitops.sources import DesiredSource
     from flyslice.operator.planning.reoptimize import ReoptimizeSettings
     from flyslice.operator.planning.scale_out import ScaleOutSettings
+    from flyslice.solver import SolveOptions
 
 # The runtime (agents, controller, aiohttp, the solver) is imported by run_up, not here: the CLI
 # imports this module to show default_state_dir() in `flyslice up --help`, and that must stay fast.
@@ -72,6 +73,8 @@ class UpOptions:
     reoptimize: ReoptimizeSettings | None = None
     #: Scale-out of overloaded shared instances (``--scale-out-*``); None: the defaults.
     scale_out: ScaleOutSettings | None = None
+    #: How every pass solves (``--weights``); None: the defaults.
+    solve_options: SolveOptions | None = None
 
 
 def is_git_source(source: str) -> bool:
@@ -190,6 +193,7 @@ async def run_up(opts: UpOptions) -> int:
         confirm_prune=opts.confirm_prune,
         reoptimize=opts.reoptimize or ReoptimizeSettings(),
         scale_out=opts.scale_out,
+        solve_options=opts.solve_options,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

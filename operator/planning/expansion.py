@@ -42,6 +42,7 @@ from flyslice.solver.model import (
     SliceDemand,
     Tier,
     Topology,
+    Weights,
 )
 
 #: Simple paths per attachment beyond which a service must name its latency paths.
@@ -193,9 +194,17 @@ def problem(
     demands: Iterable[SliceDemand],
     background: Mapping[str, Resources] | None = None,
     derated: Mapping[tuple[str, str], float] | None = None,
+    weights: Weights | None = None,
 ) -> Problem:
-    """``derated``: (pool, node) -> capacity of one instance there, lowered by a scale-out (scale_out.py)."""
-    return Problem(topology(catalog), tuple(demands), dict(background or {}), derated=dict(derated or {}))
+    """``derated``: (pool, node) -> capacity of one instance there, lowered by a scale-out (scale_out.py);
+    ``weights``: the objective's (``SolveOptions.weights``, ``--weights``), else the defaults."""
+    return Problem(
+        topology(catalog),
+        tuple(demands),
+        dict(background or {}),
+        weights=weights or Weights(),
+        derated=dict(derated or {}),
+    )
 
 
 def _attachments_of(role: RoleSpec, slice_: SliceSpec) -> list[str | None]:

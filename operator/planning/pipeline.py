@@ -69,7 +69,7 @@ def plan(
             except expansion.ExpansionError as exc:
                 reason = str(exc)
         chosen[s.key] = (s, choice.service, reason)
-    problem = expansion.problem(catalog, demands, background, derated)
+    problem = expansion.problem(catalog, demands, background, derated, options.weights if options else None)
     placement = solver.baseline(problem) if method == "baseline" else solver.place(problem, options)
     by_key = {d.key: d for d in demands}
     plans = []

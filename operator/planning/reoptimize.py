@@ -136,7 +136,7 @@ def propose(
         derated=derated,
     )
     demands = [sp.demand for sp in the_plan.slices if sp.demand is not None]
-    problem = expansion.problem(catalog, demands, background, derated)
+    problem = expansion.problem(catalog, demands, background, derated, opts.weights)
     known = {d.key for d in demands}
     # Running slices the model cannot even express (no service any more) are not the model's to judge.
     before_admitted = {k: dict(a) for k, a in current.items() if k in known}
