@@ -583,7 +583,9 @@ def _apply_proposal(
     try:
         # Running slices outside the proposal keep their instances; proposed ones are checked in
         # the proposal's own packing (see Proposal.instances).
-        instances: dict[str, Mapping[str, str]] = {k: shared_instances(rec.actions) for k, rec in running.items()}
+        instances: dict[str, Mapping[str, str]] = {
+            k: shared_instances(rec.actions) for k, rec in running.items()
+        }
         instances.update(proposal.instances)
         the_plan = plan(
             cat,
