@@ -56,7 +56,7 @@ import nodes  # noqa: E402
 GROUP, VERSION, PLURAL = "flyslice.io", "v1alpha1", "nfinstances"
 BUDGET_S = {True: 600.0, False: 1800.0}  # whole run, setup included (quick, full)
 VNF_RUNS = {True: 3, False: 10}
-FNF_COUNT = {True: 20, False: 100}  # each sync lists pods once per fNF loaded: see docs/benchmarks.md
+FNF_COUNT = {True: 20, False: 100}
 IDLE_S = 2.0  # a VNF runner counts as idle this long after the agent reports it Running
 # Published by GNF (seed 002, section "Container vNFs", Fig. 2): external reference, their machine.
 GNF_IDLE_CONTAINER_MB = 2.21

@@ -169,6 +169,8 @@ class Agent:
         self._retries: dict[str, _Retry] = {}
         #: Shared VNF instance -> the spec its runner was started for (what joining tenants must match).
         self._shared_vnf_ref: dict[str, InstanceSpec] = {}
+        #: What the VNF driver runs, listed once per converge (``_list_vnfs``).
+        self._vnf_names: set[str] = set()
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self.connected: bool | None = None  # None: no source in use
@@ -236,6 +238,7 @@ class Agent:
                     self.cache_error = f"cannot write {self.cache.path}: {exc}"
                     log.error("%s", self.cache_error)
             self.desired = by_name
+            self._list_vnfs()
             for name in [n for n in self._running_names() if n not in by_name]:
                 self._remove(name)
             groups: dict[str, list[InstanceSpec]] = {}
@@ -244,9 +247,13 @@ class Agent:
                     if self._shares(spec):
                         groups.setdefault(spec.shared.name, []).append(spec)
                         continue
+                    why = (
+                        "an image-only VNF (no vnf.module) cannot take tenants"
+                        if callable(getattr(self.vnf, "ensure_shared", None))
+                        else "this agent's VNF driver cannot serve several tenants from one pod"
+                    )
                     self.notes[spec.name] = (
-                        f"runs in its own pod, not in shared instance {spec.shared.name}: this agent's VNF "
-                        "driver cannot serve several tenants from one pod"
+                        f"runs on its own, not in shared instance {spec.shared.name}: {why}"
                     )
                 try:
                     self._converge_one(spec)
@@ -257,12 +264,32 @@ class Agent:
             self._converge_shared_groups(groups)
             return {**refused, **{name: self._status_of(name) for name in by_name}}
 
+    def _list_vnfs(self) -> None:
+        """What the VNF driver runs, read once per converge: for the pod driver a LIST of this node's
+        pods (refreshed here, reused by every ``names``/``observe`` until the next converge). Asking
+        per instance cost one API request per fNF in every sync."""
+        try:
+            refresh = getattr(self.vnf, "refresh", None)
+            if callable(refresh):
+                refresh()
+            self._vnf_names = set(self.vnf.names())
+        except Exception as exc:  # API unreachable: the last list stands; fNFs converge regardless
+            log.warning("listing this node's VNFs failed: %s", getattr(exc, "reason", None) or exc)
+
+    def _vnf_runs(self, name: str) -> bool:
+        """Whether the VNF driver runs ``name`` as a VNF of its own (as of this converge's list)."""
+        return name in self._vnf_names
+
+    def _vnf_remove(self, name: str) -> None:
+        self.vnf.remove(name)
+        self._vnf_names.discard(name)
+
     def _running_names(self) -> set[str]:
-        return set(self.actual) | set(self.platform.instances) | set(self.vnf.names())
+        return set(self.actual) | set(self.platform.instances) | self._vnf_names
 
     def _remove(self, name: str) -> None:
         self.platform.uninstall(name)
-        self.vnf.remove(name)
+        self._vnf_remove(name)
         self.plane.forget(name)
         self.actual.pop(name, None)
         self.errors.pop(name, None)
@@ -334,8 +361,8 @@ class Agent:
         )
 
     def _converge_fnf(self, spec: InstanceSpec, cur: InstanceSpec | None) -> None:
-        if spec.name in self.vnf.names():  # flavour changed vnf -> fnf
-            self.vnf.remove(spec.name)
+        if self._vnf_runs(spec.name):  # flavour changed vnf -> fnf
+            self._vnf_remove(spec.name)
             self.plane.forget(spec.name)
         inst = self.platform.instances.get(spec.name)
         if isinstance(inst, TenantNF):  # no longer a tenant of a shared instance: runs on its own now
@@ -420,8 +447,11 @@ class Agent:
 
     def _shares(self, spec: InstanceSpec) -> bool:
         """Whether this agent runs ``spec`` as a tenant of a shared instance: always for an fNF; for a
-        VNF when the driver can host several tenants in one runner (the local-process driver)."""
-        return spec.flavor == "fnf" or callable(getattr(self.vnf, "ensure_shared", None))
+        VNF when the driver can host several tenants in one runner (a local process, or a pod) and the
+        VNF runs the NF runner (an image-only VNF's container knows nothing of tenants)."""
+        return spec.flavor == "fnf" or (
+            callable(getattr(self.vnf, "ensure_shared", None)) and bool(spec.module)
+        )
 
     def _converge_shared_groups(self, groups: dict[str, list[InstanceSpec]]) -> None:
         for name, specs in groups.items():
@@ -443,8 +473,8 @@ class Agent:
             if inst is not None and not (isinstance(inst, TenantNF) and inst.shared.name == name):
                 platform.uninstall(spec.name)
                 self.actual.pop(spec.name, None)
-            if spec.name in self.vnf.names():
-                self.vnf.remove(spec.name)
+            if self._vnf_runs(spec.name):
+                self._vnf_remove(spec.name)
                 self.plane.forget(spec.name)
             tenant_of = getattr(self.vnf, "tenant_of", None)
             if (
@@ -569,8 +599,8 @@ class Agent:
             if spec.name in self.platform.instances:
                 self.platform.uninstall(spec.name)
                 self.actual.pop(spec.name, None)
-            if spec.name in self.vnf.names():
-                self.vnf.remove(spec.name)
+            if self._vnf_runs(spec.name):
+                self._vnf_remove(spec.name)
                 self.plane.forget(spec.name)
             if drv.tenant_of(spec.name) not in (None, name):
                 self.plane.forget(spec.name)  # its old runner drops it when its own group converges
@@ -750,6 +780,7 @@ class Agent:
                 base.state, base.message, base.address = obs.state, obs.message, obs.address
                 base.counters, base.latency_ms = obs.counters, obs.latency_ms
                 base.e2e_latency_ms, base.started_at = obs.e2e_latency_ms, obs.started_at
+                base.restarts += obs.restarts
                 if obs.address and self.plane.vnf_addresses.get(name) != obs.address and spec is not None:
                     self.plane.set_topology(name, spec.slice, spec.next_hops, vnf_address=obs.address)
             elif name in self.platform.failures or name in self.errors:

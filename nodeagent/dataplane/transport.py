@@ -21,7 +21,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flyslice.nodeagent.dataplane.bqueue import BoundedQueue
 from flyslice.nodeagent.dataplane.chains import Sender
@@ -40,6 +40,14 @@ MAX_LINE = 16 * 2**20  # one message may not exceed 16 MiB
 #: connection in the kernel yet never answers, which is what "the process exists" cannot tell.
 PROBE_KEY = "$probe"
 PONG_KEY = "$pong"
+#: A control request is the line ``{"$control": {...}}``; a listener built with a ``control`` handler
+#: answers ``{"$reply": {...}}`` on the same connection (the agent setting a shared VNF pod's tenants;
+#: :mod:`flyslice.nodeagent.runtime.tenants`). A listener without one ignores it and counts an error.
+CONTROL_KEY = "$control"
+REPLY_KEY = "$reply"
+#: ``control(request, peer)``: the reply to a control request; ``peer`` is the TLS identity of the
+#: connection (None on plain TCP), which the handler must check itself.
+ControlHandler = Callable[[dict[str, Any], "PeerIdentity | None"], dict[str, Any]]
 
 
 #: Why a data-plane connection or message was refused (the ``reason`` label of the metric).
@@ -305,6 +313,13 @@ class _Handler(socketserver.BaseRequestHandler):
                     if type(obj) is dict and PROBE_KEY in obj:
                         self._answer_probe(obj[PROBE_KEY])  # a gone prober ends the next recv
                         continue
+                    if type(obj) is dict and type(obj.get(CONTROL_KEY)) is dict and ingress.control:
+                        try:
+                            reply = ingress.control(obj[CONTROL_KEY], peer)
+                        except Exception as ctl_exc:  # a bad request never ends the listener
+                            reply = {"error": f"control request failed: {ctl_exc}"}
+                        self._answer(REPLY_KEY, reply)
+                        continue
                     ingress.errors += 1
                     ingress.last_error = f"{self.client_address[0]}: {exc}"
             if msgs:
@@ -315,8 +330,11 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def _answer_probe(self, probe_id: object) -> None:
         """Echo a liveness probe on the connection it came on."""
+        self._answer(PONG_KEY, probe_id)
+
+    def _answer(self, key: str, value: object) -> None:
         with contextlib.suppress(OSError):
-            self.connection.sendall(_dumps({PONG_KEY: probe_id}).encode() + b"\n")
+            self.connection.sendall(_dumps({key: value}).encode() + b"\n")
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -335,9 +353,11 @@ class TcpIngress:
         backpressure_s: float = 1.0,
         *,
         tls: TlsFiles | None = None,
+        control: ControlHandler | None = None,
     ) -> None:
         host, port = parse_address(listen)
         self.deliver_many = deliver_many
+        self.control = control
         self.backpressure_s = backpressure_s
         self.tls = tls
         self.received = 0
@@ -383,6 +403,33 @@ def probe(address: str, timeout: float = 1.0, *, tls: TlsFiles | None = None) ->
     except (OSError, ValueError):
         return False
     return isinstance(answer, dict) and answer.get(PONG_KEY) == probe_id
+
+
+def control_request(
+    address: str, request: dict[str, Any], timeout: float = 5.0, *, tls: TlsFiles | None = None
+) -> dict[str, Any]:
+    """Send one control request to the listener at ``address`` and return its reply; OSError (or
+    ValueError for a malformed reply) when there is none within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    with _connect(address, timeout, tls) as s:
+        s.sendall(_dumps({CONTROL_KEY: request}).encode() + b"\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{address}: no reply to a control request within {timeout:g}s")
+            s.settimeout(left)
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError(f"{address}: connection closed before the control reply")
+            reply += chunk
+            if len(reply) > MAX_LINE:
+                raise ValueError(f"{address}: control reply over {MAX_LINE} bytes")
+    answer = _loads(reply.decode())
+    if not isinstance(answer, dict) or not isinstance(answer.get(REPLY_KEY), dict):
+        raise ValueError(f"{address}: not a control reply: {reply[:120]!r}")
+    result: dict[str, Any] = answer[REPLY_KEY]
+    return result
 
 
 def send_lines(

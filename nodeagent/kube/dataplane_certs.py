@@ -43,7 +43,7 @@ def csr_pem(node: str) -> tuple[bytes, bytes]:
     return _csr_for(URI_AGENT + node, f"agent {node}")
 
 
-def _csr_for(uri: str, common_name: str) -> tuple[bytes, bytes]:
+def _csr_for(uri: str | list[str], common_name: str) -> tuple[bytes, bytes]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -53,7 +53,12 @@ def _csr_for(uri: str, common_name: str) -> tuple[bytes, bytes]:
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])]))
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(u) for u in ([uri] if isinstance(uri, str) else uri)]
+            ),
+            False,
+        )
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(
@@ -138,6 +143,33 @@ def obtain_slice_certificate(
         api_client, request, f"{node}-{instance}"[:200],
         labels={"flyslice.io/node": node[:63]},
         annotations={NFINSTANCE_ANNOTATION: f"{namespace}/{instance}"},
+        timeout_s=timeout_s, poll_s=poll_s, expiration_s=expiration_s,
+    )  # fmt: skip
+    return cert_pem, key_pem
+
+
+def obtain_shared_certificate(
+    api_client: Any,
+    node: str,
+    tenants: list[tuple[str, str, str]],
+    name_hint: str,
+    *,
+    timeout_s: float = 30.0,
+    poll_s: float = 0.5,
+    expiration_s: int = DEFAULT_EXPIRATION_S,
+) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) for the pod of a shared VNF instance: one ``flyslice://slice/<s>``
+    per slice of its ``tenants`` ((namespace, NFInstance, slice) each), requested with this node
+    agent's credentials. The annotation lists every tenant (``ns/a,ns/b``): the signer checks that
+    each is a VNF on the requester's node, that together they are exactly the slices asked for, and
+    that they are tenants of one shared instance."""
+    slices = sorted({s for _, _, s in tenants})
+    request, key_pem = _csr_for([URI_SLICE + s for s in slices], f"vnf shared {name_hint}")
+    refs = ",".join(sorted({f"{ns}/{name}" for ns, name, _ in tenants}))
+    cert_pem = request_certificate(
+        api_client, request, f"{node}-{name_hint}"[:200],
+        labels={"flyslice.io/node": node[:63]},
+        annotations={NFINSTANCE_ANNOTATION: refs},
         timeout_s=timeout_s, poll_s=poll_s, expiration_s=expiration_s,
     )  # fmt: skip
     return cert_pem, key_pem

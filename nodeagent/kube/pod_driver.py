@@ -19,6 +19,14 @@ Before it creates a pod, the driver verifies the flavour's ``imageSignature`` (c
 carries one, and as a requirement for an image-only VNF when the agent has keys or the namespace
 requires signed packages. A refused spec starts nothing, and a pod of this instance already running
 (an earlier version) is stopped, as a runner whose module no longer verifies is.
+
+The driver reads this agent's pods from one LIST (:class:`PodSnapshot`): the agent refreshes it once
+per converge, every other read reuses it (at most ``max_age_s`` old), and the driver's own creates and
+deletes are written into it. Before, every ``names()`` and ``observe()`` was a LIST of its own, and
+the agent called ``names()`` once per fNF in each sync (27-29 LISTs per fNF created at 20 fNFs).
+
+Tenants of a shared VNF instance (``spec.sharedInstance``) run in ONE pod per instance:
+:mod:`flyslice.nodeagent.kube.shared_pods`.
 """
 
 from __future__ import annotations
@@ -26,7 +34,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from flyslice.nodeagent.runtime.drivers import VnfObservation
@@ -204,6 +215,96 @@ def pod_manifest(
     }
 
 
+def _dict(obj: Any) -> dict[str, Any]:
+    """An API object as the JSON dict the API server sent (a model object is serialized)."""
+    if isinstance(obj, dict):
+        return obj
+    from kubernetes.client import ApiClient
+
+    data: dict[str, Any] = ApiClient().sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+    return data
+
+
+def _raw_body(resp: Any) -> bytes | str | None:
+    """The body of a call made with ``_preload_content=False`` (the connection goes back to the pool);
+    None for a client that returned a deserialized model."""
+    data = getattr(resp, "data", None)
+    release = getattr(resp, "release_conn", None)
+    if callable(release):
+        release()
+    return data if isinstance(data, bytes | str) else None
+
+
+def _response_dict(resp: Any) -> dict[str, Any]:
+    """The body of a call made with ``_preload_content=False`` (or a deserialized model), as a dict."""
+    data = _raw_body(resp)
+    if data is not None:
+        body: dict[str, Any] = json.loads(data)
+        return body
+    return _dict(resp)
+
+
+class PodSnapshot:
+    """This agent's pods (its label, its node), from one LIST reused until it is ``max_age_s`` old.
+
+    :meth:`refresh` lists now (the agent calls it once per converge); :meth:`pods` lists only when the
+    snapshot is older than ``max_age_s`` -- and when that LIST fails but an older snapshot exists, it
+    returns that one (the API server unreachable: the agent goes on with what it last saw instead of
+    failing the whole converge). :meth:`put` and :meth:`drop` record the driver's own writes, so a pod
+    it just created or deleted is seen at once. Pods are kept as the JSON dicts the API server sent:
+    deserializing them into model objects cost more than the LIST itself.
+    """
+
+    def __init__(self, core: Any, namespace: str, node_name: str, *, max_age_s: float = 1.0) -> None:
+        self.core = core
+        self.namespace = namespace
+        self.node_name = node_name
+        self.max_age_s = max_age_s
+        #: LISTs made so far (tests and benchmarks read it).
+        self.lists = 0
+        self._pods: dict[str, dict[str, Any]] = {}
+        self._at: float | None = None
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        resp = self.core.list_namespaced_pod(
+            self.namespace,
+            label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}",
+            field_selector=f"spec.nodeName={self.node_name}",
+            _preload_content=False,
+        )
+        data = _raw_body(resp)
+        if data is not None:
+            items = list(json.loads(data).get("items") or [])
+        else:  # a client that returned the deserialized list
+            items = [_dict(p) for p in resp.items or []]
+        with self._lock:
+            self.lists += 1
+            self._pods = {p["metadata"]["name"]: p for p in items}
+            self._at = time.monotonic()
+
+    def pods(self) -> list[dict[str, Any]]:
+        """The pods not being deleted."""
+        if self._at is None or time.monotonic() - self._at > self.max_age_s:
+            try:
+                self.refresh()
+            except Exception as exc:
+                if self._at is None:
+                    raise
+                log.warning("listing this node's VNF pods failed; using the list of %.0f s ago: %s",
+                            time.monotonic() - self._at, getattr(exc, "reason", None) or exc)  # fmt: skip
+        with self._lock:
+            return [p for p in self._pods.values() if not p["metadata"].get("deletionTimestamp")]
+
+    def put(self, pod: dict[str, Any]) -> None:
+        with self._lock:
+            self._pods[pod["metadata"]["name"]] = pod
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            self._pods.pop(name, None)
+
+
 def observe_pod(pod: dict[str, Any]) -> VnfObservation:
     """Map a pod (as a dict) to the instance state vocabulary."""
     status = pod.get("status") or {}
@@ -218,6 +319,16 @@ def observe_pod(pod: dict[str, Any]) -> VnfObservation:
             message = f"{waiting.get('reason', '')}: {waiting.get('message', '')}".strip(": ")
     ip = status.get("podIP") or ""
     address = f"{ip}:{DATA_PORT}" if ip else ""
+    # The kubelet restarts a crashed or killed runner in place (restartPolicy Always): counted here.
+    restarts = sum(int(cs.get("restartCount") or 0) for cs in status.get("containerStatuses") or [])
+    if restarts:
+        return replace(_observe_phase(phase, ready, status, message, address), restarts=restarts)
+    return _observe_phase(phase, ready, status, message, address)
+
+
+def _observe_phase(
+    phase: str, ready: bool, status: dict[str, Any], message: str, address: str
+) -> VnfObservation:
     if phase == "Failed":
         return VnfObservation("Failed", status.get("message") or message or "pod failed", address=address)
     if phase == "Succeeded":
@@ -249,6 +360,8 @@ class KubernetesPodDriver:
                  default_image: str = "ghcr.io/flyslice/nf-runner:0.1",
                  trusted_keys: Sequence[Ed25519PublicKey] = (), tls: TlsFiles | None = None,
                  cert_timeout_s: float = 30.0, image_keys: Sequence[TrustedKey] = ()) -> None:  # fmt: skip
+        from flyslice.nodeagent.kube.shared_pods import SharedPods
+
         self.core = core
         #: What image signatures verify with: the module keys (ed25519) and the image-only keys
         #: (``--trusted-image-key``: ed25519 or ECDSA P-256, e.g. cosign.pub).
@@ -274,18 +387,23 @@ class KubernetesPodDriver:
         self.tls_renewal_failures = 0
         #: First wait after a failed pod-certificate renewal; it doubles up to 10 minutes.
         self.tls_retry_s = 30.0
+        #: This agent's pods, listed once per converge (see :class:`PodSnapshot`).
+        self.snapshot = PodSnapshot(core, namespace, node_name)
+        #: Shared instances: one pod per ``sharedInstance.name`` (``shared_pods.py``).
+        self.shared = SharedPods(self)
 
-    def _pods(self, instance: str | None = None) -> list[Any]:
-        selector = f"app.kubernetes.io/managed-by={MANAGED_BY}"
-        if instance is not None:
-            selector += f",flyslice.io/instance={label_value(instance)}"
-        pods = self.core.list_namespaced_pod(
-            self.namespace, label_selector=selector, field_selector=f"spec.nodeName={self.node_name}"
-        ).items
-        return [p for p in pods if p.metadata.deletion_timestamp is None]
+    def refresh(self) -> None:
+        """List this node's pods now; the agent calls it once at the start of each converge."""
+        self.snapshot.refresh()
+
+    def _pods(self, instance: str | None = None) -> list[dict[str, Any]]:
+        pods = self.snapshot.pods()
+        if instance is None:
+            return pods
+        want = label_value(instance)
+        return [p for p in pods if (p["metadata"].get("labels") or {}).get("flyslice.io/instance") == want]
 
     def ensure(self, spec: InstanceSpec) -> None:
-        from kubernetes.client.exceptions import ApiException
 
         try:
             self.verify_image(spec)
@@ -295,29 +413,37 @@ class KubernetesPodDriver:
             raise
         want = pod_name(spec)
         pods = self._pods(spec.name)
-        if (
-            self.tls is not None
-            and spec.name not in self.tls_due
-            and any(p.metadata.name == want for p in pods)
-        ):
+        exists = any(p["metadata"]["name"] == want for p in pods)
+        if self.tls is not None and spec.name not in self.tls_due and exists:
             # A pod this agent adopted (it restarted): it cannot read the pod's Secret to learn when
             # the certificate expires, so it renews it now, once, and then on schedule.
             self.tls_due[spec.name] = (spec, 0.0, self.tls_retry_s)
-        if not any(p.metadata.name == want for p in pods):
+        if not exists:
             secret = self._issue_tls_secret(spec) if self.tls is not None else None
             body = pod_manifest(
                 spec, node_name=self.node_name, namespace=self.namespace, agent_address=self.agent_address,
                 default_image=self.default_image, owner_uid=self.uids.get(spec.name),
                 trusted_keys_b64=self.trusted_keys_b64, tls_secret=secret,
             )  # fmt: skip
-            try:
-                self.core.create_namespaced_pod(self.namespace, body)
-            except ApiException as exc:
-                if exc.status != 409:  # 409: created concurrently -- already what we want
-                    raise
+            self.create_pod(body)
         for p in pods:  # make-before-break: old versions go once the new pod exists
-            if p.metadata.name != want:
-                self._delete(p.metadata.name)
+            if p["metadata"]["name"] != want:
+                self._delete(p["metadata"]["name"])
+
+    def create_pod(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create the pod ``body`` (already there: what we want, concurrently created) and record it."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            pod = _response_dict(
+                self.core.create_namespaced_pod(self.namespace, body, _preload_content=False)
+            )
+        except ApiException as exc:
+            if exc.status != 409:  # 409: created concurrently -- already what we want
+                raise
+            pod = body
+        self.snapshot.put(pod)
+        return pod
 
     def verify_image(self, spec: InstanceSpec) -> str:
         """Check ``spec``'s image signature where this agent's policy asks for one; the verifying
@@ -353,8 +479,6 @@ class KubernetesPodDriver:
         Issued per pod version (a new key at every start, update or re-creation), like a runner's
         under ``flyslice up``. Raises :class:`CertificateUnavailable` when the signer refuses.
         """
-        from kubernetes.client.exceptions import ApiException
-
         from flyslice.nodeagent.kube.dataplane_certs import obtain_slice_certificate
 
         assert self.tls is not None
@@ -366,10 +490,17 @@ class KubernetesPodDriver:
             spec, node_name=self.node_name, namespace=self.namespace, ca_pem=self.tls.ca.read_bytes(),
             cert_pem=cert_pem, key_pem=key_pem, owner_uid=self.uids.get(spec.name),
         )  # fmt: skip
-        name = str(body["metadata"]["name"])
         from flyslice.nodeagent.dataplane.tls import renewal_due
 
         due = renewal_due(cert_pem).timestamp()
+        self.put_secret(body)
+        self.tls_due[spec.name] = (spec, due, self.tls_retry_s)
+        return str(body["metadata"]["name"])
+
+    def put_secret(self, body: dict[str, Any]) -> None:
+        """Create the Secret ``body``, replacing one of that name."""
+        from kubernetes.client.exceptions import ApiException
+
         try:
             self.core.create_namespaced_secret(self.namespace, body)
         except ApiException as exc:
@@ -378,29 +509,27 @@ class KubernetesPodDriver:
             # Left by an earlier attempt whose pod was never created, or a renewal: the agent may
             # neither read nor update Secrets (the CA's lives in this namespace), so it replaces it.
             # A running pod keeps its mounted files meanwhile; the kubelet projects the new ones.
-            self._delete_secret(name)
+            self._delete_secret(str(body["metadata"]["name"]))
             self.core.create_namespaced_secret(self.namespace, body)
-        self.tls_due[spec.name] = (spec, due, self.tls_retry_s)
-        return name
 
     def renew_certificates(self, now: float | None = None, *, limit: int = 1, timeout_s: float = 10.0) -> int:
         """Renew pod certificates that are due (2/3 of their lifetime): a new key and CSR as at pod
         creation, and the pod's Secret replaced with them; the kubelet then updates the mounted files
         and the runner loads them for new connections (``TlsFiles.reload_if_changed``), without a pod
         restart. A failure keeps the old certificate and is retried with backoff. How many were renewed.
+        A shared instance's pod gets its new certificate from the agent directly as well
+        (``SharedPods.renew``).
 
         Called from the agent's sync loop: at most ``limit`` attempts per call, each waiting at most
         ``timeout_s`` for the signer, so a signer that does not answer delays a round (and the
         heartbeat after it) by at most that, well within the operator's heartbeat timeout (30 s).
         """
-        import time
-
         now = time.time() if now is None else now
         renewed = attempts = 0
         for name, (spec, due, backoff) in list(self.tls_due.items()):
             if due > now or attempts >= limit:
                 continue
-            if not any(p.metadata.name == pod_name(spec) for p in self._pods(name)):
+            if not any(p["metadata"]["name"] == pod_name(spec) for p in self._pods(name)):
                 self.tls_due.pop(name, None)  # pod gone or replaced by a version with its own Secret
                 continue
             attempts += 1
@@ -415,6 +544,8 @@ class KubernetesPodDriver:
             self.tls_renewals += 1
             renewed += 1
             log.info("VNF pod %s: renewed its data-plane certificate", pod_name(spec))
+        if attempts < limit:
+            renewed += self.shared.renew(now, limit=limit - attempts, timeout_s=timeout_s)
         return renewed
 
     def _delete_secret(self, name: str) -> None:
@@ -434,23 +565,48 @@ class KubernetesPodDriver:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+        self.snapshot.drop(name)
         if self.tls is not None:  # the pod's credentials go with it
             self._delete_secret(TLS_SECRET_PREFIX + name)
 
     def remove(self, name: str) -> None:
         self.tls_due.pop(name, None)
         for p in self._pods(name):
-            self._delete(p.metadata.name)
+            self._delete(p["metadata"]["name"])
 
     def observe(self, name: str) -> VnfObservation | None:
+        shared = self.shared.tenant_of(name)
+        if shared is not None:
+            return self.shared.observe_tenant(name, shared)
         pods = self._pods(name)
         if not pods:
             return None
-        pods.sort(key=lambda p: p.metadata.creation_timestamp or 0, reverse=True)
-        return observe_pod(self.core.api_client.sanitize_for_serialization(pods[0]))
+        pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
+        return observe_pod(pods[0])
 
     def names(self) -> list[str]:
-        return sorted({p.metadata.labels.get("flyslice.io/instance", "") for p in self._pods()} - {""})
+        labels = (p["metadata"].get("labels") or {} for p in self._pods())
+        return sorted({lb.get("flyslice.io/instance", "") for lb in labels} - {""})
+
+    # -- shared instances: one pod, several tenants (the same interface as LocalProcessDriver) --------
+
+    def ensure_shared(self, name: str, specs: Sequence[InstanceSpec]) -> None:
+        self.shared.ensure(name, list(specs))
+
+    def remove_shared(self, name: str) -> None:
+        self.shared.remove(name)
+
+    def shared_names(self) -> list[str]:
+        return self.shared.names()
+
+    def tenant_of(self, tenant: str) -> str | None:
+        return self.shared.tenant_of(tenant)
+
+    def observe_shared(self, name: str) -> VnfObservation | None:
+        return self.shared.observe(name)
+
+    def shared_status(self, name: str) -> dict[str, Any]:
+        return self.shared.status(name)
 
     def close(self) -> None:
         return None

@@ -39,6 +39,30 @@ if TYPE_CHECKING:
 log = logging.getLogger("flyslice.nodeagent.drivers")
 
 
+def shared_key(name: str) -> str:
+    """A shared instance's name as a file or object name (``s-`` and 20 hex digits of its sha256):
+    names such as ``broker/vnf/any@n1#0`` hold characters neither paths nor Kubernetes names allow."""
+    return "s-" + hashlib.sha256(name.encode()).hexdigest()[:20]
+
+
+def shared_base(name: str, first: InstanceSpec) -> InstanceSpec:
+    """A shared runner's own spec: the code, footprint and (unless per tenant) config its tenants
+    share, and nothing of any one tenant, so a joining or leaving tenant never changes it."""
+    assert first.shared is not None
+    per_tenant = first.shared.per_tenant_config
+    return replace(
+        first,
+        name=name,
+        slice="shared",
+        role="shared",
+        namespace="default",
+        attachment="",
+        next_hops=(),
+        config={} if per_tenant else first.config,
+        generation=0,
+    )
+
+
 @dataclass
 class VnfObservation:
     state: str  # Installing | Running | Failed | Stopped
@@ -49,6 +73,9 @@ class VnfObservation:
     latency_ms: float | None = None
     e2e_latency_ms: float | None = None
     started_at: float | None = None
+    #: Restarts the runtime did on its own (a pod's containers restarted by the kubelet), added to
+    #: the agent's own count in the instance status.
+    restarts: int = 0
 
 
 class VnfDriver(Protocol):
@@ -327,25 +354,11 @@ class LocalProcessDriver:
     # -- shared instances: one runner, several tenants ---------------------------------------------
 
     def _shared_dir(self, name: str) -> Path:
-        return self.shared_root / ("s-" + hashlib.sha256(name.encode()).hexdigest()[:20])
+        return self.shared_root / shared_key(name)
 
     @staticmethod
     def shared_base(name: str, first: InstanceSpec) -> InstanceSpec:
-        """The runner's own spec: the code, footprint and (unless per tenant) config its tenants
-        share, and nothing of any one tenant, so a joining or leaving tenant never changes it."""
-        assert first.shared is not None
-        per_tenant = first.shared.per_tenant_config
-        return replace(
-            first,
-            name=name,
-            slice="shared",
-            role="shared",
-            namespace="default",
-            attachment="",
-            next_hops=(),
-            config={} if per_tenant else first.config,
-            generation=0,
-        )
+        return shared_base(name, first)
 
     def ensure_shared(self, name: str, specs: Sequence[InstanceSpec], timeout_s: float = 5.0) -> None:
         """Make one runner serve exactly these tenants (which agree on code and config, the agent
@@ -358,7 +371,11 @@ class LocalProcessDriver:
         slices = sorted({s.slice for s in specs})
         proc = self.shared_procs.get(name)
         carried: bytes | None = None
-        if proc is not None and (proc.spec_fingerprint != self._fingerprint(base) or not self._alive(proc)):
+        if proc is not None and proc.spec_fingerprint == self._fingerprint(base) and not self._alive(proc):
+            # It died after the agent looked (observe_shared): the agent's next converge sees it Failed
+            # and restarts it -- counting the restart for every tenant, which a silent start here hid.
+            return
+        if proc is not None and proc.spec_fingerprint != self._fingerprint(base):
             self._replacing.add(name)
             try:
                 was_alive = self._alive(proc)

@@ -13,6 +13,12 @@ The data-plane port also answers liveness probes (``transport.probe``), which is
 frozen runner from a live one. ``--data-dir`` is where the NF keeps its files (``ctx.data_dir``);
 ``--parent-pid`` makes the runner stop when that process dies (``flyslice up`` killed with -9).
 ``--tls-dir`` puts both its listener and its uplink on mutual TLS with a certificate for its slice only.
+
+A shared instance's runner serves several tenants: ``--tenants-file`` (embedded mode: the agent rewrites
+the file) or ``--tenants-control`` (a pod: the agent sends the tenants, and the certificate for their
+slices, as control requests on the data-plane port; ``runtime/tenants.py``). With ``--tenants-control``
+the credentials of ``--tls-dir`` are copied to ``--tls-work-dir`` (writable), where the agent's later
+ones replace them.
 """
 
 from __future__ import annotations
@@ -33,7 +39,12 @@ from flyslice.nodeagent.dataplane.transport import TcpIngress, TcpSender
 from flyslice.nodeagent.gctune import tune_for_data_plane
 from flyslice.nodeagent.runtime.modules import ModuleLoader, load_public_key
 from flyslice.nodeagent.runtime.platform import ModularPlatform
-from flyslice.nodeagent.runtime.tenants import TenantSync
+from flyslice.nodeagent.runtime.tenants import (
+    CONTROL_TOKEN_ENV,
+    TenantControl,
+    TenantSync,
+    shared_statistics,
+)
 from flyslice.nodeagent.spec import InstanceSpec
 
 log = logging.getLogger("flyslice.nodeagent.runner")
@@ -109,6 +120,18 @@ def main(argv: list[str] | None = None) -> int:
         "without restarting); --spec-file is then the instance's own spec",
     )
     parser.add_argument(
+        "--tenants-control",
+        action="store_true",
+        help="shared instance in a pod: the agent sets the tenants (and their slice certificate) with "
+        f"control requests carrying the token in env {CONTROL_TOKEN_ENV}; starts with no tenant",
+    )
+    parser.add_argument(
+        "--tls-work-dir",
+        type=Path,
+        help="with --tenants-control: a writable directory the --tls-dir credentials are copied to, "
+        "and where the agent's new ones (more slices, renewals) are written",
+    )
+    parser.add_argument(
         "--parent-pid",
         type=int,
         help="stop (draining, as on SIGTERM) once this process is no longer our parent",
@@ -129,10 +152,27 @@ def main(argv: list[str] | None = None) -> int:
     # Pods (whose module is part of their image) are started without these flags and stay unconfined.
     module_dirs = args.module_dir if (args.module_dir or args.confine_modules) else None
     tls = None
+    token = os.environ.get(CONTROL_TOKEN_ENV, "")
+    if args.tenants_control and not token:
+        print(
+            f"runner: --tenants-control needs the control token in env {CONTROL_TOKEN_ENV}", file=sys.stderr
+        )
+        return 2
     if args.tls_dir:
-        from flyslice.nodeagent.dataplane.tls import TlsFiles
+        from flyslice.nodeagent.dataplane.tls import TlsFiles, write_tls_dir
 
-        tls = TlsFiles.in_dir(args.tls_dir)
+        tls_dir = args.tls_dir
+        if args.tenants_control and args.tls_work_dir:
+            try:  # the mounted Secret is read-only; the agent's later credentials go to the work dir
+                src = TlsFiles.in_dir(args.tls_dir)
+                write_tls_dir(
+                    args.tls_work_dir, src.ca.read_bytes(), src.cert.read_bytes(), src.key.read_bytes()
+                )
+            except OSError as exc:
+                print(f"runner: cannot copy {args.tls_dir} to {args.tls_work_dir}: {exc}", file=sys.stderr)
+                return 2
+            tls_dir = args.tls_work_dir
+        tls = TlsFiles.in_dir(tls_dir)
         try:  # unreadable credentials: fail now, not on the first connection
             tls.server_context()
             tls.client_context()
@@ -151,9 +191,19 @@ def main(argv: list[str] | None = None) -> int:
         plane, ModuleLoader(keys, module_dirs), deadline_s=args.deadline_s, data_root=args.data_dir
     )
     sync: TenantSync | None = None
+    control: TenantControl | None = None
     try:
         state = json.loads(args.state_in.read_text()) if args.state_in and args.state_in.exists() else None
-        if args.tenants_file:
+        if args.tenants_control:
+            platform.loader.nf_class(spec.module, spec.digest, spec.entrypoint, spec.signature)
+            sync = TenantSync(platform, None, state if isinstance(state, dict) else None)
+            control = TenantControl(
+                sync,
+                token=token,
+                agent=f"agent/{spec.node}" if tls is not None else None,
+                install_credentials=None if tls is None else _installer(tls, plane),
+            )
+        elif args.tenants_file:
             # Verify the code once, up front: a tampered module fails the runner, not each tenant.
             platform.loader.nf_class(spec.module, spec.digest, spec.entrypoint, spec.signature)
             sync = TenantSync(platform, args.tenants_file, state if isinstance(state, dict) else None)
@@ -166,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"runner: instance {spec.name} failed to load: {exc}", file=sys.stderr)
         return 3
-    ingress = TcpIngress(args.listen, plane.deliver_many, tls=tls)
+    ingress = TcpIngress(args.listen, plane.deliver_many, tls=tls, control=control)
     tune_for_data_plane()
     if args.ready_file:
         write_json_atomic(args.ready_file, {"address": ingress.address, "pid": os.getpid()})
@@ -177,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     next_tick = 0.0
     # A shared runner polls its tenants file often (a joining tenant waits for it); the rest is per second.
-    while not stop.wait(0.05 if sync is not None else 1.0):
+    while not stop.wait(0.05 if args.tenants_file else 1.0):
         if sync is not None and sync.changed():
             got = sync.read()
             if got is not None:
@@ -235,13 +285,7 @@ def write_status(
     # Refused data-plane connections and messages, by reason (not in the agent's metric).
     rejected = {k: v for k, v in ingress.rejected.items() if v}
     if sync is not None:
-        shared = {
-            name: sh.statistics(
-                len(plane.workers[sh.worker_key].queue) if sh.worker_key in plane.workers else 0,
-                plane.workers[sh.worker_key].queue.dropped if sh.worker_key in plane.workers else 0,
-            )
-            for name, sh in list(platform.shared.items())
-        }
+        shared = shared_statistics(platform)
         write_json_atomic(
             path,
             {
@@ -268,6 +312,26 @@ def write_status(
             "rejected": rejected,
         },
     )
+
+
+def _installer(tls: Any, plane: DataPlane) -> Any:
+    """How a ``--tenants-control`` runner takes the credentials its agent sends (a certificate for
+    its tenants' slices): checked, written to the work directory, loaded, and the uplink reconnected
+    with them before any tenant of the new set sends."""
+    from flyslice.nodeagent.dataplane.tls import check_credentials, write_tls_dir
+
+    def install(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:
+        check_credentials(ca_pem, cert_pem, key_pem)
+        if tls.cert.read_bytes() == cert_pem and tls.key.read_bytes() == key_pem:
+            return  # already in use (the agent sends them again after it restarted)
+        write_tls_dir(tls.cert.parent, ca_pem, cert_pem, key_pem)
+        tls.reload()
+        for sender in list(plane.senders.values()):
+            if isinstance(sender, TcpSender):
+                sender.reconnect()
+        log.info("loaded the data-plane certificate the agent sent (%s)", tls.cert.parent)
+
+    return install
 
 
 def save_state(platform: ModularPlatform, name: str, path: Path) -> None:

@@ -5,20 +5,41 @@ number); the runner polls the file and makes its tenants equal to it -- attachin
 running NF, detaching a leaving one, reconfiguring or re-routing a changed one -- without restarting
 and without touching the other tenants. ``status.json`` then reports each tenant and the generation
 it applied, which is how the driver knows the change is in effect.
+
+A shared VNF *pod* (cluster mode) has no file the agent can write: :class:`TenantControl` takes the
+same tenant sets as control requests on the runner's data-plane port (``transport.control_request``),
+together with a slice certificate covering every tenant's slice, and answers each tenant's status.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flyslice.nodeagent.dataplane.tenancy import TenantNF
 from flyslice.nodeagent.runtime.platform import ModularPlatform
 from flyslice.nodeagent.spec import InstanceSpec, SpecError
 
+if TYPE_CHECKING:
+    from flyslice.nodeagent.dataplane.tls import PeerIdentity
+
 log = logging.getLogger("flyslice.nodeagent.runner")
+
+#: The environment variable holding a shared VNF pod's control token (the agent sets it in the pod spec).
+CONTROL_TOKEN_ENV = "FLYSLICE_CONTROL_TOKEN"
+
+
+def tenants_digest(specs: list[InstanceSpec]) -> str:
+    """What a tenant set is, independent of who counted generations: the agent compares the digest a
+    runner reports with the one it wants, so an agent restart does not re-send an unchanged set."""
+    canon = json.dumps([s.to_dict() for s in specs], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()[:32]
 
 
 def write_tenants(path: Path, generation: int, specs: list[InstanceSpec]) -> None:
@@ -31,7 +52,9 @@ def write_tenants(path: Path, generation: int, specs: list[InstanceSpec]) -> Non
 class TenantSync:
     """Keeps a runner's tenants equal to its tenants file."""
 
-    def __init__(self, platform: ModularPlatform, path: Path, states: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, platform: ModularPlatform, path: Path | None, states: dict[str, Any] | None = None
+    ) -> None:
         self.platform = platform
         self.path = path
         self.generation = -1
@@ -43,6 +66,8 @@ class TenantSync:
 
     def changed(self) -> bool:
         """Whether the file changed since it was last applied (cheap: a stat)."""
+        if self.path is None:
+            return False
         try:
             st = self.path.stat()
         except OSError:
@@ -50,6 +75,8 @@ class TenantSync:
         return (st.st_mtime_ns, st.st_size) != self._stamp
 
     def read(self) -> tuple[int, list[InstanceSpec]] | None:
+        if self.path is None:
+            return None
         try:
             st = self.path.stat()
             raw = json.loads(self.path.read_text())
@@ -137,3 +164,101 @@ class TenantSync:
             except Exception as exc:  # that tenant starts fresh in the next runner
                 log.error("tenant %s: could not save its state: %s", name, exc)
         return states
+
+
+def shared_statistics(platform: ModularPlatform) -> dict[str, Any]:
+    """Per shared instance of a runner: tenants, state and its queue drops (the overload signal)."""
+    plane = platform.plane
+    out: dict[str, Any] = {}
+    for name, sh in list(platform.shared.items()):
+        w = plane.workers.get(sh.worker_key)
+        out[name] = sh.statistics(len(w.queue) if w else 0, w.queue.dropped if w else 0)
+    return out
+
+
+class TenantControl:
+    """A shared VNF pod's tenants, set by its node's agent through control requests.
+
+    ``{"op": "tenants", "token", "generation", "digest", "tenants": [spec...], "tls"?: {cert, key, ca}}``
+    installs the credentials (first, so that a joining tenant's first output already goes out under a
+    certificate allowing its slice), then makes the tenants equal to the list, as :class:`TenantSync`
+    does for the file: attach, detach, reconfigure, nothing restarted. ``{"op": "status", "token"}``
+    answers the same status without changing anything.
+
+    Who may ask: a request must carry the pod's token (``FLYSLICE_CONTROL_TOKEN``, known to the agent
+    that created the pod) and, on mutual TLS, come from this node's agent (``flyslice://agent/<node>``):
+    a component of a slice -- another NF -- never sets tenants or reads their status.
+    """
+
+    def __init__(
+        self,
+        sync: TenantSync,
+        *,
+        token: str,
+        agent: str | None,
+        install_credentials: Callable[[bytes, bytes, bytes], None] | None = None,
+    ) -> None:
+        if not token:
+            raise ValueError(f"a shared runner taking tenants from its agent needs {CONTROL_TOKEN_ENV}")
+        self.sync = sync
+        self.token = token
+        #: The peer identity requests must come from on TLS (``agent/<node>``); None: plain TCP.
+        self.agent = agent
+        self.install_credentials = install_credentials
+        self.digest = ""
+        self.refused = 0
+        self.lock = threading.Lock()
+
+    def refusal(self, request: dict[str, Any], peer: PeerIdentity | None) -> str:
+        if not hmac.compare_digest(str(request.get("token", "")).encode(), self.token.encode()):
+            return "wrong or missing control token"
+        if self.agent is not None and (peer is None or peer.name != self.agent):
+            who = peer.name if peer is not None else "a peer without a certificate"
+            return f"{who} is not {self.agent}, the only peer that may set this runner's tenants"
+        return ""
+
+    def __call__(self, request: dict[str, Any], peer: PeerIdentity | None) -> dict[str, Any]:
+        why = self.refusal(request, peer)
+        if why:
+            self.refused += 1
+            log.warning("control request refused: %s", why)
+            return {"error": why}
+        op = request.get("op")
+        if op == "status":
+            return self.status()
+        if op != "tenants":
+            return {"error": f"unknown control op {op!r} (tenants, status)"}
+        try:
+            generation = int(request["generation"])
+            raw = request["tenants"]
+            if not isinstance(raw, list):
+                raise TypeError("'tenants' must be a list")
+            specs = [InstanceSpec.from_dict(d, where="control request") for d in raw]
+            tls = request.get("tls")
+            creds = None
+            if tls is not None:
+                creds = (str(tls["ca"]).encode(), str(tls["cert"]).encode(), str(tls["key"]).encode())
+        except (KeyError, TypeError, ValueError, SpecError) as exc:
+            return {"error": f"bad tenants request: {exc}"}
+        with self.lock:
+            if creds is not None:
+                if self.install_credentials is None:
+                    return {"error": "this runner serves plain TCP: it takes no credentials"}
+                try:
+                    self.install_credentials(*creds)
+                except (OSError, ValueError) as exc:  # the tenants stay as they were
+                    return {"error": f"credentials not installed: {exc}"}
+            self.sync.apply(generation, specs)
+            self.digest = str(request.get("digest") or tenants_digest(specs))
+        return self.status()
+
+    def status(self) -> dict[str, Any]:
+        """The applied generation and digest, each tenant's state and counters, the instance's queue."""
+        with self.lock:
+            return {
+                "generation": self.sync.generation,
+                "digest": self.digest,
+                "tenants": self.sync.status(),
+                "shared": shared_statistics(self.sync.platform),
+                "builds": dict(self.sync.platform.shared_builds),
+            }

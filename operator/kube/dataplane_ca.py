@@ -11,6 +11,11 @@ A CSR may instead name one slice (``flyslice://slice/<slice>``): an agent asks f
 of a VNF pod it is about to start. It is signed only when the NFInstance the CSR points at
 (annotation ``flyslice.io/nfinstance``) is a VNF scheduled on the requester's node and belongs to
 that slice -- so an agent obtains slice identities only for the VNFs placed on its own node.
+
+The pod of a shared VNF instance serves several slices: its CSR names one ``flyslice://slice/<s>`` per
+slice and its annotation lists every tenant (``ns/a,ns/b``). It is signed only when each listed
+NFInstance is a VNF on the requester's node, all are tenants of one ``sharedInstance.name``, and their
+slices are exactly the slices asked for.
 """
 
 from __future__ import annotations
@@ -125,6 +130,13 @@ def _decide(csr: Any, namespace: str, custom: Any = None) -> tuple[str, Any]:
         return "the request names no flyslice identity", None
     uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
     others = [n for n in sans if not isinstance(n, x509.UniformResourceIdentifier)]
+    ref = (csr.metadata.annotations or {}).get(NFINSTANCE_ANNOTATION, "")
+    if uris and not others and all(u.startswith(URI_SLICE) for u in uris) and (len(uris) > 1 or "," in ref):
+        slices = sorted({u[len(URI_SLICE) :] for u in uris})  # the pod of a shared instance
+        why = _shared_refusal(ref, node, slices, custom)
+        if why:
+            return why, None
+        return "", (req.public_key(), f"vnf shared {ref}", None, slices)
     if len(uris) == 1 and not others and uris[0].startswith(URI_SLICE):
         slice_ = uris[0][len(URI_SLICE) :]
         why = _slice_refusal(csr, node, slice_, custom)
@@ -174,6 +186,42 @@ def _slice_refusal(csr: Any, node: str, slice_: str, custom: Any) -> str:
     if ispec.get("flavor") != "vnf":
         # fNFs run inside the agent, which already holds its node identity: no pod needs one.
         return f"NFInstance {ref} is not a VNF (flavor {ispec.get('flavor')!r})"
+    return ""
+
+
+def _shared_refusal(refs: str, node: str, slices: list[str], custom: Any) -> str:
+    """Why the agent of ``node`` may not have one certificate for ``slices`` for the pod of a shared
+    instance whose tenants are ``refs`` (``ns/name,...``); '' when it may."""
+    from kubernetes.client.exceptions import ApiException
+
+    names = [r for r in refs.split(",") if r]
+    if not names:
+        return f"a shared pod's certificate must list its tenants (annotation {NFINSTANCE_ANNOTATION})"
+    if custom is None:
+        return "this signer cannot read NFInstances"
+    covered: set[str] = set()
+    shared: set[str] = set()
+    for ref in names:
+        ns, _, name = ref.partition("/")
+        if not ns or not name or "/" in name:
+            return f"annotation {NFINSTANCE_ANNOTATION}: {ref!r} is not <ns>/<name>"
+        try:
+            obj = custom.get_namespaced_custom_object("flyslice.io", "v1alpha1", ns, "nfinstances", name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return f"NFInstance {ref} does not exist"
+            raise  # transient: decided on the next round
+        ispec = obj.get("spec") or {}
+        if ispec.get("node") != node:
+            return f"NFInstance {ref} is scheduled on node {ispec.get('node')!r}, not on the requester's node {node}"
+        if ispec.get("flavor") != "vnf":
+            return f"NFInstance {ref} is not a VNF (flavor {ispec.get('flavor')!r})"
+        covered.add(str(ispec.get("slice")))
+        shared.add(str((ispec.get("sharedInstance") or {}).get("name") or ""))
+    if len(shared) != 1 or "" in shared:
+        return f"NFInstances {names} are not the tenants of one shared instance ({sorted(shared)})"
+    if covered != set(slices):
+        return f"the tenants {names} are of slices {sorted(covered)}, the request names {slices}"
     return ""
 
 
