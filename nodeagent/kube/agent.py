@@ -21,6 +21,7 @@ While the API server is unreachable it keeps running its cached desired state (`
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import time
@@ -40,6 +41,8 @@ from flyslice.nodeagent.kube.source import (
 from flyslice.nodeagent.spec import InstanceSpec
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from flyslice.nodeagent.dataplane.tls import Renewer, TlsFiles
 
 log = logging.getLogger("flyslice.nodeagent.cluster")
@@ -463,6 +466,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     p.add_argument("--interval", type=float, default=5.0, help="seconds between full syncs (changes wake it)")
     p.add_argument("--heartbeat", type=float, default=10.0, help="seconds between EdgeNode heartbeats")
+    p.add_argument(
+        "--no-load-report", action="store_true",
+        help="leave the host's load out of the heartbeat (the operator then counts only what it placed "
+        "as used): for agents that share one machine, whose load is not theirs",
+    )  # fmt: skip
     tls = p.add_mutually_exclusive_group()
     tls.add_argument(
         "--tls", action="store_true",
@@ -524,10 +532,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 expiration_s=args.tls_cert_seconds or DEFAULT_EXPIRATION_S,
             )  # fmt: skip
         except Exception as exc:  # CertificateUnavailable, an API error, a timeout
-            return _cannot_start(
-                f"data-plane certificate for node {args.node}: {getattr(exc, 'reason', None) or exc}; the "
-                "operator (signer flyslice.io/dataplane) must run, or give --tls-dir DIR"
-            )
+            kept = kept_node_tls(args.state_dir / "tls", exc)
+            if kept is None:
+                return _cannot_start(
+                    f"data-plane certificate for node {args.node}: {getattr(exc, 'reason', None) or exc}; the "
+                    "operator (signer flyslice.io/dataplane) must run, or give --tls-dir DIR"
+                )
+            tls_files = kept
     config = AgentConfig(
         node=args.node, state_dir=args.state_dir, listen=args.listen, http_listen=args.http,
         peers=dict(item.split("=", 1) for item in args.peer), mqtt=mqtt,
@@ -538,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent = ClusterAgent(
         config, api, pod_namespace=None if args.no_pods else args.pod_namespace,
         instance_namespace=args.namespace, kubernetes_node=args.kubernetes_node, heartbeat_s=args.heartbeat,
-        advertise=args.advertise,
+        advertise=args.advertise, report_load=not args.no_load_report,
         tls_renewal=None if tls_files is None else ("files" if args.tls_dir is not None else "csr"),
         tls_ca_namespace=args.tls_ca_namespace, tls_expiration_s=args.tls_cert_seconds,
     )  # fmt: skip
@@ -565,6 +576,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         agent.stop(stop_vnfs=False)
     return 0
+
+
+def kept_node_tls(directory: Path, exc: Exception) -> TlsFiles | None:
+    """The certificate an earlier start obtained, when a new one cannot be had now: a gateway that
+    restarts while the API server is out of reach keeps serving its slices with it (the renewer
+    replaces it once the signer answers). Not when the signer refused (a denied or failed CSR), nor
+    an expired, mismatched or missing one: then the agent does not start."""
+    from flyslice.nodeagent.dataplane.tls import TlsFiles, check_credentials
+    from flyslice.nodeagent.kube.dataplane_certs import CertificateUnavailable
+
+    if isinstance(exc, CertificateUnavailable) and re.search(r"^CSR \S+ (denied|failed):", str(exc)):
+        return None
+    tls = TlsFiles.in_dir(directory)
+    try:
+        leaf = check_credentials(tls.ca.read_bytes(), tls.cert.read_bytes(), tls.key.read_bytes())
+    except (OSError, ValueError):
+        return None
+    log.warning("no new data-plane certificate (%s): using the one in %s, valid until %s",
+                getattr(exc, "reason", None) or exc, directory, f"{leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")  # fmt: skip
+    return tls
 
 
 def _cannot_start(message: str) -> int:

@@ -1,7 +1,7 @@
 """flyslice installed on the real test nodes the way a user installs it (tests/cluster/test_deploy_k3s.py).
 
-* ``write_overlay`` — a user's kustomization: ``deploy/k3s`` as its base, only the images changed (to
-  the flyslice image built here, by digest);
+* ``write_overlay`` — a user's kustomization: ``deploy/k3s`` as its base, the images changed (to the
+  flyslice image built here, by digest) and ``TEST_AGENT_ARGS`` added to the agents' arguments;
 * ``gateway_kubeconfig`` / ``install_gateway`` / ``unit_command`` — a bare gateway as
   ``deploy/gateway`` sets one up: credentials from ``make-agent-kubeconfig.sh``, ``install.sh`` into a
   scratch root (the virtualenv filled from a local wheelhouse: no package index is reachable here),
@@ -37,9 +37,16 @@ DEPLOY = REPO / "deploy"
 UNIT_PATHS = ("/opt/flyslice", "/etc/flyslice", "/var/lib/flyslice")
 
 
-def write_overlay(directory: Path, app: image.Image) -> Path:
-    """A kustomization in ``directory`` with ``deploy/k3s`` as its base that only points the
-    operator and agent images at ``app`` (by digest, as a registry-less cluster must)."""
+#: What the test cluster adds to every agent's arguments: its "machines" share this one host, whose
+#: load average (other tests, other work) is no node's own; reported, the operator would count it as
+#: background use of each node's declared capacity and, under load, place nothing.
+TEST_AGENT_ARGS = ("--no-load-report",)
+
+
+def write_overlay(directory: Path, app: image.Image, agent_args: tuple[str, ...] = TEST_AGENT_ARGS) -> Path:
+    """A kustomization in ``directory`` with ``deploy/k3s`` as its base that points the operator
+    and agent images at ``app`` (by digest, as a registry-less cluster must) and appends
+    ``agent_args`` to the agent DaemonSet's arguments."""
     directory.mkdir(parents=True, exist_ok=True)
     repository, digest = app.by_digest.split("@", 1)
     overlay = {
@@ -51,6 +58,13 @@ def write_overlay(directory: Path, app: image.Image) -> Path:
             for name in ("operator", "agent")
         ],
     }
+    if agent_args:
+        ops = [
+            {"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": a} for a in agent_args
+        ]
+        overlay["patches"] = [
+            {"target": {"kind": "DaemonSet", "name": "flyslice-agent"}, "patch": json.dumps(ops)}
+        ]
     (directory / "kustomization.yaml").write_text(yaml.safe_dump(overlay, sort_keys=False))
     return directory
 

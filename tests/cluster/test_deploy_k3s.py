@@ -13,7 +13,7 @@ an air-gapped node is preloaded.
 What a user does, in order, and what is checked:
 
 1. ``kubectl apply --server-side -f crds/``, ``kubectl label node ... flyslice.io/agent=true`` and
-   ``kubectl apply -k OVERLAY`` (deploy/k3s as the base, only the image set): the scheduler places the
+   ``kubectl apply -k OVERLAY`` (deploy/k3s as the base, the image set, ``--no-load-report`` for agents sharing this one machine): the scheduler places the
    operator's replicas, which reach the API server with their in-cluster service account and elect one
    leader (Lease holder = the pod labelled flyslice.io/leader=true); the DaemonSet runs one agent pod
    per labelled node (host network, pod-bound token), each with a data-plane certificate the leader
@@ -165,7 +165,7 @@ def platform() -> Iterator[Platform]:
             host = p.gateways[name] = cluster.add_host(name)
             server = f"https://{kubeenv.SERVICE_IP}:443"  # the API server as the gateway reaches it
             kubeconfig = harness.gateway_kubeconfig(env, name, server, host.dir / f"{name}.kubeconfig")
-            args = f"--mqtt 127.0.0.1:1883 --advertise {host.ip}:7000"
+            args = f"--mqtt 127.0.0.1:1883 --advertise {host.ip}:7000 {' '.join(harness.TEST_AGENT_ARGS)}"
             installs[name] = harness.install_gateway(host, kubeconfig, args, wheels)
         t0 = time.monotonic()
         for name in KUBE_NODES:

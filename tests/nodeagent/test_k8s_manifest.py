@@ -97,3 +97,26 @@ def test_status_body_uses_the_crd_field_names() -> None:
         "errors": 0,
     }
     assert body["conditions"][0]["status"] == "True" and body["latencyMs"] == 0.25
+
+
+def test_container_restarts_the_kubelet_did_are_observed() -> None:
+    # A runner killed in its pod is restarted by the kubelet, not the agent: its restartCount is the
+    # only record, and the agent adds it to the NFInstance's status.restarts.
+    pod = {
+        "status": {
+            "phase": "Running",
+            "podIP": "10.1.2.3",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"restartCount": 2, "state": {"running": {}}}],
+        }
+    }
+    assert (observe_pod(pod).state, observe_pod(pod).restarts) == ("Running", 2)
+    pod["status"]["containerStatuses"] = [{"restartCount": 0}]
+    assert observe_pod(pod).restarts == 0
+
+
+def test_status_body_carries_the_start_time() -> None:
+    spec = vnf()
+    body = status_body(spec, InstanceStatus(spec.name, "Running", started_at=1_700_000_000.4))
+    assert body["startedAt"] == "2023-11-14T22:13:20Z"
+    assert "startedAt" not in status_body(spec, InstanceStatus(spec.name, "Pending"))
