@@ -755,8 +755,15 @@ async def run_operator(opts: OperatorOptions, stop: asyncio.Event | None = None)
         done, _ = await asyncio.wait([holding, *tasks], return_when=asyncio.FIRST_COMPLETED)
         lost = holding in done and not stop.is_set()
         # A task that ends by itself (kopf, the loop, the signer) is a failure, never a clean stop:
-        # say which and why, and exit non-zero so the pod restarts as a candidate.
-        ended = [t for t in tasks if t in done and not t.cancelled()]
+        # say which and why, and exit non-zero so the pod restarts as a candidate. kopf installs its own
+        # SIGTERM handler and returns normally on it: that is the requested, clean stop.
+        ended = [
+            t
+            for t in tasks
+            if t in done
+            and not t.cancelled()
+            and (t.exception() is not None or (t.get_name() != "kopf" and not stop.is_set()))
+        ]
         for task in ended:
             exc = task.exception()
             log.error("%s ended while leading: %s", task.get_name(), exc or "returned", exc_info=exc)
