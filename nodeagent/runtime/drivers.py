@@ -323,22 +323,9 @@ class LocalProcessDriver:
         proc = self.procs.get(name)
         if proc is None:
             return self._observe_tenant(name)
-        if not self._alive(proc):
-            code = proc.popen.returncode if proc.popen is not None else None
-            tail = _tail(proc.dir / "runner.log")
-            return VnfObservation("Failed", f"runner exited (code {code}): {tail}", pid=proc.pid)
-        ready = _read_json(proc.dir / "ready.json")
-        if not ready:
-            return VnfObservation("Installing", "runner starting", pid=proc.pid)
-        silent_s = self._silent_for(proc)
-        if silent_s is not None:
-            return VnfObservation(
-                "Failed",
-                f"runner pid {proc.pid} answered no liveness probe for {silent_s:.1f}s (frozen or hung)",
-                address=str(ready.get("address", "")),
-                pid=proc.pid,
-                started_at=proc.started_at,
-            )
+        ready, unwell = self._runner_health(proc, "runner", proc.started_at)
+        if unwell is not None:
+            return unwell
         status = _read_json(proc.dir / "status.json") or {}
         return VnfObservation(
             state=str(status.get("state", "Running")),
@@ -443,24 +430,9 @@ class LocalProcessDriver:
             return None
         if name in self._replacing:
             return VnfObservation("Updating", "replacing the runner")
-        if not self._alive(proc):
-            code = proc.popen.returncode if proc.popen is not None else None
-            return VnfObservation(
-                "Failed",
-                f"shared runner exited (code {code}): {_tail(proc.dir / 'runner.log')}",
-                pid=proc.pid,
-            )
-        ready = _read_json(proc.dir / "ready.json")
-        if not ready:
-            return VnfObservation("Installing", "runner starting", pid=proc.pid)
-        silent_s = self._silent_for(proc)
-        if silent_s is not None:
-            return VnfObservation(
-                "Failed",
-                f"shared runner pid {proc.pid} answered no liveness probe for {silent_s:.1f}s (frozen or hung)",
-                address=str(ready.get("address", "")),
-                pid=proc.pid,
-            )
+        ready, unwell = self._runner_health(proc, "shared runner", None)
+        if unwell is not None:
+            return unwell
         return VnfObservation(
             "Running", "", address=str(ready.get("address", "")), pid=proc.pid, started_at=proc.started_at
         )
@@ -535,6 +507,29 @@ class LocalProcessDriver:
         self.shared_procs.clear()
 
     # -- liveness --------------------------------------------------------------------------------------
+
+    def _runner_health(
+        self, proc: _Proc, what: str, started_at: float | None
+    ) -> tuple[dict[str, Any], VnfObservation | None]:
+        """A runner process's ``ready.json`` and, unless it is up and answering, what it is instead:
+        Failed (exited, or silent past the liveness limit) or Installing (not ready yet)."""
+        if not self._alive(proc):
+            code = proc.popen.returncode if proc.popen is not None else None
+            tail = _tail(proc.dir / "runner.log")
+            return {}, VnfObservation("Failed", f"{what} exited (code {code}): {tail}", pid=proc.pid)
+        ready = _read_json(proc.dir / "ready.json")
+        if not ready:
+            return {}, VnfObservation("Installing", "runner starting", pid=proc.pid)
+        silent_s = self._silent_for(proc)
+        if silent_s is not None:
+            return ready, VnfObservation(
+                "Failed",
+                f"{what} pid {proc.pid} answered no liveness probe for {silent_s:.1f}s (frozen or hung)",
+                address=str(ready.get("address", "")),
+                pid=proc.pid,
+                started_at=started_at,
+            )
+        return ready, None
 
     def _silent_for(self, proc: _Proc) -> float | None:
         """Seconds since the runner last answered, when that is over the limit; else None."""
