@@ -454,7 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--advertise",
         default=None,
-        help="host:port other agents reach this one at (default: the listen address)",
+        help="host:port other agents reach this one at (default: the listen address; for a wildcard one, "
+        "the address this host reaches the API server from, else its one interface address)",
     )
     p.add_argument("--http", default=None, help="telemetry/ingress HTTP host:port")
     p.add_argument("--peer", action="append", default=[], help="node=host:port of another agent")
@@ -546,10 +547,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         image_keys=image_keys,
         module_dirs=tuple(args.module_dir),
     )  # fmt: skip
+    from flyslice.nodeagent.kube.advertise import AdvertiseError, advertised_address
+
+    try:
+        advertise = advertised_address(args.listen, args.advertise, str(api.configuration.host))
+    except AdvertiseError as exc:
+        return _cannot_start(f"the data-plane address of node {args.node}: {exc}")
+    log.info("node %s: other agents reach this one at %s", args.node, advertise)
     agent = ClusterAgent(
         config, api, pod_namespace=None if args.no_pods else args.pod_namespace,
         instance_namespace=args.namespace, kubernetes_node=args.kubernetes_node, heartbeat_s=args.heartbeat,
-        advertise=args.advertise, report_load=not args.no_load_report,
+        advertise=advertise, report_load=not args.no_load_report,
         tls_renewal=None if tls_files is None else ("files" if args.tls_dir is not None else "csr"),
         tls_ca_namespace=args.tls_ca_namespace, tls_expiration_s=args.tls_cert_seconds,
     )  # fmt: skip
