@@ -30,7 +30,10 @@ included, so nothing merges what a scale-out split.
 
 What runs keeps running: a slice whose new intent cannot be admitted keeps its last good placement
 (``Degraded``, reason ``NewIntentNotAdmitted``) unless it opts in with the annotation
-``flyslice.io/allow-teardown: "true"``, and the other slices are planned around it. A slice whose
+``flyslice.io/allow-teardown: "true"``, and the other slices are planned around it. So does a slice
+that a node stopped heartbeating under when no other node can take that node's NFs (``Degraded``,
+reason ``NodeUnavailable``): the NFs on live nodes keep running untouched, those on the lost node stay
+desired there, and the slice is planned again when the node returns or the nodes change. A slice whose
 planning raises is isolated (``Stalled``) so that it never stops the others.
 """
 
@@ -125,6 +128,9 @@ class SliceRecord:
     stalled: str = ""
     #: What the placement's optimality claim is ("restricted: running slices held fixed", ...).
     guarantee: str = ""
+    #: Held because these nodes stopped heartbeating and the slice cannot be re-placed without them
+    #: (``held`` says why not); the placement kept includes the NFs desired on them.
+    unavailable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -268,7 +274,7 @@ def reconcile(
         # A running slice that the new plan drops keeps its placement; the others are planned again
         # around what it holds, until no further running slice is dropped.
         for _round in range(len(placeable.slices)):
-            newly = _to_hold(the_plan, state, set(live.nodes))
+            newly = _to_hold(the_plan, state, set(live.nodes), down)
             if not newly:
                 break
             held.update(newly)
@@ -278,7 +284,10 @@ def reconcile(
                     k: s for k, s in placeable.slices.items() if s.key not in held and s.key not in broken
                 },
             )
-            reserved = _add(background, _usage(state.slices[k].actions for k in held))
+            # What held slices run on live nodes stays reserved; their NFs on a lost node reserve nothing
+            # (the node is not in this plan; it is planned again, with them, once it returns).
+            kept = _usage(state.slices[k].actions for k in held)
+            reserved = _add(background, {n: r for n, r in kept.items() if n in live.nodes})
             the_plan, more_broken = _plan_isolating_failures(
                 rest, opts, current, reserved, instances, derated
             )
@@ -302,18 +311,28 @@ def reconcile(
             events += said
         for key, reasons in held.items():
             old = state.slices[key]
+            on_lost = tuple(sorted({a.node for a in old.actions if a.node in down}))
             teardown = (
                 ""
-                if old.held == reasons
+                if old.held == reasons and old.unavailable == on_lost
                 else ' (set the annotation flyslice.io/allow-teardown: "true" to tear it down instead)'
             )
-            if old.held != reasons:
+            if on_lost and (old.held != reasons or old.unavailable != on_lost):
+                events.append(
+                    f"slice {key}: node unavailable, keeping the last good placement: "
+                    f"{_node_loss(old.actions, on_lost, reasons, heartbeat_timeout_s)}{teardown}"
+                )
+            elif old.held != reasons or old.unavailable != on_lost:
                 events.append(
                     f"slice {key}: new intent not admitted, keeping the last good placement "
                     f"({len(old.actions)} NF(s)): {'; '.join(reasons)}{teardown}"
                 )
             records[key] = replace(
-                old, fingerprint=_slice_fingerprint(placeable, key), held=reasons, stalled=""
+                old,
+                fingerprint=_slice_fingerprint(placeable, key),
+                held=reasons,
+                stalled="",
+                unavailable=on_lost,
             )
         for key, error in broken.items():
             prior = state.slices.get(key)
@@ -333,7 +352,9 @@ def reconcile(
 
     all_actions = tuple(a for rec in records.values() for a in rec.actions)
     statuses = {
-        key: _status(catalog.slices[_split(key)], rec, observation, expired=key in expired)
+        key: _status(
+            catalog.slices[_split(key)], rec, observation, expired=key in expired, timeout=heartbeat_timeout_s
+        )
         for key, rec in records.items()
     }
     new_state = ControllerState(
@@ -392,7 +413,14 @@ def _record(
     if sp.service is not None and sp.demand is not None:
         actions = tuple(slice_actions(catalog, sp.slice, sp.service, sp.demand, sp.placement))
     moved = _moves(old, sp.placement.assignments) if old else 0
-    if old and old.held and sp.placement.admitted:
+    if old and old.unavailable and sp.placement.admitted:
+        back = ", ".join(old.unavailable)
+        events.append(
+            f"slice {key}: re-placed, {moved} NF(s) moved off unavailable node(s) {back}"
+            if moved
+            else f"slice {key}: node(s) {back} available again, the kept placement is admitted as it was"
+        )
+    elif old and old.held and sp.placement.admitted:
         events.append(f"slice {key}: new intent admitted, {moved} NF(s) moved")
     elif old and moved:
         events.append(f"slice {key}: re-placed, {moved} NF(s) moved")
@@ -677,8 +705,15 @@ def overloaded_instances(obs: Observation) -> dict[str, bool]:
     return out
 
 
-def _to_hold(the_plan: Plan, state: ControllerState, live_nodes: set[str]) -> dict[str, tuple[str, ...]]:
-    """Slices the plan does not admit whose last good placement should keep running instead."""
+def _to_hold(
+    the_plan: Plan, state: ControllerState, live_nodes: set[str], down: set[str]
+) -> dict[str, tuple[str, ...]]:
+    """Slices the plan does not admit whose last good placement should keep running instead.
+
+    A placement with NFs on a node that stopped heartbeating (``down``) is kept too: its NFs on live
+    nodes must not stop because the lost ones have nowhere else to go, and the node may come back.
+    A node removed from the desired state is not coming back: such a placement is not kept.
+    """
     held = {}
     for sp in the_plan.slices:
         old = state.slices.get(sp.slice.key)
@@ -686,10 +721,24 @@ def _to_hold(the_plan: Plan, state: ControllerState, live_nodes: set[str]) -> di
             continue
         if sp.slice.allow_teardown:
             continue
-        if any(a.node not in live_nodes for a in old.actions):
-            continue  # part of it ran on a node that is gone: there is no whole placement to keep
+        if any(a.node not in live_nodes and a.node not in down for a in old.actions):
+            continue  # part of it ran on a node removed from the desired state: no whole placement to keep
         held[sp.slice.key] = tuple(sp.placement.reasons) or ("the solver did not admit it",)
     return held
+
+
+def _node_loss(
+    actions: Iterable[InstanceAction], lost: tuple[str, ...], reasons: Iterable[str], timeout: float
+) -> str:
+    """Why a slice is held on a lost node, and what of it keeps running (event and status)."""
+    on_lost = sum(1 for a in actions if a.node in lost)
+    on_live = sum(1 for a in actions if a.node not in lost)
+    nodes = ", ".join(lost)
+    return (
+        f"node(s) {nodes} unavailable (no heartbeat for over {timeout:g}s) and the slice cannot be "
+        f"re-placed: {'; '.join(reasons)}; keeping the {on_live} NF(s) on live nodes running and the "
+        f"{on_lost} on {nodes} desired there until it returns"
+    )
 
 
 def _usage(actions: Any) -> dict[str, Resources]:
@@ -846,13 +895,23 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ts is not None else None
 
 
-def _status(slice_: SliceSpec, rec: SliceRecord, obs: Observation, *, expired: bool) -> dict[str, Any]:
+def _status(
+    slice_: SliceSpec,
+    rec: SliceRecord,
+    obs: Observation,
+    *,
+    expired: bool,
+    timeout: float = HEARTBEAT_TIMEOUT_S,
+) -> dict[str, Any]:
     placement = []
     states: list[str] = []
     observed: list[float] = []
     for action in rec.actions:
         o = obs.instances.get((action.namespace, action.name))
         state = o.state if o else "Pending"
+        if action.node in rec.unavailable:
+            # Whatever its agent said last is stale: nobody knows whether it still runs.
+            state = "Unknown"
         states.append(state)
         if o and o.e2e_latency_ms is not None:
             observed.append(o.e2e_latency_ms)
@@ -875,7 +934,9 @@ def _status(slice_: SliceSpec, rec: SliceRecord, obs: Observation, *, expired: b
     reasons = list(rec.reasons)
     if rec.stalled:
         reasons.insert(0, f"planning failed, keeping what runs: {rec.stalled}")
-    if rec.held:
+    if rec.unavailable:
+        reasons.insert(0, _node_loss(rec.actions, rec.unavailable, rec.held, timeout))
+    elif rec.held:
         reasons.insert(0, f"new intent not admitted, keeping the last good placement: {'; '.join(rec.held)}")
     if expired:
         phase = "Expired"
@@ -939,11 +1000,13 @@ def _conditions(phase: str, rec: SliceRecord, reasons: list[str]) -> list[dict[s
         return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
 
     detail = "; ".join(reasons)
-    why = "PlanningFailed" if rec.stalled else "NewIntentNotAdmitted" if rec.held else phase
+    held_why = "NodeUnavailable" if rec.unavailable else "NewIntentNotAdmitted"
+    why = "PlanningFailed" if rec.stalled else held_why if rec.held else phase
     placed_reason = "Placed" if rec.admitted else "PlanningFailed" if rec.stalled else "Infeasible"
     # kstatus (docs/health-checks.md): Reconciling while flyslice still acts toward this generation on its
-    # own; Stalled when it cannot get there without the user: planning failed, or the intent is infeasible.
-    stuck = "PlanningFailed" if rec.stalled else "NewIntentNotAdmitted" if rec.held else ""
+    # own; Stalled when it cannot get there without the user: planning failed, the intent is infeasible,
+    # or a lost node's NFs have nowhere to go (it must come back, or capacity be added).
+    stuck = "PlanningFailed" if rec.stalled else held_why if rec.held else ""
     stuck = stuck or ("Infeasible" if phase == "Infeasible" else "")
     working = phase in ("Pending", "Placing", "Deploying") and not stuck
     return [

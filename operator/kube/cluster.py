@@ -303,6 +303,8 @@ def event_for(message: str) -> EventSpec | None:
             reason, type_ = "NewIntentNotAdmitted", "Warning"
         elif rest.startswith("new intent admitted"):
             reason, type_ = "NewIntentAdmitted", "Normal"
+        elif rest.startswith("node unavailable"):  # held on a lost node: nowhere to move its NFs
+            reason, type_ = "NodeUnavailable", "Warning"
         elif rest.startswith("cannot be planned"):
             reason, type_ = "Stalled", "Warning"
         elif rest.startswith("lifetime over"):
