@@ -8,11 +8,15 @@
   and the installed systemd unit's command line and environment, expanded as systemd would, with its
   absolute paths under that root (no systemd runs here);
 * ``start_mosquitto`` — the MQTT broker the gateway's devices publish to, in the gateway's namespace;
-* ``storage_rows`` — what the storage NF wrote, read inside its pod with ``kubectl exec``.
+* ``storage_rows`` — what the storage NF wrote, read inside its pod with ``kubectl exec``;
+* ``Shared`` — one deployed cluster for several test modules (test_deploy_k3s.py, then
+  test_faults_k3s.py): built by the first module that asks, kept while a later module still needs
+  it, stopped after the last one or after a module that spends it (its faults leave it unfit).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,9 +24,12 @@ import shlex
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -172,3 +179,58 @@ def storage_rows(env: kubeenv.KubeEnv, namespace: str, pod: str) -> dict[str, in
         return {}
     rows: dict[str, int] = json.loads(result.stdout or "{}")
     return rows
+
+
+class Shared:
+    """Values module fixtures share (conftest.py's session fixture ``shared_clusters`` holds one).
+
+    A cluster takes minutes to build and deploy; two modules with module fixtures of their own built it
+    twice. Here the first module that asks builds it, a module's teardown keeps it while a module still
+    to run (``session.items``, as ordered by conftest.py) asks for the same fixture, and stops it
+    otherwise, or at once when the module declares it spends it (``SPENDS_SHARED``: its scenarios stop
+    nodes, so no later module may get it; one that asks afterwards gets a new one). ``close`` (session
+    end) stops whatever is left, e.g. after ``-x`` ended the run early."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[Any, contextlib.ExitStack]] = {}
+        self._failed: dict[str, BaseException] = {}
+
+    def module_fixture(
+        self, request: pytest.FixtureRequest, factory: Callable[[], AbstractContextManager[Any]]
+    ) -> Iterator[Any]:
+        """The body of a module fixture (``yield from``) named like the shared value's key."""
+        key = request.fixturename
+        assert key is not None
+        if key in self._failed:  # the build failed for an earlier module: the same error, not a second try
+            raise self._failed[key]
+        if key not in self._held:
+            stack = contextlib.ExitStack()
+            try:
+                value = stack.enter_context(factory())
+            except BaseException as exc:  # pytest.skip too: the next module skips the same way
+                self._failed[key] = exc
+                stack.close()
+                raise
+            self._held[key] = (value, stack)
+        try:
+            yield self._held[key][0]
+        finally:
+            if key in getattr(request.module, "SPENDS_SHARED", ()) or not _asked_later(request, key):
+                self.release(key)
+
+    def release(self, key: str) -> None:
+        _value, stack = self._held.pop(key, (None, None))
+        if stack is not None:
+            stack.close()
+
+    def close(self) -> None:
+        for key in list(self._held):
+            self.release(key)
+
+
+def _asked_later(request: pytest.FixtureRequest, key: str) -> bool:
+    """Whether a test of another module after this module's tests asks for fixture ``key``."""
+    items = request.session.items
+    mine = [i for i, item in enumerate(items) if getattr(item, "module", None) is request.module]
+    later = items[max(mine) + 1 :] if mine else []
+    return any(key in getattr(item, "fixturenames", ()) for item in later)

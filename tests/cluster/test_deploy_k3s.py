@@ -27,12 +27,17 @@ What a user does, in order, and what is checked:
    gateways travel gateway fNFs -> fog fNFs -> the cloud's VNF pods over mutual TLS and end in the
    storage NF's SQLite file in the db pod (read with ``kubectl exec``), with the fire alarm.
 
+The deployed cluster is shared with test_faults_k3s.py (conftest.py, deploy_harness.Shared): these
+tests run first and leave it as they found it (the Slice deleted), the fault scenarios then use it
+up. Either file run alone builds its own.
+
 Printed: apply -k -> leader and agents Ready; apply -f -> Slice Ready; the test's wall time.
 Skips like the other tests here: without ``FLYSLICE_REQUIRE_KUBE=1``, the node binaries or kube-scheduler.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -134,8 +139,8 @@ def _binaries_or_skip() -> tuple[kubeenv.Binaries, nodes.NodeBinaries]:
         pytest.fail(str(exc))
 
 
-@pytest.fixture(scope="module")
-def platform() -> Iterator[Platform]:
+@contextlib.contextmanager
+def built_platform() -> Iterator[Platform]:
     """The control plane, two kubelet nodes and two gateways with flyslice installed as a user would."""
     kube_binaries, node_binaries = _binaries_or_skip()
     started = time.monotonic()
@@ -213,11 +218,10 @@ def _node_certificates(p: Platform) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def deployed(platform: Platform) -> Platform:
+def deploy_flyslice(p: Platform) -> None:
     """crds/ and ``kubectl apply -k`` of the overlay; returns once the operator has a leader and both
     agents run with a certificate; then the gateways' agents as their units run them."""
-    p, env = platform, platform.env
+    env = p.env
     env.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
     env.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", timeout=70)
     for name in KUBE_NODES:  # the opt-in of deploy/k3s/agent-daemonset.yaml
@@ -248,7 +252,20 @@ def deployed(platform: Platform) -> Platform:
         host.spawn("agent", argv, env=unit_env)
     wait(lambda: set(GATEWAYS) <= set(_node_certificates(p)), 120,
          lambda: f"gateway agents' certificates\n{p.diagnose()}")  # fmt: skip
-    return p
+
+
+@contextlib.contextmanager
+def deployed_platform() -> Iterator[Platform]:
+    """``built_platform`` with flyslice deployed; stopped and checked for leftovers on exit."""
+    with built_platform() as p:
+        deploy_flyslice(p)
+        yield p
+
+
+@pytest.fixture(scope="module")
+def deployed(request: pytest.FixtureRequest, shared_clusters: harness.Shared) -> Iterator[Platform]:
+    """The deployed cluster, shared with test_faults_k3s.py (conftest.py runs its tests after these)."""
+    yield from shared_clusters.module_fixture(request, deployed_platform)
 
 
 def test_operator_and_agents_run_as_pods_of_the_kustomize_overlay(deployed: Platform) -> None:

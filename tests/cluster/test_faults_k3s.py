@@ -1,8 +1,10 @@
 """Faults on the real cluster of tests/cluster/test_deploy_k3s.py: flyslice deployed with ``kubectl apply -k``
 onto kubelet + containerd nodes, the wildfire slice running with real MQTT readings flowing.
 
-One deployed cluster serves every scenario (its module fixtures are reused, not copied); the
-scenarios run in this order, each leaving the cluster usable for the next, each bounded in time:
+One deployed cluster serves every scenario, the same one test_deploy_k3s.py's tests use first
+(conftest.py orders the modules, deploy_harness.Shared hands the cluster over and stops it after
+these scenarios); they run in this order, each leaving the cluster usable for the next, each bounded
+in time:
 
 1. a VNF pod deleted (``kubectl delete pod``): the cloud agent creates it again, its NFInstance is
    Running at the new pod's address, readings reach the new pod's storage;
@@ -45,9 +47,10 @@ from . import test_deploy_k3s as deploy
 
 pytestmark = [pytest.mark.kube, pytest.mark.slow, pytest.mark.timeout(1800)]
 
-# The deployed cluster of test_deploy_k3s.py (module fixtures: one cluster for this module).
-platform = deploy.platform
-deployed = deploy.deployed
+#: These scenarios stop a node and kill pods: the deployed cluster is not fit for another module
+#: afterwards. conftest.py runs this module after test_deploy_k3s.py's tests, which share the cluster
+#: with it, and deploy_harness.Shared stops the cluster when this module ends.
+SPENDS_SHARED = ("deployed",)
 Platform = deploy.Platform
 SYSTEM = deploy.SYSTEM
 wait = deploy.wait
@@ -95,6 +98,12 @@ def _rows(p: Platform, topic: str) -> int:
 
 def _epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.fixture(scope="module")
+def deployed(request: pytest.FixtureRequest, shared_clusters: harness.Shared) -> Iterator[Platform]:
+    """test_deploy_k3s.py's deployed cluster: the same one when both modules run, else built here."""
+    yield from shared_clusters.module_fixture(request, deploy.deployed_platform)
 
 
 @pytest.fixture(scope="module")

@@ -89,3 +89,30 @@ def test_prune_keeps_the_newest_and_the_recent(tmp_path: Path, monkeypatch: pyte
         "flyslice-4.oci.tar",
         "python-x.oci.tar",
     ]
+
+
+def test_cache_key_is_content_for_checkout_files_and_stat_for_host_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh clone (same content, new mtimes) finds the python and pause images in a warm cache;
+    a changed checkout file, or a host file with a new size or mtime, gives a new cache path."""
+    import os
+
+    checkout, host = tmp_path / "checkout", tmp_path / "host"
+    checkout.mkdir()
+    host.mkdir()
+    monkeypatch.setattr(image, "REPO", checkout)
+    monkeypatch.setenv("FLYSLICE_CACHE", str(tmp_path / "cache"))
+    mine, theirs = checkout / "image.py", host / "python3.11"
+    mine.write_text("v1\n")
+    theirs.write_bytes(b"\x7fELF")
+    first = image._cached("python", [theirs, mine])
+    assert first.parent == tmp_path / "cache" / "images" and first.name.startswith("python-")
+    os.utime(mine, ns=(1, 1))  # as a clone writes it: same bytes, another mtime
+    assert image._cached("python", [theirs, mine]) == first
+    assert image._cached("pause", [theirs, mine]) != first
+    mine.write_text("v2\n")
+    assert image._cached("python", [theirs, mine]) != first
+    mine.write_text("v1\n")
+    os.utime(theirs, ns=(1, 1))  # a host file replaced (an upgraded package): rebuilt
+    assert image._cached("python", [theirs, mine]) != first

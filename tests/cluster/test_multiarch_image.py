@@ -149,7 +149,10 @@ def test_verify_rejects_foreign_elf_and_a_missing_library(arm64: image.Image, tm
 
 def test_arm64_build_is_deterministic(arm64: image.Image, tmp_path: Path) -> None:
     """A second build from the same (cached) inputs gives the same bytes. (Another helper editing the
-    checkout's sources between the two builds would change flyslice's layer: then this fails.)"""
+    checkout's sources between the two builds would change flyslice's layer: then this fails.)
+    Both builds are in this process on purpose: a build in another process (the cached
+    ``arm64_flyslice()`` of an earlier run) gives other .pyc bytes, since marshal marks a string
+    shared when the building process holds other references to it (seen here: 136 .pyc differ)."""
     again = multiarch.build_arm64_flyslice(tmp_path / "b.oci.tar")
     assert again.digest == arm64.digest
     assert again.path.read_bytes() == arm64.path.read_bytes()

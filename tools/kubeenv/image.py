@@ -328,9 +328,14 @@ def write_oci_layout(
 
 
 def _cached(name: str, inputs: Iterable[Path]) -> Path:
-    """The cache path for an image whose content depends on ``inputs`` (their paths, sizes, mtimes)."""
+    """The cache path for an image whose content depends on ``inputs``: the host's files by path,
+    size and mtime, this checkout's by content (a fresh clone's mtimes are new: by mtime, a CI run
+    on a warm cache would rebuild the image every time)."""
     h = hashlib.sha256(f"{IMAGE_FORMAT}:{name}".encode())
     for p in inputs:
+        if p.is_file() and p.resolve().is_relative_to(REPO):
+            h.update(f"{p.resolve().relative_to(REPO)}:".encode() + hashlib.sha256(p.read_bytes()).digest())
+            continue
         st = p.stat()
         h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
     return cache_dir() / f"{name}-{h.hexdigest()[:16]}.oci.tar"
