@@ -34,6 +34,12 @@ log = logging.getLogger("flyslice.nodeagent.dataplane")
 
 T = TypeVar("T")
 BATCH = 256
+#: How long a sender may go unused (no local instance's next hop resolves to its address) before it is
+#: closed and what it still holds is routed again (e.g. to where the next hop moved). A grace period,
+#: not "at once": an instance reinstalled in place drops its hops for a moment and must keep its sender.
+SENDER_GRACE_S = 2.0
+#: How often the watchdog thread looks for unused senders.
+SENDER_SWEEP_S = 0.5
 #: Messages a worker's batch produced for other local workers: handed over once the batch is done.
 Held = dict["SliceWorker", list[Message]]
 
@@ -288,6 +294,9 @@ class DataPlane:
         self.peers = peers if peers is not None else {}  # node -> its agent's host:port
         self.sender_factory = sender_factory
         self.senders: dict[str, Sender] = {}
+        #: Senders closed because nothing routed to them any more (counted; their backlog re-routed).
+        self.senders_retired = 0
+        self._unused_since: dict[str, float] = {}  # sender address -> when it was first seen unused
         self.memory_check_interval_s = memory_check_interval_s
         #: How long a slice worker waits for room in a full sender queue before dropping: a slow
         #: next hop slows this slice down (and, through its queue, the ingress) before anything is lost.
@@ -368,6 +377,60 @@ class DataPlane:
             sender = self.senders.pop(addr, None)
         if sender is not None:
             unsent = sender.close()
+            if unsent:
+                self.deliver_many(unsent)
+
+    def _addresses_in_use(self) -> set[str]:
+        """Every address ``forward`` / ``forward_to_instance`` may send to now: local VNFs, the default
+        route, and the receiver of each local instance's next hops (its own address, else its node's
+        agent from the peer table, which ``refresh_peers`` may change). Called with the lock held."""
+        used = set(self.vnf_addresses.values())
+        if self.default_route:
+            used.add(self.default_route)
+        for hop in self.known_hops.values():
+            if hop.address:
+                used.add(hop.address)
+            elif hop.node != self.node and (peer := self.peers.get(hop.node)):
+                used.add(peer)
+        return used
+
+    def retire_unused_senders(self, grace_s: float = SENDER_GRACE_S) -> list[str]:
+        """Close the senders no next hop resolves to any more for ``grace_s`` or longer, and route what
+        they had not handed to the kernel again by its ``to``; the addresses retired.
+
+        Why: a next hop that moved to another node (its node lost, the operator placed it elsewhere)
+        leaves the sender to the old node's agent behind. Without this it redials a dead address for
+        ever and the messages queued for it while the node was dying are never delivered; routed
+        again they go to where the hop is now (after the messages sent there meanwhile: order across
+        a move is not kept). What a dead peer's kernel had already accepted is lost either way."""
+        gone = self._take_unused_senders(grace_s)
+        self._close_and_reroute(gone)
+        return [addr for addr, _ in gone]
+
+    def _take_unused_senders(self, grace_s: float) -> list[tuple[str, Sender]]:
+        """Unregister (under the lock, cheap) the senders unused for ``grace_s``; the caller closes them."""
+        now = time.monotonic()
+        gone: list[tuple[str, Sender]] = []
+        with self._lock:
+            used = self._addresses_in_use()
+            for addr in list(self._unused_since):
+                if addr in used or addr not in self.senders:
+                    del self._unused_since[addr]
+            for addr in list(self.senders):
+                if addr in used:
+                    continue
+                since = self._unused_since.setdefault(addr, now)
+                if now - since >= grace_s:
+                    gone.append((addr, self.senders.pop(addr)))
+                    del self._unused_since[addr]
+            self.senders_retired += len(gone)
+        return gone
+
+    def _close_and_reroute(self, gone: list[tuple[str, Sender]]) -> None:
+        for addr, sender in gone:
+            unsent = sender.close()
+            log.info("data plane: no next hop goes to %s any more; its sender closed, %d message(s) "
+                     "routed again", addr, len(unsent))  # fmt: skip
             if unsent:
                 self.deliver_many(unsent)
 
@@ -532,13 +595,32 @@ class DataPlane:
     # -- watchdog ----------------------------------------------------------------------------------
 
     def _watch(self, interval: float) -> None:
+        next_sweep = time.monotonic() + SENDER_SWEEP_S
         while not self._stop.wait(interval):
+            if time.monotonic() >= next_sweep and self.senders:
+                next_sweep = time.monotonic() + SENDER_SWEEP_S
+                self._sweep_senders()
             now = time.perf_counter_ns()
             for w in list(self.workers.values()):
                 cur = w.current
                 if cur is not None and now - cur[1] > cur[0].deadline_ns:
                     log.warning("instance %s blocked past its deadline; failing it", cur[0].name)
                     w.abandon_stuck(cur[0], now - cur[1])
+
+    def _sweep_senders(self) -> None:
+        """Find unused senders on the watchdog thread (a few set operations) but close them on a thread
+        of their own: closing one waits for its thread (up to 2 s when it is mid-connect to a dead
+        address), which must not delay the stuck-NF checks."""
+        gone = self._take_unused_senders(SENDER_GRACE_S)
+        if gone:
+
+            def close() -> None:
+                try:
+                    self._close_and_reroute(gone)
+                except Exception:  # a bug here must not end the watchdog's sweeps
+                    log.exception("data plane: closing unused senders failed")
+
+            threading.Thread(target=close, name="sender-retire", daemon=True).start()
 
     def dropped_total(self) -> int:
         return sum(w.queue.dropped for w in self.workers.values()) + self.unroutable + self.forward_dropped

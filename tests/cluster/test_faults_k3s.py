@@ -364,18 +364,24 @@ def test_5_a_stopped_node_s_vnfs_are_placed_on_the_surviving_node(wildfire: Plat
     assert _no_duplicates_or_orphans(p, SPARE) == [], p.diagnose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after the move the fog agent keeps dialling the stopped cloud agent's address (TLS timeouts "
-    "every 4 s) and no reading reached the db pod on the spare node within 90 s: not diagnosed yet",
-)
 def test_6_readings_reach_the_replaced_db_pod(wildfire: Platform) -> None:
     p = wildfire
+
+    def db_pod_on_spare() -> str | None:
+        # The db pod the stopped node's kubelet left behind stays in the API (not terminating) until
+        # the node lifecycle controller evicts it, minutes later: ``_vnf_pod`` sees two db pods then
+        # and answers None. The new one is the Ready db pod on the spare node.
+        pods = [q for q in p.pods(selector=f"{VNF_SELECTOR},flyslice.io/role=db")
+                if q["spec"].get("nodeName") == SPARE and not q["metadata"].get("deletionTimestamp")
+                and deploy._ready(q)]  # fmt: skip
+        return pods[0]["metadata"]["name"] if len(pods) == 1 else None
+
+    def rows() -> int:
+        pod = db_pod_on_spare()
+        return harness.storage_rows(p.env, SYSTEM, pod).get("readings/max", 0) if pod else 0
+
+    # sp-fog emits readings/max once per 10 s window: three windows are ample (measured: rows were
+    # there 1.0 s after test_5 saw the pods Ready, load average 11).
     t0 = time.monotonic()
-    wait(
-        lambda: _rows(p, "readings/max"),
-        90,
-        lambda: f"readings in the db pod on {SPARE}\n{p.diagnose()}",
-        2.0,
-    )
+    wait(rows, 30, lambda: f"readings in the db pod on {SPARE}\n{p.diagnose()}", 1.0)
     FIGURES["replaced_to_data_s"] = time.monotonic() - t0
