@@ -8,7 +8,10 @@ directory (manifests_gen.py) and measures, in the same run:
   document reports, ``gap``/``status``/``admitted`` read from the document;
 * the pipeline ``plan()`` that command calls, in-process with the same default options: the
   placement's ``guarantee`` and ``place_wall_s`` (wall time of the call, for the time-limit overrun);
-* the baseline heuristic through the same pipeline (``plan(method="baseline")``): ``baseline_admitted``.
+* the baseline heuristic through the same pipeline (``plan(method="baseline")``): ``baseline_admitted``;
+* for cases marked ``compare_build``, the same pipeline with the model built through PuLP
+  (``SolveOptions(model_build="pulp")``, the path before the direct HiGHS build and the portable one):
+  ``pulp_build_*``, in the same run, so the ratio to the default holds whatever the machine's load.
 
 No solver option is passed except ``--time-limit`` where a case names one: what is measured is the
 configuration users run.
@@ -44,6 +47,8 @@ class Case:
     gw_scale: float = 1.0
     #: ``--time-limit`` for ``flyslice plan``; ``None`` keeps the product default.
     time_limit_s: float | None = None
+    #: Also run the pipeline with the PuLP model build (the previous default) for a same-run ratio.
+    compare_build: bool = False
 
     @property
     def overloaded(self) -> bool:
@@ -57,19 +62,19 @@ class Case:
 
 
 QUICK = [
-    Case(200, 100, 5),
+    Case(200, 100, 5, compare_build=True),
     Case(66, 40, 5, topology="sndlib:germany50"),
     Case(50, 60, 4, gw_scale=0.3, time_limit_s=1),
     Case(50, 60, 4, gw_scale=0.3, time_limit_s=3),
 ]
 
 FULL = [
-    Case(200, 100, 5),
+    Case(200, 100, 5, compare_build=True),
     Case(200, 100, 5, topology="mesh"),
     Case(66, 40, 5, topology="sndlib:germany50"),
     Case(100, 100, 5, topology="sndlib:germany50"),
     Case(200, 100, 5, topology="zoo:TataNld"),
-    Case(1000, 500, 5),
+    Case(1000, 500, 5, compare_build=True),
     *(Case(50, 60, 4, gw_scale=0.3, time_limit_s=t) for t in (1, 3, 10)),
     *(Case(100, 150, 4, gw_scale=0.3, time_limit_s=t) for t in (1, 5, 30)),
     *(Case(200, 300, 5, gw_scale=0.4, time_limit_s=t) for t in (1, 5, 30)),
@@ -100,16 +105,23 @@ def flyslice_plan(paths: list[str], time_limit_s: float | None = None) -> tuple[
 
 
 def pipeline_plan(
-    paths: list[str], method: str = "ilp", time_limit_s: float | None = None
+    paths: list[str], method: str = "ilp", time_limit_s: float | None = None, model_build: str | None = None
 ) -> tuple[Any, float]:
-    """The pipeline ``plan()`` that ``flyslice plan`` calls, in-process; the plan and wall seconds."""
+    """The pipeline ``plan()`` that ``flyslice plan`` calls, in-process; the plan and wall seconds.
+
+    ``model_build``: ``SolveOptions.model_build`` when given (else the product default)."""
     from flyslice import solver
     from flyslice.operator.intake.validation import validate_paths
     from flyslice.operator.planning.pipeline import plan
 
     catalog = validate_paths(paths).catalog
     # Exactly what cmd_plan builds: SolveOptions() with only the time limit when one is given.
-    opts = solver.SolveOptions() if time_limit_s is None else solver.SolveOptions(time_limit_s=time_limit_s)
+    extra: dict[str, Any] = {} if model_build is None else {"model_build": model_build}
+    opts = (
+        solver.SolveOptions(**extra)
+        if time_limit_s is None
+        else solver.SolveOptions(time_limit_s=time_limit_s, **extra)
+    )
     start = time.perf_counter()
     result = plan(catalog, method=method, options=opts)
     return result, time.perf_counter() - start
@@ -135,8 +147,23 @@ def run_case(case: Case) -> dict[str, Any]:
         doc, plan_wall = flyslice_plan(paths, case.time_limit_s)
         inproc, place_wall = pipeline_plan(paths, time_limit_s=case.time_limit_s)
         base, base_wall = pipeline_plan(paths, method="baseline")
+        old = (
+            pipeline_plan(paths, time_limit_s=case.time_limit_s, model_build="pulp")
+            if case.compare_build
+            else None
+        )
     p = inproc.placement
     limit = case.time_limit_s or DEFAULT_TIME_LIMIT_S
+    compared: dict[str, Any] = {}
+    if old is not None:
+        q = old[0].placement
+        compared = {
+            "pulp_build_seconds": round(q.seconds, 3),
+            "pulp_build_gap": q.gap,
+            "pulp_build_guarantee": _guarantee(q),
+            "pulp_build_admitted": sum(1 for sp in q.slices.values() if sp.admitted),
+            "pulp_build_objective": q.objective,
+        }
     return {
         "hosts": len(inproc.catalog.nodes),
         "slices": case.slices,
@@ -162,6 +189,8 @@ def run_case(case: Case) -> dict[str, Any]:
         "place_wall_s": round(place_wall, 3),
         "overrun_pct": round(100 * (place_wall / limit - 1), 1),
         "overloaded": case.overloaded,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        **compared,
     }
 
 

@@ -235,6 +235,7 @@ def relaxation_reasons(
             exact_latency=True,
             exact_sharing=True,
             existing=running if enforce.capacity else (),
+            direct=options.direct,
         )
         try:
             out = solve(built.prob, replace(options, time_limit_s=limit), warm_start=False)

@@ -37,6 +37,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import networkx as nx
 import pulp
@@ -44,6 +45,7 @@ import pulp
 from .candidates import Option
 from .distances import Distances
 from .evaluation import reference_capacity, rejection_scale, resource_cost
+from .matrix import MatrixModel, add_row_to
 from .model import Assignment, Problem, Resources, SliceDemand, Topology
 from .sharing import Group, Instance, Tenant, capacity_of, fits_load
 from .sharing_ilp import Group as SharedGroup
@@ -67,9 +69,13 @@ class Enforce:
     bandwidth: bool = True
 
 
+#: The model ``build`` writes into: PuLP's (portable: CBC or HiGHS through PuLP) or arrays for HiGHS.
+Model: TypeAlias = pulp.LpProblem | MatrixModel
+
+
 @dataclass
 class Built:
-    prob: pulp.LpProblem
+    prob: Model
     #: The rejection variable of every modelled slice.
     reject: dict[str, pulp.LpVariable]
     x: dict[str, dict[str, list[tuple[Option, pulp.LpVariable]]]]
@@ -174,14 +180,13 @@ class _Names:
 
 
 def _add(
-    prob: pulp.LpProblem,
+    prob: Model,
     terms: Terms | list[tuple[pulp.LpVariable, float]],
     sense: int,
     rhs: float,
     name: str,
 ) -> None:
-    expr = pulp.LpAffineExpression(terms)
-    prob.addConstraint(pulp.LpConstraint(expr, sense, name, rhs))
+    add_row_to(prob, terms, sense, rhs, name)
 
 
 def _acc(into: Terms, terms: Iterable[tuple[pulp.LpVariable, float]], scale: float = 1.0) -> None:
@@ -203,15 +208,19 @@ def build(
     exact_latency: bool = False,
     existing: Sequence[Instance] = (),
     exact_sharing: bool = False,
+    direct: bool = False,
 ) -> Built:
     """The MILP over ``slices`` (each with pruned ``options``) against ``free`` host capacity.
+
+    ``direct``: write the model as arrays for HiGHS (matrix.py) instead of a PuLP problem; the
+    same variables, rows and objective either way.
 
     ``existing``: shared instances already running (of slices held fixed) that new tenants may join
     within their spare capacity and tenant slots; their own resources are in ``free`` already.
     ``exact_sharing``: write every (pool, host) of shared instances exactly from the start (small
     models, diagnosis) instead of counting instances first.
     """
-    prob = pulp.LpProblem("flyslice_placement", pulp.LpMinimize)
+    prob: Model = MatrixModel() if direct else pulp.LpProblem("flyslice_placement", pulp.LpMinimize)
     w = problem.weights
     topo = problem.topology
     ref = reference_capacity(topo)
@@ -323,7 +332,10 @@ def build(
                 _add(prob, row, pulp.LpConstraintLE, cap.memory_bytes / _MEMORY_UNIT, name("mem"))
     if moved and migration_budget is not None:
         _add(prob, [(m, 1.0) for m in moved], pulp.LpConstraintLE, float(migration_budget), name("migr"))
-    prob.setObjective(pulp.LpAffineExpression(objective))
+    if isinstance(prob, MatrixModel):
+        prob.set_objective(objective)
+    else:
+        prob.setObjective(pulp.LpAffineExpression(objective))
     return built
 
 
@@ -451,7 +463,7 @@ def _pair_latency(
 
 
 def _latency(
-    prob: pulp.LpProblem,
+    prob: Model,
     built: Built,
     s: SliceDemand,
     by_host: Mapping[str, Mapping[str, list[pulp.LpVariable]]],
@@ -490,7 +502,7 @@ def _latency(
 
 
 def _availability(
-    prob: pulp.LpProblem,
+    prob: Model,
     built: Built,
     s: SliceDemand,
     by_host: Mapping[str, Mapping[str, list[pulp.LpVariable]]],
@@ -556,7 +568,7 @@ def _bandwidth_terms(
 
 
 def _bandwidth_rows(
-    prob: pulp.LpProblem,
+    prob: Model,
     built: Built,
     slices: list[SliceDemand],
     link_free: Mapping[frozenset[str], float],

@@ -10,6 +10,7 @@ from .model import Weights
 
 SolverName = Literal["auto", "cbc", "highs"]
 Mode = Literal["full", "incremental"]
+ModelBuild = Literal["direct", "pulp"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,11 @@ class SolveOptions:
     #: ``"candidate cap k=<n>"``; the baseline's own choices are always kept (so the warm start
     #: stays a point of the model).
     max_candidates: int | None = None
+    #: How the model reaches HiGHS: ``"direct"`` (default) builds it as arrays and passes them in one
+    #: call (solver/matrix.py); ``"pulp"`` builds a PuLP problem (the portable path, always used
+    #: with CBC). Same model either way; the direct build was faster on every case measured
+    #: (docs/benchmarks.md).
+    model_build: ModelBuild = "direct"
     #: Threads the MIP solver may use (``None``: the solver's default).
     threads: int | None = None
     #: The objective's weights for problems the control plane builds (``flyslice plan/up/operator
@@ -56,6 +62,10 @@ class SolveOptions:
             )
         if self.solver == "auto":
             object.__setattr__(self, "solver", "highs" if highspy_imports() else "cbc")
+        if self.model_build not in ("direct", "pulp"):
+            raise ValueError(
+                f"SolveOptions.model_build: unknown value {self.model_build!r}; use 'direct' or 'pulp'"
+            )
         if self.mode not in ("full", "incremental"):
             raise ValueError(f"SolveOptions.mode: unknown mode {self.mode!r}; use 'full' or 'incremental'")
         if not self.time_limit_s > 0:
@@ -77,6 +87,11 @@ class SolveOptions:
                 )
         if self.max_candidates is not None and self.max_candidates < 1:
             raise ValueError(f"SolveOptions.max_candidates must be >= 1, got {self.max_candidates!r}")
+
+    @property
+    def direct(self) -> bool:
+        """Whether ``ilp.build`` writes the model as arrays for HiGHS (see ``model_build``)."""
+        return self.solver == "highs" and self.model_build == "direct"
 
 
 @functools.cache

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import pulp
 
 from .candidates import Option
+from .matrix import MatrixModel, add_row_to
 from .model import Assignment, Resources
 from .sharing import Instance, Tenant, fits_load, label
 
@@ -146,7 +147,7 @@ class Group:
 
     def __init__(
         self,
-        prob: pulp.LpProblem,
+        prob: pulp.LpProblem | MatrixModel,
         name: Callable[[str], str],
         members: list[TenantOption],
         capacity: float,
@@ -189,9 +190,7 @@ class Group:
             self.make_exact()
 
     def _add(self, row: Row, sense: int, rhs: float, prefix: str) -> None:
-        self.prob.addConstraint(
-            pulp.LpConstraint(pulp.LpAffineExpression(row), sense, self.name(prefix), rhs)
-        )
+        add_row_to(self.prob, row, sense, rhs, self.name(prefix))
 
     def _new_part(self, i: int) -> Row:
         """``x_t - sum_E w[t,E]``: tenant ``i`` in a new instance."""
