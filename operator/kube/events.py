@@ -11,6 +11,9 @@ A pass queues its Events and :meth:`EventRecorder.flush` posts them at the end, 
   ``burst`` go out one per object and the rest as one Event on the Namespace naming the objects
   ("Placed: 490 more Slice(s) in this pass: slice-10, ..."). Each object's own status
   (its ``Placed`` condition) still says it. Warnings are never aggregated: they are what a user acts on.
+  A burst spans several passes (slices keep arriving while a pass writes): once a pass aggregated a
+  reason in a namespace, the passes that follow within ``burst_window_s`` of it spend no more
+  per-object Events on that reason there; each posts one aggregate (500 slices: 33 -> 14 Events).
 """
 
 from __future__ import annotations
@@ -59,10 +62,14 @@ class EventRecorder:
         burst: int = 10,
         window_s: float = 600.0,
         repeat_every_s: float = 60.0,
+        burst_window_s: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sink = sink
         self.burst = burst
+        self.burst_window_s = burst_window_s
+        #: (namespace, reason) -> when a flush last aggregated it (a burst in progress).
+        self._bursting: dict[tuple[str, str], float] = {}
         self.window_s = window_s
         self.repeat_every_s = repeat_every_s
         self.clock = clock
@@ -83,7 +90,7 @@ class EventRecorder:
         creates: list[Item] = []
         patches: list[_Posted] = []
         seen: set[tuple[str, str, str, str]] = set()
-        for item in self._aggregate(queue):
+        for item in self._aggregate(queue, now):
             key = _key(item)
             if key in seen:
                 self.suppressed += 1
@@ -121,24 +128,28 @@ class EventRecorder:
         self.sink.parallel(create, creates)
         self.sink.parallel(patch, patches)
 
-    def _aggregate(self, queue: list[Item]) -> list[Item]:
+    def _aggregate(self, queue: list[Item], now: float) -> list[Item]:
         groups: dict[tuple[str, str], list[Item]] = {}
         for item in queue:
             if item[3] == "Normal":
                 ns = str((item[0].get("metadata") or {}).get("namespace") or "")
                 groups.setdefault((ns, item[1]), []).append(item)
         out = [i for i in queue if i[3] != "Normal"]
+        self._bursting = {k: t for k, t in self._bursting.items() if now - t < self.burst_window_s}
         for (ns, reason), items in groups.items():
             names = list(dict.fromkeys(_describe(i[0]) for i in items))
-            if len(names) <= self.burst or not ns:
+            # Within a burst that earlier passes aggregated, their per-object budget is spent.
+            budget = 0 if (ns, reason) in self._bursting else self.burst
+            if len(names) <= budget or not ns:
                 out += items
                 continue
-            shown = [i for i in items if _describe(i[0]) in set(names[: self.burst])]
-            rest = names[self.burst :]
+            self._bursting[(ns, reason)] = now
+            shown = [i for i in items if _describe(i[0]) in set(names[:budget])]
+            rest = names[budget:]
             kinds = sorted({str(i[0].get("kind", "object")) for i in items})
             listed = ", ".join(n.rpartition("/")[2] for n in rest[:_NAMES_SHOWN])
             more = f" and {len(rest) - _NAMES_SHOWN} more" if len(rest) > _NAMES_SHOWN else ""
-            message = f"{reason}: {len(rest)} more {'/'.join(kinds)}(s) in this pass: {listed}{more}"
+            message = f"{reason}: {len(rest)} {'more ' if shown else ''}{'/'.join(kinds)}(s) in this pass: {listed}{more}"
             namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "namespace": ns}}
             out += [*shown, (namespace, reason, message, "Normal")]
             self.suppressed += len(items) - len(shown) - 1
