@@ -27,7 +27,13 @@ from itertools import count
 from typing import TypeVar
 
 import networkx as nx
-import numpy as np
+
+try:
+    import numpy as np
+
+    HAVE_NUMPY = True
+except ImportError:  # numpy comes with the [highs] extra (highspy needs it), not with flyslice itself:
+    HAVE_NUMPY = False  # without it every row is a Dijkstra (same distances, slower on big topologies)
 
 from .model import Topology
 
@@ -168,6 +174,8 @@ class _Edges:
     def of(cls, adj: Mapping[str, list[tuple[str, float]]]) -> _Edges | None:
         """``None`` (use :func:`_dijkstra`) when a weight is negative or not finite: Dijkstra's
         answer there depends on its visiting order, which the arrays do not reproduce."""
+        if not HAVE_NUMPY:
+            return None
         names = list(adj)
         index = {v: i for i, v in enumerate(names)}
         tail = [index[v] for v, nbrs in adj.items() for _ in nbrs]
