@@ -1,9 +1,11 @@
-"""The arm64 flyslice image and the amd64 + arm64 index (tools/kubeenv/multiarch.py).
+"""The arm64 flyslice and nf-runner images and the amd64 + arm64 indexes (tools/kubeenv/multiarch.py).
 
-Nothing arm64 runs here (no QEMU), so the arm64 image is checked by reading it: every ELF file is
-EM_AARCH64 and every ELF's interpreter and DT_NEEDED libraries are inside the image; the checker
-itself is shown to reject an x86-64 image and an arm64 image missing one library. The index lists
-linux/amd64 and linux/arm64, and the same inputs give the same digests.
+Nothing arm64 runs here (no QEMU), so the arm64 images are checked by reading them: every ELF file
+is EM_AARCH64 and every ELF's interpreter and DT_NEEDED libraries are inside the image; the checker
+itself is shown to reject an x86-64 image and an arm64 image missing one library. The nf-runner
+image is the flyslice image's layers with the runner's config. The indexes list linux/amd64 and
+linux/arm64, and the same inputs give the same digests: a fresh build is compared with the cached
+build of an earlier run (another process), or, on a cold cache, with a second build.
 
 * The ELF reader and the index need no download and always run.
 * The arm64 build downloads Debian arm64 packages (apt, signed Release chain) and aarch64 wheels
@@ -91,13 +93,34 @@ def test_index_lists_both_platforms_and_is_deterministic(tmp_path: Path) -> None
 
 
 @pytest.fixture(scope="module")
-def arm64(tmp_path_factory: pytest.TempPathFactory) -> image.Image:
+def arm64_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[image.Image, image.Image]:
+    """(flyslice, nf-runner) for arm64, built now (not taken from the cache)."""
     for tool in ("apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
             pytest.skip(f"the arm64 build needs {tool} (Debian/Ubuntu host)")
     if not multiarch.KEYRING.exists():
         pytest.skip(f"the arm64 build needs {multiarch.KEYRING} (package debian-archive-keyring)")
-    return multiarch.build_arm64_flyslice(tmp_path_factory.mktemp("arm64") / "a.oci.tar")
+    tmp = tmp_path_factory.mktemp("arm64")
+    tag, _app, _runner = multiarch.arm64_cache_paths()  # arm64_images' tag: index.json names it
+    return multiarch.build_arm64_images(tmp / "a.oci.tar", tmp / "r.oci.tar", tag=tag)
+
+
+@pytest.fixture(scope="module")
+def arm64(arm64_pair: tuple[image.Image, image.Image]) -> image.Image:
+    return arm64_pair[0]
+
+
+def _config(img: image.Image) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(manifest, config) of a single-image layout tarball."""
+    with tarfile.open(img.path) as tar:
+
+        def blob(digest: str) -> Any:
+            member = tar.extractfile(f"blobs/sha256/{digest.removeprefix('sha256:')}")
+            assert member is not None
+            return json.load(member)
+
+        manifest = blob(img.digest)
+        return manifest, blob(manifest["config"]["digest"])
 
 
 def test_arm64_image_is_all_aarch64_with_its_libraries_inside(arm64: image.Image) -> None:
@@ -147,15 +170,49 @@ def test_verify_rejects_foreign_elf_and_a_missing_library(arm64: image.Image, tm
         multiarch.verify_image(broken)
 
 
-def test_arm64_build_is_deterministic(arm64: image.Image, tmp_path: Path) -> None:
-    """A second build from the same (cached) inputs gives the same bytes. (Another helper editing the
-    checkout's sources between the two builds would change flyslice's layer: then this fails.)
-    Both builds are in this process on purpose: a build in another process (the cached
-    ``arm64_flyslice()`` of an earlier run) gives other .pyc bytes, since marshal marks a string
-    shared when the building process holds other references to it (seen here: 136 .pyc differ)."""
-    again = multiarch.build_arm64_flyslice(tmp_path / "b.oci.tar")
-    assert again.digest == arm64.digest
-    assert again.path.read_bytes() == arm64.path.read_bytes()
+def test_arm64_build_is_deterministic(arm64_pair: tuple[image.Image, image.Image]) -> None:
+    """The fresh build gives the bytes of ``arm64_images()``: the cached build of an earlier run (in
+    another process, with other modules imported: .pyc are compiled by image.compile_pycs in a fresh
+    interpreter), or, on a cold cache, a second build made now. (Another helper editing the
+    checkout's sources between the two builds changes flyslice's layer: then this fails.)"""
+    _tag, cached_path, _runner_path = multiarch.arm64_cache_paths()
+    from_cache = cached_path.exists()
+    cached = multiarch.arm64_images()
+    for fresh, earlier in zip(arm64_pair, cached, strict=True):
+        how = f"cached {time.ctime(earlier.path.stat().st_mtime)}" if from_cache else "built again now"
+        assert earlier.digest == fresh.digest, f"{earlier.path} ({how}) differs from {fresh.path}"
+        assert earlier.path.read_bytes() == fresh.path.read_bytes()
+
+
+def test_arm64_runner_is_the_flyslice_layers_with_the_runner_config(
+    arm64_pair: tuple[image.Image, image.Image], tmp_path: Path
+) -> None:
+    app, runner = arm64_pair
+    (app_manifest, app_config), (manifest, config) = _config(app), _config(runner)
+    assert config["architecture"] == "arm64" and config["os"] == "linux"
+    assert config["config"]["Entrypoint"] == image.RUNNER
+    assert config["config"]["User"] == image.APP_UID == app_config["config"]["User"]
+    assert config["config"]["ExposedPorts"] == {"7000/tcp": {}}
+    assert app_config["config"]["Entrypoint"] == ["/usr/local/bin/flyslice"]
+    # Same layer blobs (containerd stores them once), other config, so another digest.
+    assert manifest["layers"] == app_manifest["layers"] and len(manifest["layers"]) == 2
+    assert config["rootfs"] == app_config["rootfs"] and runner.digest != app.digest
+    checked = multiarch.verify_image(runner)
+    assert checked.architecture == "arm64" and checked.elf_files >= 60
+    # The amd64 runner has the same config but its own architecture.
+    _amd64_app, amd64_runner = image.flyslice_images()
+    _m, amd64_config = _config(amd64_runner)
+    assert amd64_config["config"] == config["config"] and amd64_config["architecture"] == "amd64"
+    multi = multiarch.runner_multiarch(runner, cache=tmp_path)
+    top, inner = _index_doc(multi)
+    assert [(m["digest"], m["platform"]["architecture"]) for m in inner["manifests"]] == [
+        (amd64_runner.digest, "amd64"),
+        (runner.digest, "arm64"),
+    ]
+    assert top["manifests"][1]["annotations"]["io.containerd.image.name"] == (
+        f"flyslice.local/nf-runner-multiarch@{multi.digest}"
+    )
+    assert multiarch.runner_multiarch(runner, cache=tmp_path) == multi  # cached by both digests
 
 
 def test_downloaded_wheels_are_the_locks(arm64: image.Image) -> None:

@@ -11,7 +11,9 @@ file by file from the host and written as an OCI image layout tarball, which
   ``tools/kubeenv/build-node.sh`` compiles with gcc, alone in its rootfs.
 * ``flyslice_images`` — the python image plus one layer: flyslice (``pip wheel`` of this checkout)
   and its runtime dependencies copied from the project's .venv, each checked against
-  requirements.lock, with unchecked-hash .pyc files, and the host's ``git`` (GitPython needs it).
+  requirements.lock, with unchecked-hash .pyc files (compiled by ``compile_pycs`` in a fresh
+  interpreter, so their bytes do not depend on the building process), and the host's ``git``
+  (GitPython needs it).
   One layer set, two entrypoints: ``flyslice`` (agent, operator) and the NF runner (VNF pods, which
   the pod driver gives ``args`` only).
 * ``wheelhouse`` — not an image: the same flyslice and dependencies as wheels, for ``pip install
@@ -19,12 +21,12 @@ file by file from the host and written as an OCI image layout tarball, which
 
 Layers are gzip tars written deterministically (sorted entries, uid/gid 0, mtime 0 for files made
 here, the host's mtime for host files so Debian's timestamp .pyc stay valid), so the same inputs
-give the same digest; images are cached under
+give the same digest, in any building process; images are cached under
 ``${FLYSLICE_CACHE:-~/.cache/flyslice}/images/``. The index names every image twice: by tag
 (``flyslice.local/python:3.11``) and by digest (``flyslice.local/python@sha256:...``), because
 containerd's CRI plugin resolves a digest reference only through an image record of that name.
-Only the host's architecture is built here (``amd64``); tools/kubeenv/multiarch.py adds an arm64
-flyslice image from Debian's arm64 packages and aarch64 wheels, and an index of both.
+Only the host's architecture is built here (``amd64``); tools/kubeenv/multiarch.py adds arm64
+flyslice and nf-runner images from Debian's arm64 packages and aarch64 wheels, and indexes of both.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.metadata
-import importlib.util
 import io
 import json
 import os
@@ -47,7 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Bump when the layout or contents of an image change, so cached tarballs are rebuilt.
-IMAGE_FORMAT = 2
+# 3: .pyc compiled in a fresh interpreter (compile_pycs), the same bytes in any building process.
+IMAGE_FORMAT = 3
 PYTHON = Path("/usr/bin/python3.11")
 # Parts of the standard library a pod never needs; they are a third of its size.
 STDLIB_SKIP = frozenset(
@@ -110,6 +112,8 @@ class _Tree:
         self.data: dict[str, tuple[bytes, int]] = {}  # path in the image -> (content, mode), made here
         self.links: dict[str, str] = {}  # path in the image -> link target, as on the host
         self.dirs: set[str] = set()
+        # ``data`` paths of Python sources that get a .pyc: compiled together when the layer is made.
+        self.python: set[str] = set()
         # Host files keep their mtime (whole seconds): Debian's .pyc files are timestamp-based, and
         # with mtime 0 every import would find them stale and compile the source again, at every
         # container start. Files made here (``data``) always get mtime 0.
@@ -166,7 +170,14 @@ class _Tree:
             self.add(lib)
 
     def layer(self) -> bytes:
-        """The tree as an uncompressed, reproducible tar: parents first, sorted, owned by root."""
+        """The tree as an uncompressed, reproducible tar: parents first, sorted, owned by root; the
+        Python sources in ``python`` with their .pyc (one ``compile_pycs`` batch)."""
+        sources = {name: self.data[name][0] for name in sorted(self.python) if name in self.data}
+        tag = sys.implementation.cache_tag  # cpython-311, as Debian's python3.11 looks for
+        for name, pyc in compile_pycs(sources).items():
+            if pyc is not None:
+                head, base = os.path.split(name)
+                self.data[f"{head}/__pycache__/{base[:-3]}.{tag}.pyc"] = (pyc, 0o644)
         entries: dict[str, tuple[str, object]] = {}
         for name in self.dirs:
             entries[name] = ("dir", None)
@@ -485,27 +496,83 @@ def runtime_distributions() -> list[importlib.metadata.Distribution]:
     return [found[k] for k in sorted(found)]
 
 
-def _pyc(source: bytes, image_path: str) -> bytes | None:
-    """An unchecked-hash .pyc (PEP 552): valid whatever the file's mtime, and the same bytes for the
-    same source, so compiled files cost no reproducibility. None if the file is not Python 3.11."""
-    from importlib._bootstrap_external import _code_to_hash_pyc  # type: ignore[attr-defined]
-
+#: The interpreter that compiles every .pyc made here: the one the amd64 images run.
+PYC_COMPILER = PYTHON
+#: Bound for one batch (the arm64 stdlib or a flyslice layer: a few thousand files, 10-30 s).
+COMPILE_TIMEOUT_S = 600.0
+#: Run by ``PYC_COMPILER -I -S -B -W ignore``: reads a marshal list of (path bytes, source bytes),
+#: writes a marshal list of unchecked-hash .pyc bytes (None: not Python 3.11). Why a fresh process:
+#: marshal writes a string as "interned" when the process has interned it, and whether the shared
+#: one-character strings ("{", ":") are interned depends on what the process imported before (136
+#: .pyc of the arm64 image differed between two building processes). Here nothing is imported but
+#: what -I -S starts with, all 256 of them are interned first (so neither that start nor the files
+#: before in the batch decide), warnings are not formatted (that would import modules mid-batch),
+#: and paths arrive as bytes (a str sent by marshal could arrive interned).
+_COMPILE_SCRIPT = """
+import _imp, marshal, sys
+import _frozen_importlib_external as ext
+for i in range(256):
+    sys.intern(chr(i))
+out = []
+for path, source in marshal.loads(sys.stdin.buffer.read()):
     try:
-        code = compile(source, "/" + image_path, "exec", dont_inherit=True)
+        code = compile(source, path.decode(), "exec", dont_inherit=True, optimize=0)
     except (SyntaxError, ValueError):
-        return None  # templates and files for other Pythons; compileall skips them as well
-    pyc: bytes = _code_to_hash_pyc(code, importlib.util.source_hash(source), False)
-    return pyc
+        out.append(None)
+        continue
+    out.append(bytes(ext._code_to_hash_pyc(code, _imp.source_hash(ext._RAW_MAGIC_NUMBER, source), False)))
+sys.stdout.buffer.write(marshal.dumps(out))
+"""
+
+
+def compile_pycs(sources: dict[str, bytes]) -> dict[str, bytes | None]:
+    """Image path -> an unchecked-hash .pyc (PEP 552) of its source: valid whatever the file's
+    mtime, and the same bytes for the same source whichever process builds the image (one fresh
+    ``PYC_COMPILER`` for the whole batch, see ``_COMPILE_SCRIPT``). None for a file that is not
+    Python 3.11 (templates, files for other Pythons: compileall skips them as well)."""
+    if not sources:
+        return {}
+    import marshal
+
+    names = list(sources)
+    batch = marshal.dumps([(("/" + name).encode(), bytes(sources[name])) for name in names])
+    cmd = [str(PYC_COMPILER), "-I", "-S", "-B", "-W", "ignore", "-c", _COMPILE_SCRIPT]
+    try:
+        result = subprocess.run(cmd, input=batch, capture_output=True, timeout=COMPILE_TIMEOUT_S, check=False)
+    except FileNotFoundError as exc:
+        raise ImageBuildError(
+            f"image: {PYC_COMPILER} not found (Debian package python3.11-minimal): it compiles the .pyc"
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ImageBuildError(
+            f"image: compiling {len(names)} files with {PYC_COMPILER}: "
+            f"no result within {COMPILE_TIMEOUT_S:.0f} s"
+        ) from exc
+    if result.returncode:
+        err = result.stderr.decode(errors="replace").strip()[-1500:]
+        raise ImageBuildError(f"image: compiling {len(names)} files with {PYC_COMPILER} failed: {err}")
+    pycs = marshal.loads(result.stdout)
+    if not isinstance(pycs, list) or len(pycs) != len(names):
+        raise ImageBuildError(f"image: {PYC_COMPILER} returned no .pyc list for {len(names)} files")
+    return dict(zip(names, pycs, strict=True))
+
+
+def compiler_key() -> str:
+    """The .pyc compiler's identity for cache keys (path, size, mtime, as ``_cached`` keys host files)."""
+    st = PYC_COMPILER.stat()
+    return f"{PYC_COMPILER}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _pyc(source: bytes, image_path: str) -> bytes | None:
+    """``compile_pycs`` of one file."""
+    return compile_pycs({image_path: source})[image_path]
 
 
 def _add_python_file(tree: _Tree, image_path: str, data: bytes, mode: int) -> None:
+    """A file for the image; a ``.py`` also gets its .pyc when ``tree.layer()`` is made."""
     tree.data[image_path] = (data, mode)
     if image_path.endswith(".py"):
-        pyc = _pyc(data, image_path)
-        if pyc is not None:
-            head, name = os.path.split(image_path)
-            tag = sys.implementation.cache_tag  # cpython-311, as Debian's python3.11 looks for
-            tree.data[f"{head}/__pycache__/{name[:-3]}.{tag}.pyc"] = (pyc, 0o644)
+        tree.python.add(image_path)
 
 
 def _flyslice_wheel(workdir: Path) -> Path:
@@ -586,6 +653,20 @@ def _flyslice_inputs_key(base: Image) -> str:
     return h.hexdigest()[:16]
 
 
+def image_configs() -> tuple[dict[str, object], dict[str, object]]:
+    """The image configs of (flyslice, nf-runner), for every architecture: same environment and user,
+    entrypoint ``flyslice`` or the NF runner (which listens on 7000 unless its args say otherwise)."""
+    common: dict[str, object] = {
+        "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"],
+        "WorkingDir": "/var/lib/flyslice",
+        "User": APP_UID,
+    }
+    return (
+        {**common, "Entrypoint": ["/usr/local/bin/flyslice"]},
+        {**common, "Entrypoint": list(RUNNER), "ExposedPorts": {"7000/tcp": {}}},
+    )
+
+
 def flyslice_images(
     repository: str = "flyslice.local/flyslice", runner_repository: str = "flyslice.local/nf-runner"
 ) -> tuple[Image, Image]:
@@ -595,7 +676,7 @@ def flyslice_images(
     ``flyslice`` (agent and operator: ``flyslice agent ...``, ``flyslice operator ...``) and the NF
     runner, because the pod driver gives a VNF pod ``args`` and no ``command``. The tag is the
     input key, so a changed source or lock gives a new tag and digest; the same inputs the same
-    digest (files sorted, owned by root, mtime 0, unchecked-hash .pyc).
+    digest (files sorted, owned by root, mtime 0, unchecked-hash .pyc from ``compile_pycs``).
     """
     base = python_image()
     key = _flyslice_inputs_key(base)
@@ -604,19 +685,9 @@ def flyslice_images(
     if out.exists() and runner_out.exists():
         return _load(out, repository, key), _load(runner_out, runner_repository, key)
     layers = [*layers_of(base), Layer.of(_flyslice_layer())]
-    common: dict[str, object] = {
-        "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"],
-        "WorkingDir": "/var/lib/flyslice",
-        "User": APP_UID,
-    }
-    runner = write_oci_layout(
-        runner_out, layers, repository=runner_repository, tag=key,
-        config={**common, "Entrypoint": RUNNER, "ExposedPorts": {"7000/tcp": {}}},
-    )  # fmt: skip
-    app = write_oci_layout(
-        out, layers, repository=repository, tag=key,
-        config={**common, "Entrypoint": ["/usr/local/bin/flyslice"]},
-    )  # fmt: skip
+    app_config, runner_config = image_configs()
+    runner = write_oci_layout(runner_out, layers, repository=runner_repository, tag=key, config=runner_config)
+    app = write_oci_layout(out, layers, repository=repository, tag=key, config=app_config)
     _prune({out, runner_out})
     return app, runner
 

@@ -1,4 +1,4 @@
-"""An arm64 flyslice image and an OCI image index of the amd64 and arm64 ones, built on an amd64 host.
+"""arm64 flyslice and nf-runner images and OCI image indexes of amd64 + arm64, built on an amd64 host.
 
 There is no QEMU here, so nothing arm64 can run: the arm64 image is assembled from arm64 inputs
 that are fetched and verified, and then checked by reading its files, never by running them:
@@ -14,15 +14,20 @@ that are fetched and verified, and then checked by reading its files, never by r
   ones included, so pip refuses any file whose hash the lock does not list; each wheel is hashed
   again here against the lock before use (a cached one too).
 * flyslice's own wheel (pure Python, from this checkout) and unchecked-hash .pyc (bytecode does not
-  depend on the CPU; Debian's arm64 stdlib package ships no .pyc, so they are compiled here).
+  depend on the CPU; Debian's arm64 stdlib package ships no .pyc, so they are compiled here, by
+  ``image.compile_pycs``: the same bytes whichever process builds the image).
+
+Like ``image.flyslice_images``, one layer set makes two images: ``flyslice`` (agent, operator) and
+the NF runner (VNF pods), differing only in their config (``image.image_configs``).
 
 ``verify_image`` then reads the finished tarball: every ELF file must be ``EM_AARCH64`` (e_machine
 183), and every ELF's program interpreter and ``DT_NEEDED`` libraries must resolve inside the image
 (``DT_RUNPATH``/``DT_RPATH`` with ``$ORIGIN``, then the Debian multiarch directories) — the
-``ldd`` a foreign binary cannot be given. ``multiarch_index`` writes one OCI layout holding both
-images under an image index with platforms linux/amd64 and linux/arm64; containerd picks the
-manifest of its own platform. Everything is cached under ``${FLYSLICE_CACHE:-~/.cache/flyslice}/``
-(``arm64/`` for the downloads, ``images/`` for the tarballs); the same inputs give the same digests.
+``ldd`` a foreign binary cannot be given. ``multiarch_index`` writes one OCI layout holding two
+images under an image index with platforms linux/amd64 and linux/arm64 (``flyslice_multiarch``,
+``runner_multiarch``); containerd picks the manifest of its own platform. Everything is cached
+under ``${FLYSLICE_CACHE:-~/.cache/flyslice}/`` (``arm64/`` for the downloads, ``images/`` for the
+tarballs); the same inputs give the same digests, whichever process builds them.
 """
 
 from __future__ import annotations
@@ -596,47 +601,71 @@ def _layer_files(tar: bytes) -> _Files:
     return fs
 
 
-def build_arm64_flyslice(
-    out: Path, repository: str = "flyslice.local/flyslice", tag: str = "arm64"
-) -> image.Image:
-    """The arm64 flyslice image at ``out``, always built (``arm64_flyslice`` caches it)."""
+def build_arm64_images(
+    out: Path,
+    runner_out: Path,
+    repository: str = "flyslice.local/flyslice",
+    runner_repository: str = "flyslice.local/nf-runner",
+    tag: str = "arm64",
+) -> tuple[image.Image, image.Image]:
+    """The arm64 (flyslice, nf-runner) images at ``out`` and ``runner_out``, always built
+    (``arm64_images`` caches them): the same two layers, ``image.image_configs``' two configs."""
     root = debian_root(fetch_debs())
     wheels = fetch_wheels()
     python = _python_layer(root)
     app = _flyslice_layer(root, wheels, _layer_files(python))
-    return image.write_oci_layout(
-        out,
-        [image.Layer.of(python), image.Layer.of(app)],
-        repository=repository,
-        tag=tag,
-        config={
-            "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"],
-            "WorkingDir": "/var/lib/flyslice",
-            "User": image.APP_UID,
-            "Entrypoint": ["/usr/local/bin/flyslice"],
-        },
-        architecture=ARCH,
+    layers = [image.Layer.of(python), image.Layer.of(app)]
+    app_config, runner_config = image.image_configs()
+    runner = image.write_oci_layout(
+        runner_out, layers, repository=runner_repository, tag=tag, config=runner_config, architecture=ARCH
     )
+    flyslice = image.write_oci_layout(
+        out, layers, repository=repository, tag=tag, config=app_config, architecture=ARCH
+    )
+    return flyslice, runner
 
 
 def _arm64_key() -> str:
-    """The arm64 image's inputs: packages and wheels (by hash), sources, these modules."""
+    """The arm64 images' inputs: Debian packages (by file name, which carries the version: a
+    re-download with newer security updates is a new key), locked wheels (by hash), sources, the
+    .pyc compiler, these modules."""
     subset, _ = lock_subset()
     h = hashlib.sha256(f"{image.IMAGE_FORMAT}:{DEBIAN_SUITE}:{DEBIAN_PACKAGES}:{WHEEL_PLATFORMS}".encode())
     h.update(subset.encode())
+    h.update(f"{[d.name for d in fetch_debs()]}:{image.compiler_key()}".encode())
     for path in [*image._source_files(), Path(__file__), Path(image.__file__)]:
         h.update(f"{path.relative_to(image.REPO)}\0".encode() + hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()[:16]
 
 
-def arm64_flyslice(repository: str = "flyslice.local/flyslice") -> image.Image:
-    """``build_arm64_flyslice``, cached under ``images/`` by its inputs (the Debian packages are
-    fixed once downloaded: a new security update is taken only when the package cache is cleared)."""
+def arm64_cache_paths() -> tuple[str, Path, Path]:
+    """(tag, flyslice tarball, nf-runner tarball) in ``images/`` for the current inputs."""
     key = _arm64_key()
-    out = image.cache_dir() / f"flyslice-arm64-{key}.oci.tar"
-    if out.exists():
-        return image._load(out, repository, f"{key}-arm64")
-    return build_arm64_flyslice(out, repository, f"{key}-arm64")
+    return (
+        f"{key}-arm64",
+        image.cache_dir() / f"flyslice-arm64-{key}.oci.tar",
+        image.cache_dir() / f"nf-runner-arm64-{key}.oci.tar",
+    )
+
+
+def arm64_images(
+    repository: str = "flyslice.local/flyslice", runner_repository: str = "flyslice.local/nf-runner"
+) -> tuple[image.Image, image.Image]:
+    """``build_arm64_images``, cached under ``images/`` by their inputs (``_arm64_key``)."""
+    tag, out, runner_out = arm64_cache_paths()
+    if out.exists() and runner_out.exists():
+        return image._load(out, repository, tag), image._load(runner_out, runner_repository, tag)
+    return build_arm64_images(out, runner_out, repository, runner_repository, tag)
+
+
+def arm64_flyslice(repository: str = "flyslice.local/flyslice") -> image.Image:
+    """The arm64 flyslice image (``arm64_images``)."""
+    return arm64_images(repository=repository)[0]
+
+
+def arm64_runner(repository: str = "flyslice.local/nf-runner") -> image.Image:
+    """The arm64 nf-runner image (``arm64_images``): the flyslice image's layers, the runner's entrypoint."""
+    return arm64_images(runner_repository=repository)[1]
 
 
 # --- the index ----------------------------------------------------------------------------------
@@ -709,15 +738,13 @@ def multiarch_index(images: list[image.Image], out: Path, repository: str, tag: 
     return image.Image(out, repository, tag, digest)
 
 
-def flyslice_multiarch(
-    arm64: image.Image | None = None, repository: str = "flyslice.local/flyslice-multiarch"
+def _cached_index(
+    name: str, amd64: image.Image, arm64: image.Image, repository: str, cache: Path | None
 ) -> image.Image:
-    """The flyslice image for linux/amd64 (image.flyslice_images, this host's files) and linux/arm64
-    (``arm64``, default ``arm64_flyslice()``) under one index, cached by both digests."""
-    amd64, _runner = image.flyslice_images()
-    arm64 = arm64 or arm64_flyslice()
+    """``multiarch_index`` of ``amd64`` and ``arm64`` in ``cache`` (default ``images/``), cached by
+    both digests."""
     key = hashlib.sha256(f"{amd64.digest}{arm64.digest}".encode()).hexdigest()[:16]
-    out = image.cache_dir() / f"flyslice-multiarch-{key}.oci.tar"
+    out = (cache or image.cache_dir()) / f"{name}-{key}.oci.tar"
     if out.exists():
         with tarfile.open(out) as tar:
             member = tar.extractfile("index.json")
@@ -727,8 +754,32 @@ def flyslice_multiarch(
     return multiarch_index([amd64, arm64], out, repository, key)
 
 
+def flyslice_multiarch(
+    arm64: image.Image | None = None,
+    repository: str = "flyslice.local/flyslice-multiarch",
+    cache: Path | None = None,
+) -> image.Image:
+    """The flyslice image for linux/amd64 (image.flyslice_images, this host's files) and linux/arm64
+    (``arm64``, default ``arm64_flyslice()``) under one index, cached by both digests in ``cache``
+    (default ``images/``)."""
+    amd64, _runner = image.flyslice_images()
+    return _cached_index("flyslice-multiarch", amd64, arm64 or arm64_flyslice(), repository, cache)
+
+
+def runner_multiarch(
+    arm64: image.Image | None = None,
+    repository: str = "flyslice.local/nf-runner-multiarch",
+    cache: Path | None = None,
+) -> image.Image:
+    """The nf-runner image for linux/amd64 (image.flyslice_images) and linux/arm64 (``arm64``,
+    default ``arm64_runner()``) under one index, cached by both digests in ``cache``."""
+    _app, amd64 = image.flyslice_images()
+    return _cached_index("nf-runner-multiarch", amd64, arm64 or arm64_runner(), repository, cache)
+
+
 if __name__ == "__main__":  # build, verify and print the references
-    arm = arm64_flyslice()
-    print(f"{arm.by_digest}  {arm.path} ({arm.path.stat().st_size // 1024} KiB)  {verify_image(arm)}")
-    multi = flyslice_multiarch(arm)
-    print(f"{multi.by_digest}  {multi.path} ({multi.path.stat().st_size // 1024} KiB)")
+    arm, arm_runner = arm64_images()
+    for img in (arm, arm_runner):
+        print(f"{img.by_digest}  {img.path} ({img.path.stat().st_size // 1024} KiB)  {verify_image(img)}")
+    for multi in (flyslice_multiarch(arm), runner_multiarch(arm_runner)):
+        print(f"{multi.by_digest}  {multi.path} ({multi.path.stat().st_size // 1024} KiB)")
