@@ -591,7 +591,8 @@ class Node(_Machine):
         # The node forwards between its pods (cni0) and the other nodes (eth0).
         _run(*self.in_netns("sysctl", "-qw", "net.ipv4.ip_forward=1"))
         for other in [*c.nodes, *c.hosts]:
-            if other is not self:
+            # A stopped machine's namespace is gone (a node added after a power cut): nothing to route.
+            if other is not self and Path(other.netns_path).exists():
                 _run("ip", "-n", other.netns, "route", "add", self.pod_cidr, "via", self.ip)
         # The host reaches pods too (tests, the API server's kubelet proxy needs only node IPs).
         _run("ip", "route", "add", self.pod_cidr, "via", self.ip)
