@@ -32,6 +32,7 @@ from typing import Any
 import kopf
 
 from flyslice import solver
+from flyslice.operator.intake.catalog import Catalog
 from flyslice.operator.intake.errors import ManifestError
 from flyslice.operator.intake.validation import PackagePolicy, ValidationResult, validate
 from flyslice.operator.kube.cache import WatchCache
@@ -244,6 +245,11 @@ class ReconcileLoop:
             for ns in self.namespaces
             for o in self.client.list_kind(kind, label_selector=label_selector, namespace=ns)
         ]
+
+    @property
+    def catalog(self) -> Catalog | None:
+        """The desired state of the last pass (the last good one where objects failed validation)."""
+        return self._validated.catalog if self._validated is not None else None
 
     def _run_once(self) -> PassReport:
         started = time.monotonic()

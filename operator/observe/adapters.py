@@ -92,7 +92,14 @@ def for_operator(loop: Any, snapshot: Any) -> ObserveRoutes:
             for key, st in sorted(statuses().items())
         ]
         doc.setdefault("nodes", [])
-        return console_document(doc, None)
+        # The nodes by tier come from the last validated desired state (EdgeNodes), as in `up`; without
+        # it the page had no node to draw a slice's instances on (seen on the real cluster).
+        catalog = loop.catalog
+        if catalog is None:
+            return console_document(doc, None)
+        state = loop.state
+        actions = [a for rec in state.slices.values() for a in rec.actions] if state is not None else []
+        return console_document(doc, topology(catalog, actions))
 
     return ObserveRoutes(metrics, state)
 

@@ -81,5 +81,9 @@ def test_operator_metrics_console_and_health_checks(
             console = json.loads(resp.read())
         phases = {s["name"]: s["phase"] for s in console["status"]["slices"]}
         assert phases == {"wildfire": "Deploying", "hopeless": "Infeasible"}
+        # The topology the page draws nodes and instances on: the EdgeNodes by tier, with what runs there.
+        nodes = {n["name"].split("-", 2)[2]: n for n in console["topology"]["nodes"]}  # t-<id>-<node>
+        assert set(nodes) == {"cloud", "fog-1", "gw-1", "gw-2"}, console["topology"]
+        assert nodes["cloud"]["tier"] == "cloud" and nodes["cloud"]["cpu"]["usedMillis"] > 0
     finally:
         op.stop()
