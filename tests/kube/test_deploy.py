@@ -61,7 +61,8 @@ def test_manifests_pass_a_server_side_dry_run(kube_env: kubeenv.KubeEnv, crds_in
     assert pod_env["POD_NAME"] == "metadata.name" and pod_env["POD_NAMESPACE"] == "metadata.namespace"
     assert {"name": "http", "containerPort": 8081, "protocol": "TCP"} in op["spec"]["containers"][0]["ports"]
     # The probe port (8080, pod IP) serves only /healthz and /readyz; status goes to its own port.
-    assert op["spec"]["containers"][0]["args"] == ["--status-addr", "$(POD_IP):8081"]
+    # All of the pod's own addresses: the Service reaches the pod IP, kubectl port-forward loopback.
+    assert op["spec"]["containers"][0]["args"] == ["--status-addr", "0.0.0.0:8081"]
 
 
 @pytest.mark.kube
