@@ -40,10 +40,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +74,10 @@ GATEWAYS = ("gw-1", "gw-2")
 EXAMPLE_RUNNER = "ghcr.io/flyslice/nf-runner:0.1.0"
 #: Beyond kubeenv's defaults: workloads, the CA bundle pods' tokens carry, and the node lifecycle
 #: controller, which lifts the not-ready taint kubelets register with (else nothing is scheduled).
-CONTROLLERS = ("deployment", "replicaset", "daemonset", "root-ca-cert-publisher", "nodelifecycle")
+#: The endpoint controllers give the flyslice-console Service its endpoints (the API server's service
+#: proxy needs them).
+CONTROLLERS = ("deployment", "replicaset", "daemonset", "root-ca-cert-publisher", "nodelifecycle",
+               "endpoint", "endpointslice")  # fmt: skip
 STATE_DIR = "/var/lib/flyslice"  # the DaemonSet's hostPath
 
 
@@ -170,7 +176,8 @@ def built_platform() -> Iterator[Platform]:
             host = p.gateways[name] = cluster.add_host(name)
             server = f"https://{kubeenv.SERVICE_IP}:443"  # the API server as the gateway reaches it
             kubeconfig = harness.gateway_kubeconfig(env, name, server, host.dir / f"{name}.kubeconfig")
-            args = f"--mqtt 127.0.0.1:1883 --advertise {host.ip}:7000 {' '.join(harness.TEST_AGENT_ARGS)}"
+            # No --advertise: the agent finds the address its peers reach it at (nodeagent/kube/advertise.py).
+            args = f"--mqtt 127.0.0.1:1883 {' '.join(harness.TEST_AGENT_ARGS)}"
             installs[name] = harness.install_gateway(host, kubeconfig, args, wheels)
         t0 = time.monotonic()
         for name in KUBE_NODES:
@@ -430,9 +437,81 @@ def test_installed_unit_is_what_runs_on_the_gateways(deployed: Platform) -> None
             "--state-dir",
             str(host.dir / "root" / STATE_DIR.lstrip("/")),
         ]
-        assert "--no-pods" in argv and "--insecure-plaintext" not in argv
+        assert "--no-pods" in argv and "--insecure-plaintext" not in argv and "--advertise" not in argv
+        # What it found to publish without --advertise: its own address, where devices and peers reach it.
+        edge = deployed.env.kubectl_json("get", "edgenode", name)
+        assert edge["status"]["agentAddress"] == f"{host.ip}:7000", edge["status"]
         assert unit_env["KUBECONFIG"] == str(host.dir / "root" / "etc" / "flyslice" / "kubeconfig")
         proc = next(pr for pr in host.procs if pr.name == "agent")
         assert proc.popen.poll() is None, host.logs("agent")
         cmdline = Path(f"/proc/{proc.popen.pid}/cmdline").read_bytes().split(b"\0")
         assert str(host.dir / "root" / "opt" / "flyslice" / "venv").encode() in b" ".join(cmdline)
+
+
+CONSOLE_PROXY = f"/api/v1/namespaces/{SYSTEM}/services/flyslice-console:http/proxy"
+
+
+def test_console_through_the_api_server_and_port_forward(deployed: Platform, tmp_path: Path) -> None:
+    """The operator's console as deploy/k3s/console-service.yaml says to open it: through the API
+    server's service proxy (``kubectl proxy``, a real headless Chromium) and ``kubectl port-forward``.
+    The Service selects the leader alone: its /status says leader."""
+    from tests.observe.browser import Browser
+    from tests.observe.test_console import wait_js
+
+    p = deployed
+    # The EdgeNodes the page draws (already there after the wildfire test; applying again changes nothing).
+    p.env.kubectl("apply", "-f", str(REPO / "examples" / "wildfire" / "nodes.yaml"))
+
+    # kubectl port-forward dials localhost inside the pod: the server must listen there too.
+    with (
+        _kubectl_serving(
+            p, tmp_path / "forward.log", "-n", SYSTEM, "port-forward", "svc/flyslice-console", ":http"
+        ) as port,
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=20) as resp,
+    ):
+        forwarded = json.loads(resp.read())
+    assert forwarded["role"] == "leader", forwarded.get("message")
+
+    def status_via_proxy() -> dict[str, Any] | None:
+        got = p.env.kubectl("get", "--raw", f"{CONSOLE_PROXY}/status", check=False, timeout=20)
+        return json.loads(got.stdout) if got.returncode == 0 and got.stdout.startswith("{") else None
+
+    doc = wait(status_via_proxy, 60, lambda: f"/status through the service proxy\n{p.diagnose()}", 1.0)
+    assert doc["role"] == "leader", doc.get("message")
+
+    with _kubectl_serving(p, tmp_path / "proxy.log", "proxy", "--port=0") as port:
+        browser = Browser(tmp_path)
+        try:
+            browser.go(f"http://127.0.0.1:{port}{CONSOLE_PROXY}/")
+            nodes_shown = "return [...document.querySelectorAll('[data-node]')].map(e => e.dataset.node)"
+            try:
+                wait_js(browser, nodes_shown + ".length >= 4", 30, "the 4 nodes on the page")
+            except AssertionError as exc:
+                probe = "return fetch('state').then(r => r.text())"  # what the page was given
+                raise AssertionError(
+                    f"{exc}; at {browser.js('return location.href')}; fetch('state'): "
+                    f"{browser.js(probe)[:3000]}"
+                ) from exc
+            assert set(browser.js(nodes_shown)) >= {*KUBE_NODES, *GATEWAYS}
+            assert browser.js("return location.pathname") == f"{CONSOLE_PROXY}/console/"
+        finally:
+            browser.close()
+
+
+@contextlib.contextmanager
+def _kubectl_serving(p: Platform, log: Path, *args: str) -> Iterator[int]:
+    """``kubectl proxy`` / ``kubectl port-forward`` on a free local port: the port it printed."""
+    cmd = [str(p.env.binaries.kubectl), f"--kubeconfig={p.env.kubeconfig}", *args]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        port = wait(lambda: _printed_port(log), 30, lambda: f"kubectl {args}: {log.read_text()}", 0.2)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _printed_port(log: Path) -> int | None:
+    found = re.search(r"(?:Starting to serve on|Forwarding from) 127\.0\.0\.1:(\d+)", log.read_text())
+    return int(found.group(1)) if found else None
