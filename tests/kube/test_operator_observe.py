@@ -82,7 +82,11 @@ def test_operator_metrics_console_and_health_checks(
         phases = {s["name"]: s["phase"] for s in console["status"]["slices"]}
         assert phases == {"wildfire": "Deploying", "hopeless": "Infeasible"}
         # The topology the page draws nodes and instances on: the EdgeNodes by tier, with what runs there.
-        nodes = {n["name"].split("-", 2)[2]: n for n in console["topology"]["nodes"]}  # t-<id>-<node>
+        # EdgeNodes are cluster-scoped: other tests' nodes are drawn too; this test's carry its namespace.
+        mine = f"{namespace}-"
+        nodes = {
+            n["name"][len(mine) :]: n for n in console["topology"]["nodes"] if n["name"].startswith(mine)
+        }
         assert set(nodes) == {"cloud", "fog-1", "gw-1", "gw-2"}, console["topology"]
         assert nodes["cloud"]["tier"] == "cloud" and nodes["cloud"]["cpu"]["usedMillis"] > 0
     finally:
