@@ -10,8 +10,6 @@ import base64
 import copy
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import kubeenv
@@ -24,35 +22,20 @@ from cryptography.x509.oid import NameOID
 from flyslice.nodeagent.kube.agent import api_client_for
 from flyslice.nodeagent.kube.dataplane_certs import SIGNER
 from flyslice.operator.kube.cache import WatchCache
-from flyslice.operator.kube.cluster import DESIRED_KINDS, MANAGED_BY, OPERATOR, ClusterClient
+from flyslice.operator.kube.cluster import ClusterClient
 from flyslice.operator.kube.dataplane_ca import DataplaneSigner
 from flyslice.operator.kube.events import EventRecorder
 from flyslice.operator.kube.kopf_operator import ReconcileLoop
 from flyslice.operator.planning.reoptimize import ReoptimizeSettings
 
+from . import test_operator_cache as cache_tests
 from .operator_harness import apply_docs, kubectl_items, operator_kubeconfig, wait_for, wildfire_docs
 
 pytestmark = [pytest.mark.kube, pytest.mark.timeout(180)]
-KINDS = {**dict.fromkeys(DESIRED_KINDS, ""), "NFInstance": f"{MANAGED_BY}={OPERATOR}"}
-
-
-@pytest.fixture
-def client(kubeconfig: Path, crds_installed: list[str]) -> ClusterClient:
-    return ClusterClient.from_kubeconfig(str(kubeconfig))
-
-
-@pytest.fixture
-def cache(client: ClusterClient, namespace: str) -> Iterator[WatchCache]:
-    c = WatchCache(client, KINDS, namespaces=[namespace], resync_s=600)
-    client.sink = c
-    c.start()
-    assert c.wait_synced(20)
-    yield c
-    c.stop()
-
-
-def _names(cache: WatchCache, kind: str) -> set[str]:
-    return {o["metadata"]["name"] for o in cache.snapshot()[kind]}
+# The watch-fed cache fixtures of test_operator_cache.py, reused rather than copied.
+client = cache_tests.client
+cache = cache_tests.cache
+_names = cache_tests._names
 
 
 def test_reoptimisation_waits_out_a_burst_then_runs(
