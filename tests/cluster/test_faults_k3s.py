@@ -147,7 +147,10 @@ def test_1_a_deleted_vnf_pod_is_created_again_and_data_flows(wildfire: Platform)
     wait(lambda: harness.storage_rows(p.env, SYSTEM, pod["metadata"]["name"]).get("readings/max"), 90,
          lambda: f"readings in the new db pod\n{p.diagnose()}", 2.0)  # fmt: skip
     FIGURES["vnf_pod_deleted_to_data_s"] = time.monotonic() - t0
-    assert _slice_ready(p, "wildfire"), p.diagnose()
+    # The Slice was not Ready while its db was down; data can flow again a little before the agent's
+    # next report makes the operator say Ready again, so this waits for it rather than reading once.
+    wait(lambda: _slice_ready(p, "wildfire"), 60, lambda: f"Slice wildfire Ready again\n{p.diagnose()}")
+    FIGURES["vnf_pod_deleted_to_slice_ready_s"] = time.monotonic() - t0
 
 
 def test_2_a_killed_vnf_container_is_restarted_and_counted(wildfire: Platform) -> None:
