@@ -45,7 +45,8 @@ EXAMPLES = ("wildfire", "ddos")
 
 #: The documented exit codes of the CLI (issue 9, part 4).
 EXIT_CODES = {0: "success", 1: "invalid input or not admitted", 2: "usage error", 3: "internal error"}
-#: The contract: ``validate`` answers within this, per set.
+#: The contract: ``validate`` answers within this, per set, in CPU seconds of this process: what the
+#: input costs, not how busy the machine is (a parallel test run doubles the wall time).
 VALIDATE_LIMIT_S = 1.0
 #: A call still running after this is interrupted (SIGALRM) and reported as a hang, so that one input
 #: cannot stall CI for minutes. A single long C call (the issue's ``memory: "1e999999"``, 64 s inside
@@ -819,6 +820,8 @@ class Run:
     flyslice_frame: str = ""
     traceback: str = ""
     hung: bool = False
+    #: CPU time this process spent in the call (every thread)
+    cpu_seconds: float = 0.0
 
 
 #: site-packages first: the virtualenv may live inside the repository.
@@ -861,11 +864,12 @@ def run_cli(argv: list[str], hang_limit_s: float) -> Run:
         with _descriptor_1() as sink, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 with _interrupt_after(hang_limit_s):
-                    start = time.perf_counter()
+                    start, cpu_start = time.perf_counter(), time.process_time()
                     try:
                         run.code = main(argv)
                     finally:
                         run.seconds = time.perf_counter() - start
+                        run.cpu_seconds = time.process_time() - cpu_start
             except SystemExit as exc:
                 run.code = _exit_code(exc.code)
             finally:
@@ -1050,8 +1054,8 @@ def check(
     report.runs.append(v)
     as_json = options.validate_output == "json"
     report.findings += _findings(v, "validate", {0, 1, 2}, as_json, {0, 1} if as_json else set())
-    if not v.hung and v.seconds >= VALIDATE_LIMIT_S:
-        slow = f"{v.seconds:.2f} s (limit {VALIDATE_LIMIT_S:g} s)"
+    if not v.hung and v.cpu_seconds >= VALIDATE_LIMIT_S:
+        slow = f"{v.cpu_seconds:.2f} s of CPU (limit {VALIDATE_LIMIT_S:g} s)"
         report.findings.append(Finding("slow", "validate", slow))
     if v.code == 0 or (v.code == 1 and options.plan_rejected):
         p = run_cli(options.plan_argv(target), limits["plan"])

@@ -160,7 +160,10 @@ def _plan_refuses_what_validate_accepted(argv: list[str]) -> int:
 
 
 def _slow(argv: list[str]) -> int:
-    time.sleep(1.05 if argv[0] == "validate" else 0)
+    # Busy, not asleep: the limit is on CPU time.
+    deadline = time.process_time() + (1.05 if argv[0] == "validate" else 0)
+    while time.process_time() < deadline:
+        pass
     return 1
 
 
@@ -182,9 +185,11 @@ def test_the_contract_checks_catch_each_violation(
 ) -> None:
     # The fuzz test passing means something only if each check can fail: a fake CLI breaks one rule each.
     monkeypatch.setattr(mutations, "main", fake)
-    # Just above the 1 s limit, so that _slow is slow and _spins hangs.
-    monkeypatch.setitem(mutations.HANG_LIMIT_S, "validate", 1.2)
-    monkeypatch.setitem(mutations.HANG_LIMIT_S, "plan", 1.2)
+    # Just above the 1 s limit, so that _spins hangs; _slow's 1.05 s of CPU may take several seconds
+    # of wall time on a busy machine, and must not be taken for a hang.
+    hang_limit = 30.0 if kind == "slow" else 1.2
+    monkeypatch.setitem(mutations.HANG_LIMIT_S, "validate", hang_limit)
+    monkeypatch.setitem(mutations.HANG_LIMIT_S, "plan", hang_limit)
     options = Options(validate_output="json", plan_rejected=True, plan_output="json")
     report = check_in_temp(Mutation(example_set("ddos")).build(), options)
     assert kind in {f.kind for f in report.findings}, report.explain()
