@@ -22,6 +22,9 @@ build_in=$(mktemp --suffix=.in)
 out=$(mktemp)
 trap 'rm -f "$build_in" "$out"' EXIT
 python3 tools/lockfile.py inputs >"$build_in"
+# uv keeps the versions already pinned in its output file unless told to upgrade them, so adding
+# one dependency moves nothing else (the solver's output depends on exact versions).
+cp requirements.lock "$out"
 
 extras=()
 for e in highs test bench; do extras+=(--extra "$e"); done
