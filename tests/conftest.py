@@ -54,3 +54,24 @@ def mosquitto(tmp_path: Path) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+def xdist_scope(nodeid: str) -> str:
+    """The unit pytest-xdist hands to one worker: a test module, or all of tests/cluster together (its
+    modules share one deployed cluster, see tests/cluster/conftest.py, and the host's network
+    namespaces and image cache)."""
+    path = nodeid.split("::", 1)[0]
+    return "tests/cluster" if path.startswith("tests/cluster/") else path
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """How pytest-xdist (tools/test.sh runs it) deals tests out: by ``xdist_scope``, so a module's
+    fixtures start once per run. A scheduler rather than ``--dist loadgroup`` marks, which have no
+    effect with pytest 9.2 (xdist 3.8 renames ``item._nodeid``, which pytest no longer reads)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    return ModuleScheduling(config, log)

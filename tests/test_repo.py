@@ -111,3 +111,27 @@ def test_a_regular_wheel_install_works_outside_the_checkout(tmp_path):
         sorted(["EdgeNode", "GitSource", "NFInstance", "NFPackage", "NetworkService", "Slice"])
     )
     assert "site-packages" not in std_operator
+
+
+def test_parallel_runs_deal_out_whole_modules_and_tests_cluster_as_one_unit() -> None:
+    """tools/test.sh runs pytest-xdist; module fixtures (an API server, a deployed cluster) rely on a
+    module's tests sharing one worker, and tests/cluster's modules on sharing one together."""
+    from tests.conftest import xdist_scope
+
+    cluster = {xdist_scope(f"tests/cluster/{m}.py::t") for m in ("test_deploy_k3s", "test_faults_k3s")}
+    assert cluster == {"tests/cluster"}
+    assert xdist_scope("tests/kube/test_a.py::test_b[x::y]") == "tests/kube/test_a.py"
+    # The scheduler is the one xdist uses: under its default ("load") the two modules' tests would be
+    # spread over both workers.
+    modules = ["tests/test_layout.py", "tests/operator/test_limits.py"]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "-v", "-p", "no:cacheprovider", *modules],
+        cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    workers: dict[str, set[str]] = {m: set() for m in modules}
+    for line in run.stdout.splitlines():
+        if line.startswith("[gw") and " PASSED " in line:
+            worker, nodeid = line.split("]", 1)[0][1:], line.split(" PASSED ", 1)[1]
+            workers[nodeid.split("::", 1)[0]].add(worker)
+    assert all(len(w) == 1 for w in workers.values()), workers

@@ -774,7 +774,13 @@ def wheelhouse() -> tuple[Path, Path]:
             shutil.rmtree(tmp / "build")
             for dist in runtime_distributions():
                 _repack(dist, tmp)
-            tmp.rename(out)
+            try:
+                tmp.rename(out)
+            except OSError:
+                # Another process (a parallel test worker) built the same inputs first: use its copy.
+                if not out.is_dir():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
