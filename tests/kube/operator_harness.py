@@ -158,7 +158,9 @@ def cluster_agents(
     finally:
         stop.set()
         for a in agents.values():
-            a.stop()
+            # A bare gateway's VNFs are runner processes that outlive a stopped agent (by design: a
+            # restarted agent adopts them); the test is over, so they go too. Pods go with the namespace.
+            a.stop(stop_vnfs=not pods)
         for t in threads:
             t.join(10)
 
