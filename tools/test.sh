@@ -38,6 +38,8 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v lua5.1 >/dev/null 2>&1 || need+=(lua5.1)
 # The real kubelet nodes of tests/cluster run their containers with Debian's runc.
 command -v runc >/dev/null 2>&1 || need+=(runc)
+# tests/cluster/test_arm64_emulated.py runs the arm64 image's programs under QEMU user-mode emulation.
+command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

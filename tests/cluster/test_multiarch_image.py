@@ -1,11 +1,12 @@
 """The arm64 flyslice and nf-runner images and the amd64 + arm64 indexes (tools/kubeenv/multiarch.py).
 
-Nothing arm64 runs here (no QEMU), so the arm64 images are checked by reading them: every ELF file
-is EM_AARCH64 and every ELF's interpreter and DT_NEEDED libraries are inside the image; the checker
-itself is shown to reject an x86-64 image and an arm64 image missing one library. The nf-runner
-image is the flyslice image's layers with the runner's config. The indexes list linux/amd64 and
-linux/arm64, and the same inputs give the same digests: a fresh build is compared with the cached
-build of an earlier run (another process), or, on a cold cache, with a second build.
+Here the arm64 images are checked by reading them (tests/cluster/test_arm64_emulated.py runs them
+under QEMU user-mode emulation): every ELF file is EM_AARCH64 and every ELF's interpreter and
+DT_NEEDED libraries are inside the image; the checker itself is shown to reject an x86-64 image
+and an arm64 image missing one library. The nf-runner image is the flyslice image's layers with
+the runner's config. The indexes list linux/amd64 and linux/arm64, and the same inputs give the
+same digests: a fresh build is compared with the cached build of an earlier run (another
+process), or, on a cold cache, with a second build.
 
 * The ELF reader and the index need no download and always run.
 * The arm64 build downloads Debian arm64 packages (apt, signed Release chain) and aarch64 wheels

@@ -1,7 +1,8 @@
 """arm64 flyslice and nf-runner images and OCI image indexes of amd64 + arm64, built on an amd64 host.
 
-There is no QEMU here, so nothing arm64 can run: the arm64 image is assembled from arm64 inputs
-that are fetched and verified, and then checked by reading its files, never by running them:
+The build runs no arm64 code: the arm64 image is assembled from arm64 inputs that are fetched and
+verified, then checked by reading its files (tests/cluster/test_arm64_emulated.py runs it afterwards
+under QEMU user-mode emulation):
 
 * Debian bookworm's arm64 packages (``DEBIAN_PACKAGES``: python3.11 and the libraries the amd64
   image's ``ldd`` list maps to, plus git), fetched by ``apt-get download`` with a private apt state
