@@ -334,8 +334,7 @@ def _add_spare_cloud(p: Platform) -> None:
 
 def test_5_a_stopped_node_s_vnfs_are_kept_then_placed_on_a_spare_node(wildfire: Platform) -> None:
     p = wildfire
-    placement = _slice_ready(p, "wildfire")
-    assert placement, p.diagnose()
+    placement = wait(lambda: _slice_ready(p, "wildfire"), 60, lambda: f"wildfire Ready\n{p.diagnose()}")
     vnfs = {e["role"] for e in placement["placement"] if e["node"] == "cloud"}
     assert vnfs == {"db", "sp-cloud", "broker-cloud"}, p.diagnose()
     before = {i["metadata"]["uid"]: i["spec"]["node"] for i in _instances(p)}
