@@ -181,6 +181,22 @@ def wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
     return left
 
 
+def _started_from(root: Path) -> list[int]:
+    """Processes with an argument naming ``root`` or a path below it (their config, socket or tag)."""
+    exact, below = str(root), str(root).rstrip("/") + "/"
+    me = os.getpid()
+    return [p for p in _pids() if p != me and any(a.endswith(exact) or below in a for a in _proc_cmdline(p))]
+
+
+def _kill_started_from(root: Path, timeout: float) -> list[str]:
+    """SIGKILL what ``_started_from(root)`` finds: a process whose start was interrupted (a signal
+    inside ``Popen``, after the fork) is in no record, yet must not outlive its node."""
+    pids = _started_from(root)
+    for pid in pids:
+        _kill(pid)
+    return [f"pid {p} started from {root} survived SIGKILL" for p in wait_gone(pids, timeout)]
+
+
 def _state(pid: int) -> str:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -380,6 +396,7 @@ class _Machine:
         for proc in reversed(self.procs):
             kubeenv._stop(proc, timeout)
         self.procs.clear()
+        problems += _kill_started_from(self.dir, timeout)
         if Path(self.netns_path).exists():
             result = _run("ip", "netns", "del", self.netns, check=False)
             if result.returncode:
@@ -979,6 +996,7 @@ class NodeCluster:
         if self._started:
             _run("ip", "link", "del", self.bridge, check=False)
             if self.dir != Path() and self.dir.exists():
+                problems += _kill_started_from(self.dir, timeout)
                 problems += [f"mount {m} is still mounted" for m in _unmount_all(self.dir)]
                 shutil.rmtree(self.dir, ignore_errors=True)
         self._started = False
@@ -1030,7 +1048,7 @@ def reap_stale() -> list[str]:
             continue
         cid = cdir.name.split("-", 1)[0]
         roots = {d.name for h in cgroup_hierarchies(unified=True) for d in h.glob(f"flyslice-{cid}-*")}
-        pids = [p for p in _pids() if any(str(cdir) in arg for arg in _proc_cmdline(p))]
+        pids = _started_from(cdir)
         for root in roots:
             pids += _cgroup_pids(root)
         for pid in pids:
