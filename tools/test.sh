@@ -53,8 +53,8 @@ fi
 if [ -f tools/kubeenv/build.sh ]; then
   bash tools/kubeenv/build.sh
 fi
-# Real kubelet + containerd nodes (tests/cluster), built the same way; ~9 min warm on top of the
-# API server's module cache, ~32 min cold on a loaded 2-core machine, seconds once cached.
+# Real kubelet + containerd nodes (tests/cluster), built the same way. On a fresh, quiet 2-core
+# machine the API server took 6 min and these 2 min (docs/kubernetes.md, "CI time"); seconds once cached.
 if [ -f tools/kubeenv/build-node.sh ]; then
   bash tools/kubeenv/build-node.sh
 fi
