@@ -1,9 +1,18 @@
-"""FAKE kubelet for tests: the test API server has no kubelet and no container runtime.
+"""FAKE kubelet for tests of tests/kube, whose clusters are an API server alone (no kubelet, no runtime).
 
 A real kubelet, for each pod bound to its node, starts the containers and writes the pod status
 (phase Running, the Ready condition, the pod IP), and finishes a graceful deletion by removing the
 object once the containers have stopped. This fake does exactly those two API writes for pods bound
 to the nodes it is given, without running anything. Nothing in flyslice itself uses it.
+
+Where it stays, and why: the tests/kube modules that import it check what the operator and agents
+write to the API server (NFInstances, pod specs and Secrets, statuses, conditions, Events, metrics,
+RBAC refusals), for which a VNF pod only has to *say* Running; they start in seconds, on a bare API
+server, many per run. Whatever depends on a container really running is tested on real kubelet +
+containerd nodes in tests/cluster (tools/kubeenv/nodes.py), never here: the deployed product and
+wildfire's data end to end (test_deploy_k3s.py), pod, container, node and operator faults
+(test_faults_k3s.py), a shared VNF pod and its certificate (test_shared_vnf_pod.py), the agent's pod
+driver under a kubelet (test_vnf_pod_on_node.py).
 """
 
 from __future__ import annotations
