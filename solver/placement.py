@@ -486,6 +486,9 @@ def _solve_with_cuts(
             return
         if outcome.bound is not None:
             search.bound = outcome.bound if search.bound is None else max(search.bound, outcome.bound)
+        if outcome.abandoned:
+            search.note = "the solver did not stop at its time limit and its answer was not waited for"
+            return
         if outcome.kind == "none":
             search.note = "the time limit ran out before the solver's first answer"
             return

@@ -157,3 +157,40 @@ def test_large_model_settings_still_read_a_timeout_honestly(monkeypatch: pytest.
     if feasible.kind == "optimal":
         assert feasible.objective is not None and feasible.bound is not None
         assert feasible.objective - feasible.bound <= 1e-6 * max(1.0, abs(feasible.objective))
+
+
+def stall_highs(monkeypatch: pytest.MonkeyPatch, seconds: float) -> list[float]:
+    """Every HiGHS run first spends ``seconds`` without checking its clock or its callback, as its root
+    cut separation did for 6 s on a 82 000-column model (a FAKE stall: the delay is ours, the solve
+    after it is HiGHS's own). Returns the times the stalled runs ended."""
+    highspy = pytest.importorskip("highspy")
+    ended: list[float] = []
+    run = highspy.Highs.run
+
+    def stalled(self: object) -> object:
+        time.sleep(seconds)
+        try:
+            return run(self)
+        finally:
+            ended.append(time.perf_counter())
+
+    monkeypatch.setattr(highspy.Highs, "run", stalled)
+    return ended
+
+
+def test_place_keeps_its_deadline_when_highs_does_not_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    slices = tuple(wildfire_slice(key=f"ns/s{i:03d}", priority=i % 3) for i in range(40))
+    problem = Problem(wildfire_topology(), slices)
+    stall_highs(monkeypatch, 5.0)
+    start = time.perf_counter()
+    result = place(problem, SolveOptions(time_limit_s=1.0))
+    wall = time.perf_counter() - start
+    assert wall <= 1.05 + 0.3, f"place() took {wall:.2f}s on a 1 s limit"
+    assert result.method == "baseline" and result.gap is None
+    assert result.status is SolverStatus.NOT_SOLVED
+    assert check(problem, result) == []
+    rejected = [sp for sp in result.slices.values() if not sp.admitted]
+    assert rejected and all(sp.reasons for sp in rejected)
+    for sp in rejected:  # nothing claimed proven; the reason says what happened to the solve
+        assert any("not proven" in r and "its answer was not waited for" in r for r in sp.reasons), sp.reasons
+        assert not any("not together with the admitted slices" in r for r in sp.reasons), sp.reasons

@@ -9,6 +9,7 @@ added), and by the proven optimum ``place()`` reaches through each.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import pulp
@@ -23,6 +24,7 @@ from flyslice.solver.matrix import MatrixModel
 from flyslice.solver.sharing import Shares
 
 from .instances import tiered_problem
+from .test_backends import stall_highs
 from .test_sharing import gateway_problem
 
 pytestmark = pytest.mark.skipif(
@@ -176,3 +178,14 @@ def test_a_direct_model_refuses_cbc_and_bad_options_name_the_field() -> None:
         solve(built.prob, SolveOptions(solver="cbc"), warm_start=False)
     with pytest.raises(ValueError, match=r"SolveOptions\.model_build"):
         SolveOptions(model_build="numpy")  # type: ignore[arg-type]
+
+
+def test_a_highs_run_past_its_limit_is_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    built = _built(INSTANCES["tiered 20x8x4"], direct=True)
+    ended = stall_highs(monkeypatch, 2.0)
+    start = time.perf_counter()
+    outcome = solve(built.prob, SolveOptions(solver="highs", time_limit_s=0.3), warm_start=False)
+    waited = time.perf_counter() - start
+    assert outcome.abandoned and outcome.kind == "none" and outcome.bound is None
+    assert 0.3 <= waited < 0.3 + 0.3  # the limit, the grace, a loaded machine's scheduling; not 2 s
+    assert ended == []  # it really was still running when solve() returned
