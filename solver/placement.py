@@ -477,7 +477,13 @@ def _solve_with_cuts(
         if warm:
             built.set_start(start, modelled, ctx.dist, search.hints)
         try:
-            outcome = solve(built.prob, replace(opts, time_limit_s=limit), warm_start=warm)
+            # A late HiGHS run may use what was set aside for the round's overrun, not more.
+            outcome = solve(
+                built.prob,
+                replace(opts, time_limit_s=limit),
+                warm_start=warm,
+                wait_until=clock.solve_deadline,
+            )
         except pulp.PulpSolverError as exc:
             # Bundled CBC 2.10.3 can exit non-zero when its time limit hits while it is still
             # trying the MIP start: an answer is still owed, and the best so far is one.
