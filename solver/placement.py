@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import pulp
 
-from . import ilp, sharing, staged
+from . import bounds, ilp, sharing, staged
 from .backends import solve
 from .baseline import greedy, priority_order
 from .candidates import Option, path_slack, prune
@@ -178,6 +178,7 @@ def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
         # come from the diagnosis like any other rejected slice's.
         if all(c.values()):
             candidates[s.key] = c
+    pruning_complete = pruned_all
     prune_seconds = clock.now() - prune_start
     log.debug("pruning done at %.3fs (%.3fs)", clock.now() - clock.start, prune_seconds)
     if capped:
@@ -233,7 +234,8 @@ def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
         trial = _Search(search.best, search.hints, search.best_value)
         # The share is of the time left once the small model is built (on 1000 hosts building it
         # can take most of a share that counted from before the build).
-        share = _Clock(clock.now(), staged.SHARE * (clock.solve_deadline - clock.now()))
+        left = clock.solve_deadline - clock.now()
+        share = _Clock(clock.now(), staged.share(build_predicted, left) * left)
         _solve_with_cuts(ctx, small, modelled, held_fixed, opts, share, trial, clock.now() - small_start)
         if trial.source == "ilp":
             search.offer(trial.best, trial.hints, trial.best_value)
@@ -284,6 +286,12 @@ def place(problem: Problem, options: SolveOptions | None = None) -> Placement:
         search.best, search.hints, search.best_value = _consolidated(
             ctx, held_fixed, search.best, search.hints, budget, stop, search.best_value
         )
+    if pruning_complete and opts.max_candidates is None:
+        # Where the solver proved little or nothing (no root LP in time), each slice at its cheapest.
+        floor = bounds.cheapest_slices_bound(problem, modelled, candidates, ctx.dist)
+        if floor is not None and (search.bound is None or floor > search.bound):
+            log.debug("bound: each slice at its cheapest, %.6g (the solver's: %s)", floor, search.bound)
+            search.bound = floor
     admitted: dict[str, dict[str, Assignment]] = {**fixed, **search.best}
     hints = {**fixed_hints, **search.hints}
     gap = _gap(ctx, modelled, held_fixed, search.bound, search.best_value)
