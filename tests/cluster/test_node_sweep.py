@@ -21,6 +21,8 @@ sys.path.insert(0, str(REPO / "tools" / "kubeenv"))
 
 import nodes  # noqa: E402
 
+from tests.conftest import wait_for  # noqa: E402
+
 
 @pytest.fixture
 def started() -> Iterator[list[subprocess.Popen[bytes]]]:
@@ -67,6 +69,13 @@ def test_a_machine_stop_sweeps_a_process_its_record_misses(
         host_veth="fsnonev0",
     )
     orphan = _sleeper(started, f"{host.dir}/agent.yaml")
+    # Found by what stop() sweeps, before stop() (a CI run once saw the orphan outlive stop()).
+    wait_for(lambda: orphan.pid in nodes._started_from(host.dir), timeout=10)
     assert host.procs == []
     assert host.stop(5.0) == []
-    assert orphan.wait(5) == -9
+    try:
+        code = orphan.wait(10)
+    except subprocess.TimeoutExpired:
+        status = Path(f"/proc/{orphan.pid}/status").read_text().splitlines()[:3]
+        pytest.fail(f"pid {orphan.pid} outlived stop(): {status}; swept now: {nodes._started_from(host.dir)}")
+    assert code == -9
