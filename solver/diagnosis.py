@@ -238,7 +238,10 @@ def relaxation_reasons(
             direct=options.direct,
         )
         try:
-            out = solve(built.prob, replace(options, time_limit_s=limit), warm_start=False)
+            # A late HiGHS run may use the rest of the diagnosis time, not more (backends._run_bounded).
+            out = solve(
+                built.prob, replace(options, time_limit_s=limit), warm_start=False, wait_until=deadline
+            )
         except pulp.PulpSolverError:
             inconclusive = True
             return None
