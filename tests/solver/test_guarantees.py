@@ -187,12 +187,15 @@ def test_a_time_out_is_never_reported_optimal(solver: str) -> None:
 def test_place_keeps_to_its_time_limit_diagnosis_included(solver: str, limit: float) -> None:
     # Rejected slices need per-slice diagnosis; before issue 13 it (and the model build) ran after
     # the limit: 2.7-4.8 s on these 1-2 s limits. A behaviour bound, not a speed target: 5 % plus
-    # 0.5 s of slack for a loaded machine.
+    # 0.5 s of slack for a loaded machine, 1 s for CBC: PuLP waits for its subprocess, whose root LP
+    # and MIP start do not check the clock (docs/solver.md, "Limits of the time bound"; 0.61 and
+    # 0.77 s over in two CI runs at load ~4, against a 0.5 s slack).
     problem = overloaded()
     start = time.perf_counter()
     result = place(problem, SolveOptions(solver=solver, time_limit_s=limit))
     wall = time.perf_counter() - start
-    assert wall <= limit * 1.05 + 0.5, f"place() took {wall:.2f}s on a {limit:g}s limit"
+    slack = 1.0 if solver == "cbc" else 0.5
+    assert wall <= limit * 1.05 + slack, f"place() took {wall:.2f}s on a {limit:g}s limit"
     assert result.seconds <= wall
     rejected = [sp for sp in result.slices.values() if not sp.admitted]
     assert rejected and all(sp.reasons for sp in rejected)
