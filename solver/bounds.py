@@ -59,6 +59,8 @@ def _fastest(
     attachment: str, nfs: Sequence[str], options: Mapping[str, Sequence[Option]], dist: Distances
 ) -> float:
     """A lower bound on a path's latency: the first hop at its shortest, every NF at its fastest."""
-    hops = (dist.true(attachment, o.host) for o in options[nfs[0]]) if nfs else iter((0.0,))
+    if not nfs:
+        return 0.0
+    hops = (dist.true(attachment, o.host) for o in options[nfs[0]])
     first = min((d for d in hops if d is not None), default=0.0)
     return first + sum(min((o.processing_ms for o in options[n]), default=0.0) for n in nfs)
