@@ -69,3 +69,11 @@ def test_with_the_first_pass_place_proves_the_same_optimum(
         # The guarantee is the full model's: a first pass on 2 options per NF is never "the" proof.
         assert result.guarantee is Guarantee.OPTIMAL and not result.restrictions
     assert staged_result.objective == pytest.approx(alone.objective, rel=1e-9, abs=1e-6)
+
+
+def test_the_first_pass_gets_most_of_the_time_when_the_full_model_is_too_large_to_solve() -> None:
+    # 1000 x 500: a full build predicted at 6.9 s of 24 s left (29 %) -> the first pass gets 80 %.
+    assert staged.share(6.9, 24.0) == staged.LARGE_SHARE
+    # 200 x 100: 0.6 s of 24 s (2.5 %) -> the usual 30 %, the full model gets the rest.
+    assert staged.share(0.6, 24.0) == staged.SHARE
+    assert staged.share(1.0, 0.0) == staged.SHARE  # no time left: nothing to share
